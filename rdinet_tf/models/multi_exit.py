@@ -1,0 +1,179 @@
+"""The multi-exit model: a chain of stage sub-models with an exit head after each.
+
+Exit k (0-based ``exit_index`` in code, named ``exit_{k+1}``) reads the feature
+map left by stage k. The last exit is the backbone's own classifier. Because
+the network is a chain of segments, code can run only the stages up to exit k
+(:meth:`MultiExitModel.exit_logits`) and export each segment on its own.
+"""
+
+import keras
+
+from rdinet_tf.errors import InputError
+
+
+def exit_name(exit_index):
+    """Output name of the 0-based exit ``exit_index``: ``exit_1`` ... ``exit_K``."""
+    return f"exit_{exit_index + 1}"
+
+
+@keras.saving.register_keras_serializable(package="rdinet_tf")
+class MultiExitModel(keras.Model):
+    """A functional Keras model whose outputs are the logits of ``exit_1..exit_K``.
+
+    Args:
+        stages: K functional sub-models; stage k maps the output of stage k-1
+            (stage 0 maps the image) to the feature map exit k reads.
+        heads: K functional sub-models; head k maps stage k's output to logits.
+        exit_policy: optional :class:`rdinet_tf.policy.ExitPolicy` (thresholds),
+            saved and loaded with the model.
+    """
+
+    def __init__(self, stages, heads, exit_policy=None, **kwargs):
+        if len(stages) != len(heads) or not stages:
+            raise ValueError(
+                f"a multi-exit model needs one head per stage; got {len(stages)} "
+                f"stages and {len(heads)} heads"
+            )
+        image = keras.Input(shape=tuple(stages[0].inputs[0].shape[1:]), name="image")
+        features, logits = image, []
+        for stage, head in zip(stages, heads):
+            features = stage(features)
+            logits.append(head(features))
+        super().__init__(inputs=image, outputs=logits, **kwargs)
+        self.stages = list(stages)
+        self.heads = list(heads)
+        self.exit_policy = exit_policy
+
+    @property
+    def num_exits(self):
+        return len(self.heads)
+
+    @property
+    def image_shape(self):
+        """Shape of one input image (H, W, C)."""
+        return tuple(self.inputs[0].shape[1:])
+
+    def exit_logits(self, images, last_exit=None, training=False):
+        """Logits of exits ``0..last_exit`` (default: all), running only the stages they need."""
+        last_exit = self.num_exits - 1 if last_exit is None else last_exit
+        if not 0 <= last_exit < self.num_exits:
+            raise InputError(
+                f"exit index {last_exit} is out of range: this model has exits "
+                f"0..{self.num_exits - 1}"
+            )
+        features, logits = images, []
+        for stage, head in zip(self.stages[: last_exit + 1], self.heads):
+            features = stage(features, training=training)
+            logits.append(head(features, training=training))
+        return logits
+
+    def check_images(self, images):
+        """Raise :class:`InputError` unless ``images`` is a batch of this model's image shape."""
+        shape = tuple(images.shape)
+        if len(shape) != 4 or shape[1:] != self.image_shape:
+            raise InputError(
+                f"{self.name} expects a batch of images of shape (N, "
+                f"{', '.join(map(str, self.image_shape))}) with values in [0, 1]; got "
+                f"shape {shape}. Resize the images or pick the model built for "
+                "this data (e.g. smallcnn for 28x28x1, resnet38 for 32x32x3)."
+            )
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "stages": [keras.saving.serialize_keras_object(s) for s in self.stages],
+            "heads": [keras.saving.serialize_keras_object(h) for h in self.heads],
+            "exit_policy": (
+                None if self.exit_policy is None else self.exit_policy.get_config()
+            ),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        from rdinet_tf.policy import ExitPolicy
+
+        config = dict(config)
+        for key in ("stages", "heads"):
+            config[key] = [
+                keras.saving.deserialize_keras_object(c, custom_objects=custom_objects)
+                for c in config[key]
+            ]
+        if config.get("exit_policy") is not None:
+            config["exit_policy"] = ExitPolicy.from_config(config["exit_policy"])
+        return cls(**config)
+
+
+def chain(segment_builders, input_shape, name):
+    """Build a :class:`MultiExitModel` from ``[(stage_fn, head_fn), ...]``.
+
+    Each function maps a symbolic input tensor to its output tensor; stage k's
+    input shape is stage k-1's output shape.
+    """
+    stages, heads = [], []
+    shape = tuple(input_shape)
+    for exit_index, (stage_fn, head_fn) in enumerate(segment_builders):
+        stages.append(_segment(stage_fn, shape, f"stage_{exit_index + 1}"))
+        shape = tuple(stages[-1].outputs[0].shape[1:])
+        heads.append(_segment(head_fn, shape, exit_name(exit_index)))
+    return MultiExitModel(stages, heads, name=name)
+
+
+def _segment(build, input_shape, name):
+    """A functional sub-model ``name`` made by ``build(input_tensor)``."""
+    inputs = keras.Input(shape=input_shape, name=f"{name}_input")
+    return keras.Model(inputs, build(inputs), name=name)
+
+
+def attach_exits(backbone, attach_layers, head_builder, final_head=None, name=None):
+    """Cut a Keras functional ``backbone`` at ``attach_layers`` and add exit heads.
+
+    Args:
+        backbone: a functional model with one image input, e.g.
+            ``keras.applications.MobileNetV2(weights=None, include_top=True)``.
+        attach_layers: names of the layers after which a side exit is attached,
+            in forward order. No tensor other than the layer's output may cross
+            a cut (cut after a residual add, not inside a block).
+        head_builder: ``f(feature_shape, exit_index) -> keras.Model`` building a
+            side-exit head from the shape of the feature map it reads.
+        final_head: name of the first layer of the backbone's own classifier
+            (e.g. ``"global_average_pooling2d"``); the last stage ends before it
+            and the final head runs from it to the backbone output. Default:
+            the backbone's last layer alone.
+
+    Returns:
+        A :class:`MultiExitModel` sharing the backbone's layers and weights.
+    """
+    layer_names = [layer.name for layer in backbone.layers]
+    final_head = final_head or layer_names[-1]
+    cuts = list(attach_layers) + [None]
+    for layer_name in list(attach_layers) + [final_head]:
+        if layer_name not in layer_names:
+            raise InputError(
+                f"backbone {backbone.name!r} has no layer named {layer_name!r}; "
+                "pass names from [layer.name for layer in backbone.layers]"
+            )
+    final_input = backbone.get_layer(final_head).input
+    stage_ends = [backbone.get_layer(n).output for n in attach_layers] + [final_input]
+    stages, heads = [], []
+    stage_input = backbone.inputs[0]
+    for exit_index, (cut, stage_output) in enumerate(zip(cuts, stage_ends)):
+        stages.append(_sub_model(backbone, stage_input, stage_output, f"stage_{exit_index + 1}"))
+        if cut is not None:
+            head = head_builder(tuple(stage_output.shape[1:]), exit_index)
+            heads.append(keras.Model(head.inputs, head.outputs, name=exit_name(exit_index)))
+        stage_input = stage_output
+    heads.append(_sub_model(backbone, final_input, backbone.outputs[0], exit_name(len(cuts) - 1)))
+    return MultiExitModel(stages, heads, name=name or f"{backbone.name}_multi_exit")
+
+
+def _sub_model(backbone, inputs, outputs, name):
+    """The part of ``backbone`` between two tensors, as a model of its own."""
+    try:
+        return keras.Model(inputs, outputs, name=name)
+    except ValueError as error:
+        raise InputError(
+            f"cannot cut backbone {backbone.name!r} into {name}: {error}. Attach "
+            "exits only where a single tensor crosses the cut (after a block's "
+            "residual add, not inside a block)."
+        ) from error

@@ -1,0 +1,127 @@
+import keras
+import numpy as np
+import pytest
+
+from rdinet_tf import flops, models
+from rdinet_tf.errors import InputError
+from rdinet_tf.models.resnet import exit_blocks
+
+# Spec section 3 (paper convention) and section 4 (trainable parameters).
+PAPER_COSTS = {
+    "smallcnn": [0.818, 7.006, 9.256],
+    "resnet38": [16.797, 30.297, 36.547, 50.047, 61.422, 74.922, 79.422],
+    "mobilenetv2": [7.941, 22.906, 30.125, 36.547, 51.160, 67.906, 86.920],
+}
+TRAINABLE_PARAMS = {"smallcnn": 836_846, "resnet38": 692_310, "mobilenetv2": 2_343_798}
+
+
+@pytest.fixture(scope="module", params=sorted(PAPER_COSTS))
+def reference_model(request):
+    return request.param, models.build(request.param)
+
+
+def test_paper_flops_table(reference_model):
+    name, model = reference_model
+    np.testing.assert_allclose(flops.exit_costs(model, "paper"), PAPER_COSTS[name], atol=1e-3)
+
+
+def test_trainable_parameter_count(reference_model):
+    name, model = reference_model
+    count = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert count == TRAINABLE_PARAMS[name]
+
+
+def test_outputs_are_named_exits(reference_model):
+    name, model = reference_model
+    k = len(PAPER_COSTS[name])
+    assert model.output_names == [f"exit_{i}" for i in range(1, k + 1)]
+    assert [tuple(o.shape) for o in model.outputs] == [(None, 10)] * k
+    assert model.num_exits == len(model.stages) == len(model.heads) == k
+
+
+def test_honest_costs_add_rejected_heads_and_dense_layers(smallcnn):
+    stages, heads = flops.segment_macs(smallcnn)
+    honest = flops.exit_costs(smallcnn)
+    # exit 2 = conv1 + conv2 + conv3 + the whole head 1 (conv + dense) + head 2 (dense).
+    conv_backbone = 32 * 9 * 26 * 26 + 32 * 32 * 9 * 24 * 24 + 32 * 64 * 9 * 10 * 10
+    head1 = 32 * 16 * 9 * 12 * 12 + 576 * 200 + 200 * 200 + 200 * 10
+    head2 = 1600 * 200 + 200 * 200 + 200 * 10
+    assert honest[1] == pytest.approx((conv_backbone + head1 + head2) / 1e6)
+    assert np.all(np.diff(honest) > 0)
+    assert heads[0].dense == 576 * 200 + 200 * 200 + 200 * 10
+
+
+def test_expected_cost_of_a_distribution():
+    costs = [1.0, 4.0, 10.0]
+    assert flops.expected_cost(costs, [2, 1, 1]) == pytest.approx(4.0)
+    assert flops.expected_cost(costs, [0.0, 0.0, 1.0]) == pytest.approx(10.0)
+    with pytest.raises(InputError, match="3 non-negative"):
+        flops.expected_cost(costs, [1, 1])
+    with pytest.raises(InputError, match="convention"):
+        flops.exit_costs(models.build("smallcnn"), "gflops")
+
+
+def test_truncated_forward_matches_full_model(smallcnn, resnet38, mnist_like, cifar_like):
+    for model, images in ((smallcnn, mnist_like[:8]), (resnet38, cifar_like)):
+        full = model(images, training=False)
+        for k in range(model.num_exits):
+            truncated = model.exit_logits(images, last_exit=k)
+            assert len(truncated) == k + 1
+            np.testing.assert_allclose(truncated[k], full[k], atol=1e-5)
+
+
+def test_truncated_forward_runs_only_needed_stages(resnet38, cifar_like):
+    calls = []
+    original = resnet38.stages[3].call
+    resnet38.stages[3].call = lambda *a, **kw: calls.append(1) or original(*a, **kw)
+    try:
+        resnet38.exit_logits(cifar_like, last_exit=2)
+    finally:
+        del resnet38.stages[3].call
+    assert calls == []
+
+
+def test_resnet_family_by_depth():
+    assert exit_blocks(6) == [1, 4]
+    model = models.cifar_resnet(20)  # n = 3: exits after blocks 0 and 2 of each group
+    assert exit_blocks(3) == [0, 2]
+    assert model.num_exits == 7
+    with pytest.raises(InputError, match="6n\\+2"):
+        models.cifar_resnet(21)
+
+
+def test_unknown_model_name():
+    with pytest.raises(InputError, match="smallcnn"):
+        models.build("vgg16")
+
+
+def test_wrong_image_shape_is_named(smallcnn):
+    with pytest.raises(InputError, match=r"\(N, 28, 28, 1\).*\(4, 32, 32, 3\)"):
+        smallcnn.check_images(np.zeros((4, 32, 32, 3), np.float32))
+    with pytest.raises(InputError, match="exit index 5"):
+        smallcnn.exit_logits(np.zeros((1, 28, 28, 1), np.float32), last_exit=5)
+
+
+def test_attach_exits_to_keras_application(tmp_path):
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), weights=None, alpha=0.35, classes=10)
+
+    def head(shape, exit_index):
+        inputs = keras.Input(shape)
+        x = keras.layers.GlobalAveragePooling2D()(inputs)
+        return keras.Model(inputs, keras.layers.Dense(10)(x))
+
+    model = models.attach_exits(backbone, ["block_2_add", "block_5_add"], head,
+                                final_head="global_average_pooling2d")
+    assert model.output_names == ["exit_1", "exit_2", "exit_3"]
+    images = np.random.default_rng(2).random((2, 32, 32, 3), dtype=np.float32)
+    np.testing.assert_allclose(model(images)[-1], backbone(images), atol=1e-5)
+    assert flops.exit_costs(model)[-1] > flops.exit_costs(model)[0] > 0
+    path = tmp_path / "attached.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_allclose(restored(images)[1], model(images)[1], atol=1e-6)
+    with pytest.raises(InputError, match="no layer named"):
+        models.attach_exits(backbone, ["nope"], head)
+    with pytest.raises(InputError, match="single tensor crosses"):
+        models.attach_exits(backbone, ["block_2_expand"], head)

@@ -1,0 +1,97 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rdinet_tf import flops
+from rdinet_tf.errors import InputError
+from rdinet_tf.policy import ExitPolicy, entropy, first_confident_exit, thresholds_for_counts
+
+
+def test_entropy_matches_reference_formula():
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]], np.float32)
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    expected = -(p * np.log(p + 1e-5)).sum(1)
+    np.testing.assert_allclose(entropy(logits), expected, rtol=1e-5)
+
+
+def test_first_confident_exit_and_last_exit_always_answers():
+    entropies = np.array([[0.1, 0.1, 2.0], [0.9, 0.2, 2.0], [0.9, 0.9, 0.0]], np.float32)
+    exits = first_confident_exit(entropies, [0.5, 0.5]).numpy()
+    assert exits.tolist() == [0, 1, 2]
+
+
+def test_equal_share_walks_exits_like_the_reference():
+    rng = np.random.default_rng(0)
+    entropies = rng.random((90, 3))
+    thresholds = thresholds_for_counts(entropies, [30, 30])
+    assert thresholds[0] == np.sort(entropies[:, 0])[30]
+    left = entropies[entropies[:, 0] >= thresholds[0]]
+    assert thresholds[1] == np.sort(left[:, 1])[30]
+    exits = first_confident_exit(entropies, thresholds).numpy()
+    assert np.bincount(exits).tolist() == [30, 30, 30]
+
+
+def test_calibrate_equal_share_and_shares(smallcnn, mnist_like):
+    policy = ExitPolicy.calibrate(smallcnn, mnist_like)
+    assert policy.predict(smallcnn, mnist_like).exit_shares.tolist() == pytest.approx([21 / 64, 21 / 64, 22 / 64])
+    policy = ExitPolicy.calibrate(smallcnn, mnist_like, method="shares", shares=[0.5, 0.25])
+    assert np.bincount(policy.predict(smallcnn, mnist_like).exits, minlength=3).tolist() == [32, 16, 16]
+
+
+def test_calibrate_to_target_cost(smallcnn, mnist_like):
+    costs = flops.exit_costs(smallcnn)
+    target = (costs[0] + costs[-1]) / 2
+    policy = ExitPolicy.calibrate(smallcnn, mnist_like, method="target_cost", target_cost=target)
+    result = policy.predict(smallcnn, mnist_like)
+    assert result.mean_cost <= target
+    assert result.mean_cost > target - (costs[-1] - costs[0]) / 8  # close to the budget, not trivially cheap
+    paper = ExitPolicy.calibrate(smallcnn, mnist_like, method="target_cost", target_cost=5.0,
+                                 convention="paper")
+    assert paper.predict(smallcnn, mnist_like, convention="paper").mean_cost <= 5.0
+    with pytest.raises(InputError, match="cost of the first exit"):
+        ExitPolicy.calibrate(smallcnn, mnist_like, method="target_cost", target_cost=0.1)
+
+
+def test_predict_is_consistent_with_route(smallcnn, mnist_like):
+    policy = ExitPolicy([0.5, 1.0])
+    result = policy.predict(smallcnn, mnist_like)
+    routed, exits = policy.route(smallcnn(mnist_like))
+    np.testing.assert_array_equal(result.exits, exits.numpy())
+    np.testing.assert_array_equal(result.predictions, tf.argmax(routed, -1).numpy())
+    np.testing.assert_allclose(result.costs, flops.exit_costs(smallcnn)[result.exits])
+
+
+def test_save_load_round_trip_keeps_outputs_and_thresholds(smallcnn, mnist_like, tmp_path):
+    policy = ExitPolicy.calibrate(smallcnn, mnist_like)
+    smallcnn.exit_policy = policy
+    path = tmp_path / "model.keras"
+    smallcnn.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_array_equal(restored.exit_policy.thresholds, policy.thresholds)
+    for a, b in zip(restored.predict(mnist_like, verbose=0), smallcnn.predict(mnist_like, verbose=0)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(restored.exit_policy.predict(restored, mnist_like).exits,
+                                  policy.predict(smallcnn, mnist_like).exits)
+    smallcnn.exit_policy = None
+
+
+@pytest.mark.parametrize("thresholds, message", [
+    ([0.1], "2 thresholds"),
+    ([0.1, float("nan")], "non-negative"),
+    ([-0.1, 0.2], "non-negative"),
+    ([], "one entropy threshold per side exit"),
+])
+def test_bad_thresholds(smallcnn, mnist_like, thresholds, message):
+    with pytest.raises(InputError, match=message):
+        ExitPolicy(thresholds).predict(smallcnn, mnist_like)
+
+
+def test_bad_calibration_input(smallcnn):
+    with pytest.raises(InputError, match=r"\(N, 28, 28, 1\)"):
+        ExitPolicy.calibrate(smallcnn, np.zeros((4, 28, 28, 3), np.float32))
+    with pytest.raises(InputError, match="2 non-negative fractions"):
+        ExitPolicy.calibrate(smallcnn, np.zeros((4, 28, 28, 1), np.float32), method="shares",
+                             shares=[0.9, 0.9])
+    with pytest.raises(InputError, match="unknown calibration method"):
+        ExitPolicy.calibrate(smallcnn, np.zeros((4, 28, 28, 1), np.float32), method="median")
