@@ -15,6 +15,7 @@ setup(
         "scikit-learn>=1.4",
         "tqdm>=4.66",
         "matplotlib>=3.8",
+        "importlib_resources",  # tensorflow-datasets needs it at import time of its loaders
     ],
     extras_require={
         "pruning": ["tensorflow-model-optimization==0.8.1", "tf-keras==2.21.*"],

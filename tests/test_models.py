@@ -65,9 +65,10 @@ def test_truncated_forward_matches_full_model(smallcnn, resnet38, mnist_like, ci
     for model, images in ((smallcnn, mnist_like[:8]), (resnet38, cifar_like)):
         full = model(images, training=False)
         for k in range(model.num_exits):
-            truncated = model.exit_logits(images, last_exit=k)
-            assert len(truncated) == k + 1
-            np.testing.assert_allclose(truncated[k], full[k], atol=1e-5)
+            np.testing.assert_allclose(model.exit_logits(images, [k])[0], full[k], atol=1e-5)
+        prefix = model.exit_logits(images, range(3))
+        for k in range(3):
+            np.testing.assert_allclose(prefix[k], full[k], atol=1e-5)
 
 
 def test_truncated_forward_runs_only_needed_stages(resnet38, cifar_like):
@@ -75,7 +76,7 @@ def test_truncated_forward_runs_only_needed_stages(resnet38, cifar_like):
     original = resnet38.stages[3].call
     resnet38.stages[3].call = lambda *a, **kw: calls.append(1) or original(*a, **kw)
     try:
-        resnet38.exit_logits(cifar_like, last_exit=2)
+        resnet38.exit_logits(cifar_like, [2])
     finally:
         del resnet38.stages[3].call
     assert calls == []
@@ -98,8 +99,8 @@ def test_unknown_model_name():
 def test_wrong_image_shape_is_named(smallcnn):
     with pytest.raises(InputError, match=r"\(N, 28, 28, 1\).*\(4, 32, 32, 3\)"):
         smallcnn.check_images(np.zeros((4, 32, 32, 3), np.float32))
-    with pytest.raises(InputError, match="exit index 5"):
-        smallcnn.exit_logits(np.zeros((1, 28, 28, 1), np.float32), last_exit=5)
+    with pytest.raises(InputError, match="exit indices \\[5\\]"):
+        smallcnn.exit_logits(np.zeros((1, 28, 28, 1), np.float32), [5])
 
 
 def test_attach_exits_to_keras_application(tmp_path):

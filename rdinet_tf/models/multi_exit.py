@@ -9,6 +9,7 @@ the network is a chain of segments, code can run only the stages up to exit k
 import keras
 
 from rdinet_tf.errors import InputError
+from rdinet_tf.training import RDITrainer
 
 
 def exit_name(exit_index):
@@ -17,8 +18,11 @@ def exit_name(exit_index):
 
 
 @keras.saving.register_keras_serializable(package="rdinet_tf")
-class MultiExitModel(keras.Model):
+class MultiExitModel(RDITrainer, keras.Model):
     """A functional Keras model whose outputs are the logits of ``exit_1..exit_K``.
+
+    Trains with ``compile(defense=..., attack=...)`` and ``fit`` (see
+    :class:`rdinet_tf.training.RDITrainer`).
 
     Args:
         stages: K functional sub-models; stage k maps the output of stage k-1
@@ -53,19 +57,24 @@ class MultiExitModel(keras.Model):
         """Shape of one input image (H, W, C)."""
         return tuple(self.inputs[0].shape[1:])
 
-    def exit_logits(self, images, last_exit=None, training=False):
-        """Logits of exits ``0..last_exit`` (default: all), running only the stages they need."""
-        last_exit = self.num_exits - 1 if last_exit is None else last_exit
-        if not 0 <= last_exit < self.num_exits:
+    def exit_logits(self, images, exits=None, training=False):
+        """Logits of the 0-based ``exits`` (default: all), running only the stages they need.
+
+        ``exit_logits(x, [k])`` is the truncated forward to exit k: stages after k
+        and the heads of other exits are not computed.
+        """
+        exits = list(range(self.num_exits)) if exits is None else list(exits)
+        if not exits or not all(0 <= k < self.num_exits for k in exits):
             raise InputError(
-                f"exit index {last_exit} is out of range: this model has exits "
+                f"exit indices {exits} are out of range: this model has exits "
                 f"0..{self.num_exits - 1}"
             )
-        features, logits = images, []
-        for stage, head in zip(self.stages[: last_exit + 1], self.heads):
-            features = stage(features, training=training)
-            logits.append(head(features, training=training))
-        return logits
+        features, logits = images, {}
+        for k in range(max(exits) + 1):
+            features = self.stages[k](features, training=training)
+            if k in exits:
+                logits[k] = self.heads[k](features, training=training)
+        return [logits[k] for k in exits]
 
     def check_images(self, images):
         """Raise :class:`InputError` unless ``images`` is a batch of this model's image shape."""

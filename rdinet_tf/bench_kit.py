@@ -1,0 +1,229 @@
+"""On-device latency of early exit: per-segment timings combined with an exit distribution.
+
+An image leaving at exit k (0-based) runs segments 1..k+1, so with per-segment
+latencies t_1..t_K and exit shares s_1..s_K the expected early-exit latency is
+``sum_k s_k * (t_1 + ... + t_k)``. Per-segment latencies come from LiteRT's
+``benchmark_model`` logs (phones, see ``export/android_benchmark.sh``) or from
+:func:`segment_latencies` (Linux boards, ``export/edge_benchmark.py``).
+
+Command line (writes a CSV)::
+
+    python -m rdinet_tf.bench_kit --bundle BUNDLE --logs LOG_DIR --out latency.csv \
+        [--distribution exits.csv]
+
+``LOG_DIR`` holds one ``benchmark_model`` log per ``.tflite`` file, named after
+it (``segment_1.log``, ..., ``full_model.log``). Needs only numpy and
+ai-edge-litert (no TensorFlow).
+"""
+
+import argparse
+import csv
+import dataclasses
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rdinet_tf.errors import InputError
+from rdinet_tf.runtime import load_manifest
+
+_NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)"
+_SUMMARY = re.compile(r"Inference \(avg\):\s*" + _NUMBER)
+_RUN_LINE = re.compile(r"count=(\d+)\b[^\n]*?\bavg=" + _NUMBER + r"(?P<rest>[^\n]*)")
+_FIELD = {name: re.compile(rf"\b{name}=" + _NUMBER) for name in ("std", "median", "p95")}
+CSV_FIELDS = ("row", "file", "latency_us", "cumulative_latency_us", "exit_share", "mflops_honest")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkTiming:
+    """Timings of one ``benchmark_model`` run, in microseconds (None where not printed)."""
+
+    avg_us: float
+    runs: int | None = None
+    std_us: float | None = None
+    median_us: float | None = None
+    p95_us: float | None = None
+
+
+def parse_benchmark_model(text):
+    """The measured-run timings in a ``benchmark_model`` log -> :class:`BenchmarkTiming`.
+
+    The average is the ``Inference (avg): X`` summary; without it, the ``avg=X``
+    of the last ``count=...`` line (the first such line is the warm-up).
+    """
+    runs = list(_RUN_LINE.finditer(text))
+    summary = _SUMMARY.findall(text)
+    if not summary and not runs:
+        raise InputError(
+            "no 'Inference (avg): X' or 'count=N ... avg=X' line found: is this the output "
+            "of LiteRT's benchmark_model (did the run fail)?"
+        )
+    last = runs[-1] if runs else None
+    extras = {}
+    if last is not None:
+        for name, pattern in _FIELD.items():
+            found = pattern.search(last.group("rest"))
+            extras[name] = float(found.group(1)) if found else None
+    return BenchmarkTiming(
+        avg_us=float(summary[-1]) if summary else float(last.group(2)),
+        runs=int(last.group(1)) if last is not None else None,
+        std_us=extras.get("std"),
+        median_us=extras.get("median"),
+        p95_us=extras.get("p95"),
+    )
+
+
+def expected_latency(segment_latencies, exit_distribution):
+    """Mean latency when a sample leaving at exit k pays segments 1..k+1.
+
+    Args:
+        segment_latencies: K per-segment latencies (any unit).
+        exit_distribution: K counts or shares of samples per exit.
+    """
+    latencies = np.asarray(segment_latencies, np.float64)
+    shares = np.asarray(exit_distribution, np.float64)
+    if latencies.ndim != 1 or shares.shape != latencies.shape:
+        raise InputError(
+            f"need one latency and one exit share per segment; got {latencies.shape[0] if latencies.ndim else 0} "
+            f"latencies and exit distribution {list(np.atleast_1d(shares))}"
+        )
+    if (shares < 0).any() or shares.sum() <= 0 or (latencies < 0).any():
+        raise InputError(f"exit shares must be non-negative with a positive sum and latencies "
+                         f"non-negative; got shares {shares.tolist()}, latencies {latencies.tolist()}")
+    return float(np.cumsum(latencies) @ shares / shares.sum())
+
+
+def read_distribution_csv(path, num_exits):
+    """Exit shares from a CSV with columns ``exit`` (1-based) and ``share`` or ``count``."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    column = next((c for c in ("share", "count") if rows and c in rows[0]), None)
+    if column is None or "exit" not in rows[0]:
+        raise InputError(f"{path} needs a header with columns 'exit' (1-based) and 'share' or 'count'")
+    shares = np.zeros(num_exits)
+    for row in rows:
+        exit_number = int(row["exit"])
+        if not 1 <= exit_number <= num_exits:
+            raise InputError(f"{path}: exit {exit_number} is out of range 1..{num_exits}")
+        shares[exit_number - 1] += float(row[column])
+    return shares / shares.sum() if shares.sum() > 0 else shares
+
+
+def manifest_distribution(manifest):
+    """Exit shares recorded in a bundle manifest; :class:`InputError` if it has none."""
+    recorded = manifest.get("exit_distribution")
+    if not recorded:
+        raise InputError(
+            "the manifest records no exit distribution (export with representative images) "
+            "; pass --distribution exits.csv with columns exit,share"
+        )
+    return np.asarray(recorded["shares"], np.float64)
+
+
+def combine(manifest, segment_latencies_us, exit_shares, full_latency_us=None):
+    """CSV rows: one per segment, the expected early exit, and (if timed) the full model and ratios.
+
+    ``mflops_honest`` is the cumulative cost for segment rows and the expected
+    cost for the early-exit row (honest convention).
+    """
+    segments = manifest["segments"]
+    if len(segment_latencies_us) != len(segments):
+        raise InputError(f"need a latency for each of the {len(segments)} segments; "
+                         f"got {len(segment_latencies_us)}")
+    shares = np.asarray(exit_shares, np.float64) / np.sum(exit_shares)
+    costs = [s["cost_mflops"]["honest"]["cumulative"] for s in segments]
+    cumulative = np.cumsum(segment_latencies_us)
+    rows = [{"row": f"segment_{i + 1}", "file": s["file"], "latency_us": segment_latencies_us[i],
+             "cumulative_latency_us": cumulative[i], "exit_share": shares[i],
+             "mflops_honest": costs[i]} for i, s in enumerate(segments)]
+    expected = expected_latency(segment_latencies_us, shares)
+    expected_cost = float(np.asarray(costs) @ shares)
+    rows.append({"row": "early_exit_expected", "latency_us": expected, "exit_share": 1.0,
+                 "mflops_honest": expected_cost})
+    full = manifest.get("full_model")
+    if full_latency_us is not None and full is not None:
+        full_cost = full["cost_mflops"]["honest"]
+        rows.append({"row": "full_model", "file": full["file"], "latency_us": full_latency_us,
+                     "mflops_honest": full_cost})
+        rows.append({"row": "early_exit_over_full", "latency_us": expected / full_latency_us,
+                     "mflops_honest": expected_cost / full_cost})
+    return rows
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def percentiles_ms(seconds):
+    """``{"mean", "p50", "p95"}`` of per-sample times, in milliseconds."""
+    milliseconds = np.asarray(seconds, np.float64) * 1e3
+    return {"mean": float(milliseconds.mean()), "p50": float(np.percentile(milliseconds, 50)),
+            "p95": float(np.percentile(milliseconds, 95))}
+
+
+def segment_latencies(runner, images, warmup=20):
+    """Mean time of each segment of an :class:`~rdinet_tf.runtime.EarlyExitRunner`, in microseconds.
+
+    Every segment runs on every image (no early exit); the first ``warmup``
+    images are run once more beforehand, untimed.
+    """
+    images = np.asarray(images, np.float32)
+    for image in images[:warmup]:
+        _time_segments(runner, image)
+    return np.mean([_time_segments(runner, image) for image in images], axis=0) * 1e6
+
+
+def _time_segments(runner, image):
+    seconds, features, input_name = [], image[None], "image"
+    for segment in runner.segments:
+        start = time.perf_counter()
+        segment.invoke(input_name, features)
+        if "next_features" in segment.outputs:
+            features, input_name = segment.output("next_features"), "features"
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m rdinet_tf.bench_kit",
+                                     description="Combine per-segment benchmark_model logs with an "
+                                     "exit distribution into the expected early-exit latency.")
+    parser.add_argument("--bundle", required=True, help="exported bundle directory (manifest.json)")
+    parser.add_argument("--logs", required=True, help="directory of <file stem>.log benchmark logs")
+    parser.add_argument("--distribution", help="CSV with columns exit,share (or exit,count); "
+                        "default: the manifest's exit_distribution")
+    parser.add_argument("--out", required=True, help="CSV to write")
+    args = parser.parse_args(argv)
+    try:
+        manifest = load_manifest(args.bundle)
+        logs = Path(args.logs)
+        latencies = [_log_timing(logs, s["file"]).avg_us for s in manifest["segments"]]
+        full = manifest.get("full_model")
+        full_latency = (_log_timing(logs, full["file"]).avg_us
+                        if full and (logs / f"{Path(full['file']).stem}.log").is_file() else None)
+        shares = (read_distribution_csv(args.distribution, len(latencies)) if args.distribution
+                  else manifest_distribution(manifest))
+        rows = combine(manifest, latencies, shares, full_latency)
+    except (InputError, OSError) as error:
+        parser.exit(2, f"error: {error}\n")
+    write_csv(rows, args.out)
+    for row in rows:
+        print(f"{row['row']:<22}{row['latency_us']:>14.4g}  {row['mflops_honest']:>10.4g}")
+    return 0
+
+
+def _log_timing(logs, tflite_file):
+    path = logs / f"{Path(tflite_file).stem}.log"
+    try:
+        return parse_benchmark_model(path.read_text(errors="replace"))
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from error
+
+
+if __name__ == "__main__":
+    sys.exit(main())

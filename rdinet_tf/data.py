@@ -1,0 +1,422 @@
+"""Datasets for RDI-Nets: loading, train/validation/test splits and tf.data pipelines.
+
+Every dataset comes back as float32 NHWC images in [0, 1] (no mean/std
+normalisation) and int32 labels. The validation split is held out from the
+training set and is meant for exit-threshold calibration; the test set is never
+touched by it.
+
+Supported datasets (see ``DATASETS``):
+
+- ``mnist``: 28x28x1, from tensorflow-datasets or a local directory.
+- ``cifar10``: 32x32x3, from tensorflow-datasets or a local directory.
+- ``digits``: scikit-learn's 1,797 8x8 handwritten digits, resized to 28x28x1
+  so MNIST models run on it. It ships with scikit-learn and needs no download.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import pickle
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rdinet_tf.errors import InputError
+
+#: Dataset name -> (image shape HWC, number of classes).
+DATASETS = {
+    "mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10),
+    "digits": ((28, 28, 1), 10),
+}
+
+#: Accepted values of ``load(source=...)``.
+SOURCES = ("auto", "tfds", "digits", "local")
+
+#: Environment variable naming a local data directory (same role as ``--data-dir``).
+DATA_DIR_ENV = "RDINET_DATA_DIR"
+
+_SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_DIGITS_TEST_FRACTION = 0.2
+_DIGITS_TEST_SEED = 0  # fixed, so the digits test set does not depend on ``seed``
+
+# MNIST IDX files: role -> (base name, IDX magic number). Each may end in .gz.
+_IDX_FILES = {
+    "x_train": ("train-images", 2051),
+    "y_train": ("train-labels", 2049),
+    "x_test": ("t10k-images", 2051),
+    "y_test": ("t10k-labels", 2049),
+}
+_CIFAR_SUBDIR = "cifar-10-batches-py"
+_CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+class DataError(InputError):
+    """A dataset could not be found, downloaded or parsed; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Splits:
+    """A dataset split into train / validation / test numpy arrays.
+
+    Images are float32 NHWC in [0, 1]; labels are int32. ``source`` says where
+    the data came from (e.g. ``"npz: /data/mnist.npz"`` or ``"tfds: mnist"``).
+    """
+
+    name: str
+    num_classes: int
+    image_shape: tuple
+    source: str
+    x_train: np.ndarray = dataclasses.field(repr=False)
+    y_train: np.ndarray = dataclasses.field(repr=False)
+    x_val: np.ndarray = dataclasses.field(repr=False)
+    y_val: np.ndarray = dataclasses.field(repr=False)
+    x_test: np.ndarray = dataclasses.field(repr=False)
+    y_test: np.ndarray = dataclasses.field(repr=False)
+
+
+def load(dataset, data_dir=None, source="auto", validation_size=0.1, seed=0) -> Splits:
+    """Load ``dataset`` and split off a validation set from its training data.
+
+    Args:
+        dataset: one of ``DATASETS``.
+        data_dir: local directory holding the data (see "local" below). For
+            ``source="tfds"`` it is passed on as the tensorflow-datasets cache dir.
+        source: where to read the data from:
+            - "auto": "local" if ``data_dir`` is given; "digits" for the digits
+              dataset; "local" if $RDINET_DATA_DIR is set; otherwise "tfds".
+            - "tfds": ``tensorflow_datasets.load`` (may download).
+            - "digits": ``sklearn.datasets.load_digits`` (offline), with a fixed
+              stratified 80/20 train/test split.
+            - "local": ``data_dir`` (or $RDINET_DATA_DIR) holding one of
+              (a) ``<dataset>*.npz`` files that together provide x_train, y_train,
+              x_test, y_test (uint8 images); (b) for mnist, the four IDX files
+              (optionally .gz); (c) for cifar10, the python batches
+              ``data_batch_1..5`` (any non-empty subset) and ``test_batch``,
+              directly in the directory or in ``cifar-10-batches-py/``.
+        validation_size: fraction of the training set (float in [0, 1)) or a
+            number of images (int) held out as the validation split.
+        seed: seed of the permutation choosing the validation images.
+
+    Raises:
+        DataError: unknown name/source, missing or malformed files, failed download.
+    """
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    if source not in SOURCES:
+        raise DataError(f"unknown data source {source!r}; choose one of {list(SOURCES)}")
+    env_dir = os.environ.get(DATA_DIR_ENV) or None
+    if source == "auto":
+        if data_dir is not None:
+            source = "local"
+        elif dataset == "digits":
+            source = "digits"
+        else:
+            source = "local" if env_dir else "tfds"
+
+    if source == "local":
+        arrays, origin = _load_local(dataset, data_dir if data_dir is not None else env_dir)
+    elif source == "digits":
+        if dataset != "digits":
+            raise DataError(f"source 'digits' only provides the digits dataset, not {dataset!r}")
+        arrays, origin = _load_digits()
+    else:
+        arrays, origin = _load_tfds(dataset, data_dir)
+
+    image_shape, num_classes = DATASETS[dataset]
+    x_train, y_train = _check_arrays(dataset, arrays["x_train"], arrays["y_train"], "train", origin)
+    x_test, y_test = _check_arrays(dataset, arrays["x_test"], arrays["y_test"], "test", origin)
+    train_idx, val_idx = _validation_indices(len(x_train), validation_size, seed)
+    return Splits(
+        name=dataset,
+        num_classes=num_classes,
+        image_shape=image_shape,
+        source=origin,
+        x_train=x_train[train_idx],
+        y_train=y_train[train_idx],
+        x_val=x_train[val_idx],
+        y_val=y_train[val_idx],
+        x_test=x_test,
+        y_test=y_test,
+    )
+
+
+def make_dataset(x, y, batch_size, shuffle=False, augment=False, seed=None, drop_remainder=False):
+    """Build a prefetching ``tf.data.Dataset`` of ``(images, labels)`` batches.
+
+    ``augment=True`` applies the standard CIFAR augmentation with Keras layers
+    (``ZeroPadding2D(4)`` -> ``RandomCrop(h, w)`` -> ``RandomFlip("horizontal")``)
+    to each image separately, so every image gets its own crop and flip (Keras'
+    RandomCrop draws one crop offset per call, so calling it on a whole batch
+    would shift all images alike). With a ``seed``, shuffling and augmentation
+    are reproducible, and the augmentation runs sequentially to stay so;
+    without one it runs in parallel.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        height, width = x.shape[1:3]
+        augmenter = keras.Sequential(
+            [
+                keras.layers.ZeroPadding2D(4),
+                keras.layers.RandomCrop(height, width, seed=seed),
+                keras.layers.RandomFlip("horizontal", seed=seed),
+            ]
+        )
+
+        def _augment(image, label):
+            return augmenter(image[None], training=True)[0], label
+
+        ds = ds.map(_augment, num_parallel_calls=None if seed is not None else tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _load_tfds(dataset, data_dir):
+    if dataset == "digits":
+        raise DataError("the digits dataset is not in tensorflow-datasets; use source 'digits'")
+    try:
+        import tensorflow_datasets as tfds
+
+        train, test = tfds.as_numpy(
+            tfds.load(dataset, split=["train", "test"], as_supervised=True, batch_size=-1, data_dir=data_dir)
+        )
+    except Exception as exc:  # download/network/cache failures come in many types
+        raise DataError(
+            f"tensorflow-datasets could not download or load {dataset!r} ({type(exc).__name__}: {exc}). "
+            f"If you are offline, point to a local copy with --data-dir DIR or the {DATA_DIR_ENV} "
+            f"environment variable ({_layouts(dataset)}), or use --dataset digits, which needs no download."
+        ) from exc
+    return {"x_train": train[0], "y_train": train[1], "x_test": test[0], "y_test": test[1]}, f"tfds: {dataset}"
+
+
+def _load_digits():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.float32)[..., None] / 16.0  # values 0..16 -> [0, 1]
+    images = tf.image.resize(images, (28, 28), method="bilinear").numpy()
+    images = np.clip(images, 0.0, 1.0)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        bunch.target,
+        test_size=_DIGITS_TEST_FRACTION,
+        random_state=_DIGITS_TEST_SEED,
+        stratify=bunch.target,
+    )
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    return arrays, "sklearn: load_digits"
+
+
+def _load_local(dataset, data_dir):
+    if data_dir is None:
+        raise DataError(
+            f"no local data directory given for {dataset!r}: pass --data-dir DIR or set {DATA_DIR_ENV} "
+            f"to a directory holding {_layouts(dataset)}"
+        )
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"data directory {str(root)!r} does not exist or is not a directory; "
+            f"it should hold {_layouts(dataset)} (set it with --data-dir DIR or {DATA_DIR_ENV})"
+        )
+    npz_files = sorted(
+        p for p in root.iterdir() if p.is_file() and re.fullmatch(rf"{re.escape(dataset)}([_.-].*)?\.npz", p.name)
+    )
+    if npz_files:
+        return _read_npz_files(dataset, root, npz_files)
+    if dataset == "mnist":
+        idx_files = {role: _find_idx(root, *spec) for role, spec in _IDX_FILES.items()}
+        if any(idx_files.values()):
+            return _read_idx_files(root, idx_files)
+    if dataset == "cifar10":
+        for folder in (root, root / _CIFAR_SUBDIR):
+            names = [n for n in (*_CIFAR_TRAIN_BATCHES, "test_batch") if (folder / n).is_file()]
+            if names:
+                return _read_cifar_batches(folder, names)
+    raise DataError(
+        f"found no {dataset} data in {str(root)!r}: looked for {_layouts(dataset)}. "
+        f"Put the files there, point --data-dir / {DATA_DIR_ENV} elsewhere, "
+        f"or give neither to download with tensorflow-datasets"
+    )
+
+
+def _layouts(dataset):
+    """Human-readable list of the local file layouts accepted for ``dataset``."""
+    layouts = [f"'{dataset}*.npz' file(s) with keys {', '.join(_SPLIT_KEYS)}"]
+    if dataset == "mnist":
+        layouts.append("the MNIST IDX files " + ", ".join(_idx_name(*spec) for spec in _IDX_FILES.values()))
+    if dataset == "cifar10":
+        layouts.append(
+            f"the CIFAR-10 python batches data_batch_1..data_batch_5 and test_batch "
+            f"(directly or in {_CIFAR_SUBDIR}/)"
+        )
+    return " or ".join(layouts)
+
+
+def _read_npz_files(dataset, root, paths):
+    arrays, owner = {}, {}
+    for path in paths:
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                contents = {key: npz[key] for key in npz.files if key in _SPLIT_KEYS}
+        except (OSError, ValueError) as exc:
+            raise DataError(f"could not read {str(path)!r} as an .npz archive: {exc}") from exc
+        for key, value in contents.items():
+            if key in arrays:
+                raise DataError(
+                    f"key {key!r} appears in both {owner[key].name} and {path.name} in {str(root)!r}; "
+                    f"keep only one {dataset}*.npz file per key"
+                )
+            arrays[key], owner[key] = value, path
+    missing = [key for key in _SPLIT_KEYS if key not in arrays]
+    if missing:
+        found = ", ".join(p.name for p in paths)
+        raise DataError(
+            f"{found} in {str(root)!r} lack the key(s) {', '.join(missing)}; the {dataset}*.npz "
+            f"file(s) there must together provide {', '.join(_SPLIT_KEYS)}"
+        )
+    return arrays, "npz: " + ", ".join(str(p) for p in paths)
+
+
+def _idx_name(base, magic):
+    """Canonical IDX file name, e.g. ``train-images-idx3-ubyte[.gz]``, for messages."""
+    return f"{base}-idx{1 if magic == 2049 else 3}-ubyte[.gz]"
+
+
+def _find_idx(root, base, magic):
+    """Path of an IDX file in ``root`` (``-idx3-``/``.idx3-`` spelling, optional .gz), or None."""
+    kind = "idx1" if magic == 2049 else "idx3"
+    for name in (f"{base}-{kind}-ubyte", f"{base}.{kind}-ubyte"):
+        for candidate in (root / name, root / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _read_idx_files(root, paths):
+    missing = [_idx_name(*_IDX_FILES[role]) for role, path in paths.items() if path is None]
+    if missing:
+        raise DataError(f"incomplete MNIST IDX files in {str(root)!r}: missing {', '.join(missing)}")
+    arrays = {role: _read_idx(paths[role], _IDX_FILES[role][1]) for role in _IDX_FILES}
+    return arrays, f"idx: {root}"
+
+
+def _read_idx(path, magic):
+    """Parse one uint8 IDX file (big-endian header) with numpy."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            raw = f.read()
+    except OSError as exc:
+        raise DataError(f"could not read MNIST IDX file {str(path)!r}: {exc}") from exc
+    ndim = 3 if magic == 2051 else 1
+    header_size = 4 * (1 + ndim)
+    if len(raw) < header_size:
+        raise DataError(f"{str(path)!r} is too short ({len(raw)} bytes) to be an MNIST IDX file")
+    header = np.frombuffer(raw[:header_size], dtype=">i4")
+    if header[0] != magic:
+        raise DataError(
+            f"{str(path)!r} is not an MNIST IDX {'image' if ndim == 3 else 'label'} file: "
+            f"magic number {int(header[0])}, expected {magic}; replace it with the original file"
+        )
+    shape = tuple(int(d) for d in header[1:])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header_size)
+    if data.size != int(np.prod(shape)):
+        raise DataError(
+            f"{str(path)!r} is truncated or corrupt: header promises shape {shape} "
+            f"({int(np.prod(shape))} bytes) but holds {data.size} bytes of data"
+        )
+    return data.reshape(shape)
+
+
+def _read_cifar_batches(folder, names):
+    train_names = [n for n in names if n != "test_batch"]
+    if not train_names or "test_batch" not in names:
+        raise DataError(
+            f"incomplete CIFAR-10 python batches in {str(folder)!r}: found {', '.join(names)}, "
+            f"need test_batch and at least one of data_batch_1..data_batch_5"
+        )
+    train = [_read_cifar_batch(folder / n) for n in train_names]
+    x_test, y_test = _read_cifar_batch(folder / "test_batch")
+    arrays = {
+        "x_train": np.concatenate([x for x, _ in train]),
+        "y_train": np.concatenate([y for _, y in train]),
+        "x_test": x_test,
+        "y_test": y_test,
+    }
+    return arrays, f"cifar-python: {folder} ({', '.join(train_names)}, test_batch)"
+
+
+def _read_cifar_batch(path):
+    """One pickled CIFAR-10 batch -> (uint8 NHWC images, labels). Only open trusted files."""
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"])
+        images = data.reshape(len(data), 3, 32, 32).transpose(0, 2, 3, 1)  # CHW rows -> HWC
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"{str(path)!r} is not a CIFAR-10 python batch (a pickled dict with b'data' of shape "
+            f"(N, 3072) and b'labels'): {type(exc).__name__}: {exc}"
+        ) from exc
+    return images, labels
+
+
+# ------------------------------------------------------------------- checks / splits
+
+
+def _check_arrays(dataset, x, y, split, origin):
+    """Validate one split and convert it to float32 NHWC images in [0, 1] and int32 labels."""
+    image_shape, num_classes = DATASETS[dataset]
+    x, y = np.asarray(x), np.asarray(y)
+    where = f"{split} split of {dataset} ({origin})"
+    if x.ndim == 3 and image_shape[-1] == 1:
+        x = x[..., None]
+    if x.shape[1:] != image_shape:
+        raise DataError(
+            f"{where}: images have shape {x.shape}, expected (N, {', '.join(map(str, image_shape))})"
+            + (f" or (N, {image_shape[0]}, {image_shape[1]})" if image_shape[-1] == 1 else "")
+        )
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{where}: labels have shape {y.shape}, expected ({len(x)},) to match the images")
+    if len(x) == 0:
+        raise DataError(f"{where}: no images")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"{where}: labels must be integers in 0..{num_classes - 1}")
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    elif np.issubdtype(x.dtype, np.floating) and x.min() >= 0.0 and x.max() <= 1.0:
+        x = x.astype(np.float32)
+    else:
+        raise DataError(f"{where}: images must be uint8 (0..255) or floats in [0, 1], got {x.dtype}")
+    return x, y.astype(np.int32)
+
+
+def _validation_indices(n, validation_size, seed):
+    """Sorted (train, validation) index arrays from a seeded permutation of ``range(n)``."""
+    if isinstance(validation_size, (bool, np.bool_)):
+        raise DataError(f"validation_size must be a fraction in [0, 1) or an int count, got {validation_size!r}")
+    if isinstance(validation_size, (int, np.integer)):
+        n_val = int(validation_size)
+    elif isinstance(validation_size, (float, np.floating)) and 0.0 <= validation_size < 1.0:
+        n_val = int(round(validation_size * n))
+    else:
+        raise DataError(f"validation_size must be a fraction in [0, 1) or an int count, got {validation_size!r}")
+    if not 0 <= n_val < n:
+        raise DataError(f"validation_size={validation_size!r} must leave at least one of the {n} training images")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

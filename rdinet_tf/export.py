@@ -1,0 +1,398 @@
+"""Export a multi-exit model as a chain of TFLite segments for on-device early exit.
+
+Segment k (1-based) is stage k followed by exit head k. It reads the feature map
+left by segment k-1 (segment 1 reads the image) and outputs
+
+* ``next_features``: the feature map for segment k+1 (not in the last segment),
+* ``probs``: exit k's softmax probabilities,
+* ``entropy``: exit k's entropy -sum p log(p + 1e-5), one value per sample.
+
+A device runs segment 1, stops if its entropy is below T_1, else feeds
+``next_features`` to segment 2, and so on (see :mod:`rdinet_tf.runtime`). Every
+segment is written with batch size 1, one ``.tflite`` file each, next to a
+``manifest.json`` describing files, tensors, thresholds, costs and precision.
+
+Command line::
+
+    python -m rdinet_tf.export --tflite --model model.keras --out bundle/ \
+        [--precision float32|float16|dynamic_int8|int8] [--full] \
+        [--dataset mnist|cifar10|digits --data-dir DIR] [--overwrite]
+"""
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from rdinet_tf import flops
+from rdinet_tf.errors import InputError
+from rdinet_tf.policy import ENTROPY_EPS, predict_exit_logits
+from rdinet_tf.runtime import FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, EarlyExitRunner
+
+FULL_MODEL_FILE = "full_model.tflite"
+PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
+PREPROCESSING = "none: float32 pixels in [0,1], NHWC"
+ENTROPY_FORMULA = "-sum(p * log(p + 1e-5)) over the softmax probabilities p"
+EXIT_RULE = ("leave at exit k (0-based, k < K-1) when entropy_k < thresholds[k]; "
+             "the last exit always answers")
+
+# What each precision means for the files (recorded in the manifest).
+PRECISION_NOTES = {
+    "float32": "float32 weights and activations",
+    "float16": "float16 weights (dequantized to float32 at load on CPU), float32 activations",
+    "dynamic_int8": "int8 weights, float32 activations (dynamic-range quantization)",
+    "int8": ("full-integer: int8 weights and activations calibrated on representative "
+             "images; float32 inputs/outputs, quantized/dequantized inside each segment "
+             "(ops without an int8 kernel stay float32)"),
+}
+COST_NOTES = {
+    "honest": "conv + dense MACs / 1e6; cumulative = segments 1..k (every head evaluated)",
+    "paper": ("conv MACs / 2^20; cumulative = backbone convs up to exit k + exit k's own "
+              "head (earlier heads not added, as in the paper)"),
+}
+CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "digits": [str(d) for d in range(10)],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                "ship", "truck"],
+}
+
+
+class _SoftmaxEntropy(keras.layers.Layer):
+    """Softmax probabilities of logits and their per-sample entropy (reference formula)."""
+
+    def call(self, logits):
+        probs = keras.ops.softmax(logits, axis=-1)
+        return probs, -keras.ops.sum(probs * keras.ops.log(probs + ENTROPY_EPS), axis=-1)
+
+
+def segment_model(model, index):
+    """Keras model of segment ``index`` (0-based), sharing the stage and head weights."""
+    stage, head = model.stages[index], model.heads[index]
+    input_name = "image" if index == 0 else "features"
+    inputs = keras.Input(batch_shape=(1, *stage.inputs[0].shape[1:]), name=input_name)
+    features = stage(inputs)
+    probs, entropy = _SoftmaxEntropy(name=f"exit_{index + 1}_softmax_entropy")(head(features))
+    outputs = {"probs": probs, "entropy": entropy}
+    if index < model.num_exits - 1:
+        outputs["next_features"] = features
+    return keras.Model(inputs, outputs, name=f"segment_{index + 1}")
+
+
+def full_model(model):
+    """Keras model image -> final exit probabilities, without the side heads."""
+    inputs = keras.Input(batch_shape=(1, *model.image_shape), name="image")
+    features = inputs
+    for stage in model.stages:
+        features = stage(features)
+    probs = keras.layers.Softmax(name="final_softmax")(model.heads[-1](features))
+    return keras.Model(inputs, {"probs": probs}, name="full_model")
+
+
+def convert(keras_model, precision, representative_inputs=None):
+    """TFLite flatbuffer of ``keras_model`` at ``precision``.
+
+    ``representative_inputs`` (int8 only): array of the model's inputs, one sample per row.
+    """
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if precision != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        converter.representative_dataset = lambda: ([x[None]] for x in representative_inputs)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the temporary SavedModel path
+        return converter.convert()
+
+
+def tensor_specs(flatbuffer):
+    """``(inputs, outputs)``: name -> {tensor, shape, dtype, quantization} of the signature."""
+    runner = Interpreter(model_content=flatbuffer).get_signature_runner(SIGNATURE)
+    return ({name: _tensor_spec(d) for name, d in sorted(runner.get_input_details().items())},
+            {name: _tensor_spec(d) for name, d in sorted(runner.get_output_details().items())})
+
+
+def _tensor_spec(details):
+    dtype = np.dtype(details["dtype"])
+    scale, zero_point = details["quantization"]
+    return {
+        "tensor": details["name"],
+        "shape": [int(n) for n in details["shape"]],
+        "dtype": dtype.name,
+        "quantization": ({"scale": float(scale), "zero_point": int(zero_point)}
+                         if dtype.kind in "iu" else None),
+    }
+
+
+def export_tflite(model, out_dir, precision="float32", representative_images=None,
+                  include_full=False, class_names=None, overwrite=False):
+    """Write ``model`` as a bundle of TFLite segments plus ``manifest.json`` into ``out_dir``.
+
+    Args:
+        model: a :class:`rdinet_tf.models.MultiExitModel` with an ``exit_policy``.
+        out_dir: bundle directory; must not exist or be empty unless ``overwrite``.
+        precision: one of ``PRECISIONS``; ``"int8"`` needs ``representative_images``.
+        representative_images: held-out float32 images in [0, 1], (N, H, W, C):
+            int8 calibration data (a few hundred are typical) and, for any
+            precision, the images whose exit distribution the manifest records.
+        include_full: also write ``full_model.tflite`` (image -> final exit
+            probabilities) for comparison.
+        class_names: optional list of class names recorded in the manifest.
+        overwrite: replace an existing non-empty ``out_dir``.
+
+    The bundle is built in a temporary directory next to ``out_dir`` and moved
+    into place only when everything succeeded.
+
+    Returns:
+        The manifest (also written to ``out_dir/manifest.json``).
+    """
+    out_dir = Path(out_dir)
+    _check_export_args(model, out_dir, precision, representative_images, class_names, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        manifest = _write_bundle(model, staging, precision, representative_images,
+                                 include_full, class_names)
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _check_export_args(model, out_dir, precision, representative_images, class_names, overwrite):
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    if model.exit_policy is None:
+        raise InputError(
+            f"model {model.name!r} has no exit thresholds; calibrate them on held-out images "
+            "first: model.exit_policy = ExitPolicy.calibrate(model, x_val) (rdinet_tf.policy)"
+        )
+    if model.exit_policy.num_exits != model.num_exits:
+        raise InputError(
+            f"the model's exit_policy has {len(model.exit_policy.thresholds)} thresholds; "
+            f"a {model.num_exits}-exit model needs {model.num_exits - 1}: recalibrate it"
+        )
+    if precision == "int8" and (representative_images is None or len(representative_images) == 0):
+        raise InputError(
+            "int8 export needs representative_images (a few hundred held-out float32 "
+            "images in [0, 1]) to calibrate activation ranges; on the command line "
+            "pass --dataset and --data-dir"
+        )
+    if representative_images is not None:
+        model.check_images(np.asarray(representative_images))
+    if class_names is not None and len(class_names) != _num_classes(model):
+        raise InputError(
+            f"class_names has {len(class_names)} names; the model has {_num_classes(model)} classes"
+        )
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise InputError(
+            f"{out_dir} already exists and is not an empty directory; choose another --out "
+            "or pass --overwrite (overwrite=True)"
+        )
+
+
+def _num_classes(model):
+    return int(model.heads[-1].outputs[0].shape[-1])
+
+
+def _write_bundle(model, bundle_dir, precision, representative_images, include_full, class_names):
+    stage_macs, head_macs = flops.segment_macs(model)
+    cumulative = {c: flops.exit_costs(model, c) for c in flops.CONVENTIONS}
+    calibration = np.asarray(representative_images, np.float32) if precision == "int8" else None
+    features, segments = calibration, []
+    for index in range(model.num_exits):
+        keras_segment = segment_model(model, index)
+        file_name = f"segment_{index + 1}.tflite"
+        entry = _write_tflite(keras_segment, bundle_dir / file_name, precision, features)
+        if features is not None and index < model.num_exits - 1:
+            features = model.stages[index].predict(features, batch_size=64, verbose=0)
+        segment_cost = {
+            "honest": (stage_macs[index].total + head_macs[index].total) / 1e6,
+            "paper": (stage_macs[index].conv + head_macs[index].conv) / 2.0**20,
+        }
+        entry["cost_mflops"] = {
+            c: {"segment": segment_cost[c], "cumulative": float(cumulative[c][index])}
+            for c in flops.CONVENTIONS
+        }
+        segments.append({"index": index, "exit": f"exit_{index + 1}", **entry})
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_name": model.name,
+        "num_exits": model.num_exits,
+        "num_classes": _num_classes(model),
+        "class_names": None if class_names is None else [str(c) for c in class_names],
+        "precision": precision,
+        "precision_notes": PRECISION_NOTES[precision],
+        "int8_calibration_images": 0 if calibration is None else int(len(calibration)),
+        "input": {
+            "shape": [1, *model.image_shape],
+            "dtype": "float32",
+            "value_range": [0.0, 1.0],
+            "preprocessing": PREPROCESSING,
+        },
+        "thresholds": [float(t) for t in model.exit_policy.thresholds],
+        "exit_rule": EXIT_RULE,
+        "entropy": ENTROPY_FORMULA,
+        "signature": SIGNATURE,
+        "segment_order": [s["file"] for s in segments],
+        "segments": segments,
+        "cost_conventions": COST_NOTES,
+        "exit_distribution": _exit_distribution(model, representative_images),
+        "full_model": None,
+    }
+    if include_full:
+        entry = _write_tflite(full_model(model), bundle_dir / FULL_MODEL_FILE, precision, calibration)
+        stages_total = sum(s.total for s in stage_macs)
+        entry["cost_mflops"] = {
+            "honest": (stages_total + head_macs[-1].total) / 1e6,
+            "paper": float(cumulative["paper"][-1]),
+        }
+        manifest["full_model"] = entry
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _exit_distribution(model, images):
+    """Exit shares of the Keras model on ``images`` (None without images)."""
+    if images is None or len(images) == 0:
+        return None
+    shares = model.exit_policy.predict(model, np.asarray(images, np.float32)).exit_shares
+    return {"shares": shares.tolist(), "images": int(len(images)),
+            "source": "Keras float32 ExitPolicy.predict on the representative images"}
+
+
+def _write_tflite(keras_model, path, precision, representative_inputs):
+    flatbuffer = convert(keras_model, precision, representative_inputs)
+    path.write_bytes(flatbuffer)
+    inputs, outputs = tensor_specs(flatbuffer)
+    return {
+        "file": path.name,
+        "bytes": len(flatbuffer),
+        "sha256": hashlib.sha256(flatbuffer).hexdigest(),
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+
+
+def _move_into_place(staging, out_dir):
+    """``os.replace`` the finished bundle onto ``out_dir`` (an old bundle is removed after)."""
+    old = None
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        old = out_dir.with_name(f".{out_dir.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None and old.is_dir():
+        shutil.rmtree(old)
+    elif old is not None:
+        old.unlink()
+
+
+def compare_with_keras(model, bundle_dir, images, labels=None, num_threads=None):
+    """Agreement of a bundle's on-device early exit with Keras ``ExitPolicy.predict``.
+
+    Returns a dict with the fraction of samples taking the same exit and the same
+    prediction, the max probability difference over samples taking the same
+    exit, both exit distributions and, with ``labels``, both accuracies.
+    """
+    reference = model.exit_policy.predict(model, images)
+    bundle = EarlyExitRunner(bundle_dir, num_threads=num_threads).run_batch(images)
+    same_exit = bundle.exits == reference.exits
+    keras_probs = tf.nn.softmax(np.stack(predict_exit_logits(model, images), 1), -1).numpy()
+    keras_probs = keras_probs[np.arange(len(images)), bundle.exits]
+    report = {
+        "samples": int(len(images)),
+        "same_exit": float(same_exit.mean()),
+        "same_prediction": float((bundle.predictions == reference.predictions).mean()),
+        "same_exit_and_prediction": float(
+            (same_exit & (bundle.predictions == reference.predictions)).mean()),
+        "max_prob_diff": float(np.abs(bundle.probabilities - keras_probs).max()),
+        "keras_exit_shares": reference.exit_shares.tolist(),
+        "tflite_exit_shares": bundle.exit_shares.tolist(),
+    }
+    if labels is not None:
+        report["keras_accuracy"] = reference.accuracy(labels)
+        report["tflite_accuracy"] = bundle.accuracy(labels)
+        report["accuracy_change"] = report["tflite_accuracy"] - report["keras_accuracy"]
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m rdinet_tf.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tflite", action="store_true", required=True,
+                        help="export a TFLite segment bundle (the only format)")
+    parser.add_argument("--model", required=True, help="path of a saved .keras multi-exit model "
+                        "with calibrated thresholds")
+    parser.add_argument("--out", required=True, help="bundle directory to write")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
+    parser.add_argument("--full", action="store_true", help="also export the full model")
+    parser.add_argument("--dataset", choices=sorted(CLASS_NAMES),
+                        help="dataset for representative images (validation split: int8 "
+                        "calibration, exit distribution), class names and the accuracy check "
+                        "(test split)")
+    parser.add_argument("--data-dir", help="local data directory for rdinet_tf.data.load")
+    parser.add_argument("--representative", type=int, default=300,
+                        help="number of validation images used as representative images "
+                        "(default 300)")
+    parser.add_argument("--eval-images", type=int, default=1000,
+                        help="test images for the TFLite-vs-Keras check (default 1000; 0 = skip)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    args = parser.parse_args(argv)
+
+    import rdinet_tf.models  # noqa: F401  (registers MultiExitModel for loading)
+
+    try:
+        model = keras.saving.load_model(args.model)
+    except (OSError, ValueError) as error:
+        parser.exit(2, f"error: cannot load --model {args.model}: {error}\n")
+    splits = None
+    if args.dataset:
+        from rdinet_tf import data
+
+        splits = data.load(args.dataset, data_dir=args.data_dir)
+    elif args.precision == "int8":
+        parser.exit(2, "error: --precision int8 needs --dataset (and --data-dir) for "
+                    "representative images\n")
+    try:
+        manifest = export_tflite(
+            model, args.out, args.precision,
+            representative_images=None if splits is None else splits.x_val[: args.representative],
+            include_full=args.full,
+            class_names=None if splits is None else CLASS_NAMES[args.dataset],
+            overwrite=args.overwrite,
+        )
+    except InputError as error:
+        parser.exit(2, f"error: {error}\n")
+    print(f"wrote {args.out}: {len(manifest['segments'])} segments ({args.precision})")
+    for segment in manifest["segments"]:
+        print(f"  {segment['file']:<20} {segment['bytes'] / 1024:9.1f} KiB  "
+              f"{segment['cost_mflops']['honest']['cumulative']:8.3f} MFLOPs cumulative (honest)")
+    if splits is not None and args.eval_images > 0:
+        count = min(args.eval_images, len(splits.x_test))
+        report = compare_with_keras(model, args.out, splits.x_test[:count], splits.y_test[:count])
+        print(f"on {count} {args.dataset} test images: TFLite {args.precision} accuracy "
+              f"{report['tflite_accuracy']:.2%} vs Keras float32 {report['keras_accuracy']:.2%} "
+              f"(change {report['accuracy_change']:+.2%}); same exit and prediction for "
+              f"{report['same_exit_and_prediction']:.2%}")
+        print(f"  exit shares TFLite {np.round(report['tflite_exit_shares'], 3).tolist()} "
+              f"vs Keras {np.round(report['keras_exit_shares'], 3).tolist()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

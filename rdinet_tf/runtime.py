@@ -1,0 +1,261 @@
+"""Run an exported TFLite segment bundle with entropy early exit, as a device would.
+
+:class:`EarlyExitRunner` loads the bundle written by
+:func:`rdinet_tf.export.export_tflite` with LiteRT, checks the manifest against
+the files, and for each image runs segment 1, stops if its entropy is below
+T_1, otherwise feeds the feature map to segment 2, and so on. It needs only
+numpy and ``ai-edge-litert`` (no TensorFlow), so it runs on small boards.
+"""
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from rdinet_tf.errors import InputError
+
+FORMAT = "rdinet_tflite_bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SIGNATURE = "serving_default"
+_EXPORT_HINT = "re-export the bundle with python -m rdinet_tf.export --tflite ..."
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitResult:
+    """Early-exit inference of one image."""
+
+    prediction: int
+    exit: int  # 0-based exit taken
+    probabilities: np.ndarray  # softmax of the exit taken, (C,)
+    seconds: float  # time in the interpreters, from first input to last output
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchResult:
+    """Early-exit inference of a batch, one image at a time; one entry per image."""
+
+    predictions: np.ndarray
+    exits: np.ndarray
+    probabilities: np.ndarray  # (N, C)
+    seconds: np.ndarray
+    num_exits: int
+
+    @property
+    def exit_shares(self):
+        """Fraction of images leaving at each exit, shape (K,)."""
+        return np.bincount(self.exits, minlength=self.num_exits) / max(len(self.exits), 1)
+
+    def accuracy(self, labels):
+        return float(np.mean(self.predictions == np.asarray(labels).reshape(-1)))
+
+
+def load_manifest(bundle_dir):
+    """The parsed ``manifest.json`` of ``bundle_dir``; :class:`InputError` if missing or invalid."""
+    path = Path(bundle_dir) / MANIFEST
+    if not path.is_file():
+        raise InputError(f"no {MANIFEST} in {bundle_dir}: not an exported bundle; {_EXPORT_HINT}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not valid JSON ({error}); {_EXPORT_HINT}") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"{path} is not an {FORMAT} manifest; {_EXPORT_HINT}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise InputError(
+            f"{path} has format version {manifest.get('format_version')!r}; this library "
+            f"reads version {FORMAT_VERSION}; {_EXPORT_HINT}"
+        )
+    for key in ("num_exits", "thresholds", "segments", "segment_order", "input"):
+        if key not in manifest:
+            raise InputError(f"{path} has no {key!r} entry; {_EXPORT_HINT}")
+    return manifest
+
+
+class Segment:
+    """One ``.tflite`` file's interpreter and signature tensors, checked against its manifest entry."""
+
+    def __init__(self, bundle_dir, entry, num_threads):
+        self.file = entry.get("file", "?")
+        path = Path(bundle_dir) / self.file
+        if not path.is_file():
+            raise InputError(f"{path} listed in the manifest is missing; {_EXPORT_HINT}")
+        content = path.read_bytes()
+        if entry.get("sha256") not in (None, hashlib.sha256(content).hexdigest()):
+            raise InputError(
+                f"{path} does not match the manifest's sha256 (changed or corrupt); {_EXPORT_HINT}"
+            )
+        try:
+            self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+            signature = self.interpreter.get_signature_runner(SIGNATURE)
+        except (ValueError, RuntimeError) as error:
+            raise InputError(f"{path} is not a valid TFLite model ({error}); {_EXPORT_HINT}") from error
+        inputs, outputs = signature.get_input_details(), signature.get_output_details()
+        self._check(path, "inputs", entry, inputs)
+        self._check(path, "outputs", entry, outputs)
+        self.inputs = {name: d["index"] for name, d in inputs.items()}
+        self.outputs = {name: d["index"] for name, d in outputs.items()}
+        self.shapes = {name: tuple(int(n) for n in d["shape"])
+                       for name, d in {**inputs, **outputs}.items()}
+
+    @staticmethod
+    def _check(path, kind, entry, details):
+        """Check the signature's tensor names, shapes and dtypes against the manifest ``entry``."""
+        expected = entry.get(kind) or {}
+        if sorted(expected) != sorted(details):
+            raise InputError(
+                f"{path} has {kind} {sorted(details)} but the manifest lists {sorted(expected)}; "
+                f"{_EXPORT_HINT}"
+            )
+        for name, detail in details.items():
+            actual = {"shape": [int(n) for n in detail["shape"]],
+                      "dtype": np.dtype(detail["dtype"]).name}
+            listed = {"shape": expected[name].get("shape"), "dtype": expected[name].get("dtype")}
+            if actual != listed:
+                raise InputError(
+                    f"{path}: tensor {name!r} is {actual} in the file but {listed} in the "
+                    f"manifest; {_EXPORT_HINT}"
+                )
+
+    def invoke(self, input_name, value):
+        """Run the interpreter on ``value`` for input ``input_name``; read results with :meth:`output`."""
+        self.interpreter.set_tensor(self.inputs[input_name], value)
+        self.interpreter.invoke()
+
+    def output(self, name):
+        """A copy of output ``name`` of the last :meth:`invoke`."""
+        return self.interpreter.get_tensor(self.outputs[name])
+
+
+class EarlyExitRunner:
+    """Entropy early exit over a bundle of TFLite segments (LiteRT interpreters).
+
+    Args:
+        bundle_dir: directory written by :func:`rdinet_tf.export.export_tflite`.
+        num_threads: interpreter threads (None: LiteRT's default).
+
+    Raises:
+        InputError: missing or invalid manifest, missing or corrupt ``.tflite``
+            file, or a manifest that does not match the files.
+    """
+
+    def __init__(self, bundle_dir, num_threads=None):
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = load_manifest(bundle_dir)
+        self.thresholds = np.asarray(self.manifest["thresholds"], np.float32)
+        self.num_exits = int(self.manifest["num_exits"])
+        entries = self.manifest["segments"]
+        if not (len(entries) == self.num_exits == len(self.thresholds) + 1):
+            raise InputError(
+                f"{bundle_dir}: the manifest lists {len(entries)} segments and "
+                f"{len(self.thresholds)} thresholds for {self.num_exits} exits (a segment "
+                f"is missing or extra); {_EXPORT_HINT}"
+            )
+        if self.manifest["segment_order"] != [e.get("file") for e in entries]:
+            raise InputError(f"{bundle_dir}: segment_order does not match the segments; {_EXPORT_HINT}")
+        self.segments = [Segment(bundle_dir, e, num_threads) for e in entries]
+        full = self.manifest.get("full_model")
+        self.full_model = None if full is None else Segment(bundle_dir, full, num_threads)
+        self.image_shape = tuple(self.manifest["input"]["shape"][1:])
+        self._check_chain()
+
+    def _check_chain(self):
+        """Each segment reads what the previous one writes; the last writes no features."""
+        expected_input = ("image", (1, *self.image_shape))
+        for index, segment in enumerate(self.segments):
+            input_name, shape = expected_input
+            if list(segment.inputs) != [input_name] or segment.shapes[input_name] != shape:
+                raise InputError(
+                    f"{segment.file} should read {input_name!r} of shape {shape} (what "
+                    f"{'the image' if index == 0 else 'the previous segment'} gives); "
+                    f"{_EXPORT_HINT}"
+                )
+            wanted = {"probs", "entropy"} | ({"next_features"} if index < self.num_exits - 1 else set())
+            if set(segment.outputs) != wanted:
+                raise InputError(
+                    f"{segment.file} outputs {sorted(segment.outputs)}; segment {index + 1} of "
+                    f"{self.num_exits} must output {sorted(wanted)}; {_EXPORT_HINT}"
+                )
+            if "next_features" in segment.outputs:
+                expected_input = ("features", segment.shapes["next_features"])
+        full = self.full_model
+        if full is not None and (list(full.inputs) != ["image"] or list(full.outputs) != ["probs"]
+                                 or full.shapes["image"] != (1, *self.image_shape)):
+            raise InputError(f"{full.file} should map 'image' {(1, *self.image_shape)} to "
+                             f"'probs'; {_EXPORT_HINT}")
+
+    def check_image(self, image):
+        """``image`` as a (1, H, W, C) float32 array; :class:`InputError` if it is not one."""
+        image = np.asarray(image)
+        if image.shape == self.image_shape:
+            image = image[None]
+        self._check_images(image, single=True)
+        return image
+
+    def _check_images(self, images, single=False):
+        wanted = "(1, H, W, C) or (H, W, C)" if single else "(N, H, W, C)"
+        if images.ndim != 4 or images.shape[1:] != self.image_shape or (single and len(images) != 1):
+            raise InputError(
+                f"the bundle expects {'an image' if single else 'images'} of shape {wanted} with "
+                f"(H, W, C) = {self.image_shape}; got shape {images.shape}"
+            )
+        if images.dtype != np.float32:
+            raise InputError(
+                f"the bundle expects float32 pixels in [0, 1] (no other preprocessing); got "
+                f"{images.dtype}: convert with images.astype(np.float32) / 255 for uint8 images"
+            )
+        if not np.isfinite(images).all():
+            raise InputError("the input contains NaN or infinite values")
+        if images.size and (images.min() < 0 or images.max() > 1):
+            raise InputError(
+                f"pixels must be in [0, 1]; got values in [{images.min():.3g}, {images.max():.3g}]"
+                " (divide 0..255 images by 255)"
+            )
+
+    def run(self, image):
+        """Early exit for one image (H, W, C) or (1, H, W, C) -> :class:`ExitResult`."""
+        return self._run_checked(self.check_image(image))
+
+    def _run_checked(self, image):
+        last = self.num_exits - 1
+        start = time.perf_counter()
+        features, input_name = image, "image"
+        for index, segment in enumerate(self.segments):
+            segment.invoke(input_name, features)
+            if index == last or segment.output("entropy")[0] < self.thresholds[index]:
+                probabilities = segment.output("probs")[0]
+                break
+            features, input_name = segment.output("next_features"), "features"
+        seconds = time.perf_counter() - start
+        return ExitResult(int(probabilities.argmax()), index, probabilities, seconds)
+
+    def run_batch(self, images):
+        """Early exit for each image of (N, H, W, C), one at a time -> :class:`BatchResult`."""
+        images = np.asarray(images)
+        self._check_images(images)
+        results = [self._run_checked(image[None]) for image in images]
+        return BatchResult(
+            predictions=np.array([r.prediction for r in results], np.int64),
+            exits=np.array([r.exit for r in results], np.int64),
+            probabilities=np.stack([r.probabilities for r in results]) if results
+            else np.zeros((0, self.manifest.get("num_classes", 0)), np.float32),
+            seconds=np.array([r.seconds for r in results]),
+            num_exits=self.num_exits,
+        )
+
+    def run_full(self, image):
+        """The exported full model (no early exit) on one image -> :class:`ExitResult`."""
+        if self.full_model is None:
+            raise InputError(f"{self.bundle_dir} has no full model; export it with --full "
+                             "(include_full=True)")
+        image = self.check_image(image)
+        start = time.perf_counter()
+        self.full_model.invoke("image", image)
+        probabilities = self.full_model.output("probs")[0]
+        seconds = time.perf_counter() - start
+        return ExitResult(int(probabilities.argmax()), self.num_exits - 1, probabilities, seconds)
