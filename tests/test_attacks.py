@@ -1,0 +1,130 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rdinet_tf import attacks, data, models
+from rdinet_tf.errors import InputError
+from rdinet_tf.policy import ExitPolicy
+
+ALL_OBJECTIVES = ["exit_1", "exit_2", "main", "average", "max_average", "random_average", "routing"]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A SmallCNN trained briefly (clean) on the embedded digits, with a policy."""
+    keras.utils.set_random_seed(0)
+    splits = data.load("digits")
+    model = models.build("smallcnn")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), defense="none")
+    model.fit(data.make_dataset(splits.x_train, splits.y_train, 64, shuffle=True, seed=0),
+              epochs=4, verbose=0)
+    model.exit_policy = ExitPolicy.calibrate(model, splits.x_val)
+    return model, splits.x_test[:128], splits.y_test[:128]
+
+
+def adaptive_accuracy(model, images, labels):
+    return model.exit_policy.predict(model, images).accuracy(labels)
+
+
+@pytest.mark.parametrize("objective", ALL_OBJECTIVES)
+def test_linf_attacks_stay_in_ball_and_range(trained, objective):
+    model, images, labels = trained
+    weights = [w.numpy().copy() for w in model.weights]
+    for method in (attacks.PGD(0.1, 0.03, 3), attacks.fgsm(0.1), attacks.fast_fgsm(0.1),
+                   attacks.RandomNoise(0.1)):
+        adversarial = attacks.generate(model, images[:32], labels[:32], method, objective,
+                                       policy=model.exit_policy, seed=1).numpy()
+        assert np.abs(adversarial - images[:32]).max() <= 0.1 + 1e-6
+        assert adversarial.min() >= 0.0 and adversarial.max() <= 1.0
+    for before, after in zip(weights, model.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+
+
+def test_same_seed_same_result_other_seed_differs(trained):
+    model, images, labels = trained
+    pgd = attacks.PGD(0.2, 0.05, 2)
+    first = attacks.generate(model, images[:16], labels[:16], pgd, "average", seed=3)
+    again = attacks.generate(model, images[:16], labels[:16], pgd, "average", seed=3)
+    other = attacks.generate(model, images[:16], labels[:16], pgd, "average", seed=4)
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first.numpy() - other.numpy()).max() > 0
+
+
+def test_compiled_attack_matches_eager(trained):
+    model, images, labels = trained
+    pgd = attacks.PGD(0.2, 0.05, 3)
+    compiled = attacks.attack_function(model, pgd, "max_average")(images[:16], labels[:16], 5)
+    eager = attacks.generate(model, images[:16], labels[:16], pgd, "max_average", seed=5)
+    np.testing.assert_allclose(compiled, eager, atol=1e-6)
+
+
+def test_pgd_is_stronger_than_fgsm_and_noise(trained):
+    model, images, labels = trained
+    clean = adaptive_accuracy(model, images, labels)
+    results = {}
+    for method in (attacks.RandomNoise(0.3), attacks.fgsm(0.3), attacks.PGD(0.3, 0.05, 10)):
+        adversarial = attacks.generate(model, images, labels, method, "average", seed=0)
+        results[method.name] = adaptive_accuracy(model, adversarial, labels)
+    assert clean > 0.8
+    assert results["pgd"] <= results["fgsm"] <= clean
+    assert results["pgd"] < results["random_noise"] - 0.3
+
+
+def test_unbounded_eps_drives_accuracy_to_zero(trained):
+    model, images, labels = trained
+    adversarial = attacks.generate(model, images, labels, attacks.PGD(1.0, 0.1, 20), "routing",
+                                   policy=model.exit_policy, seed=0)
+    assert adaptive_accuracy(model, adversarial, labels) <= 0.03
+
+
+def test_more_pgd_steps_never_help_the_model(trained):
+    model, images, labels = trained
+    accuracies = []
+    for steps in (2, 5, 20):
+        adversarial = attacks.generate(model, images, labels, attacks.PGD(0.15, 0.02, steps), "exit_2", seed=0)
+        logits = model.exit_logits(adversarial, [1])[0]
+        accuracies.append(float(np.mean(np.argmax(logits, -1) == labels)))
+    assert accuracies[1] <= accuracies[0] + 0.02 and accuracies[2] <= accuracies[1] + 0.02
+
+
+def test_max_average_picks_the_worst_candidate_per_sample(trained):
+    model, images, labels = trained
+    candidates = [attacks.RandomNoise(0.3).perturb(None, images[:16], labels[:16], [k, 0]) for k in range(3)]
+    chosen = attacks.select_max_average(model, candidates, labels[:16]).numpy()
+    summed = np.stack([sum(attacks.cross_entropy(labels[:16], z).numpy() for z in model(c)) for c in candidates])
+    expected = np.stack(candidates, 1)[np.arange(16), summed.argmax(0)]
+    np.testing.assert_array_equal(chosen, expected)
+
+
+def test_single_exit_attack_runs_only_the_needed_stages(trained):
+    model, images, labels = trained
+    calls = []
+    original = model.stages[2].call
+    model.stages[2].call = lambda *a, **kw: calls.append(1) or original(*a, **kw)
+    try:
+        attacks.generate(model, images[:8], labels[:8], attacks.PGD(0.1, 0.05, 2), "exit_1", seed=0)
+        assert calls == []
+        attacks.generate(model, images[:8], labels[:8], attacks.PGD(0.1, 0.05, 2), "exit_3", seed=0)
+        assert calls
+    finally:
+        del model.stages[2].call
+
+
+def test_wrm_moves_towards_higher_loss(trained):
+    model, images, labels = trained
+    adversarial = attacks.generate(model, images[:32], labels[:32], attacks.WRM(1.0, 10), "main", seed=0)
+    clean_loss = tf.reduce_mean(attacks.cross_entropy(labels[:32], model(images[:32])[-1]))
+    adversarial_loss = tf.reduce_mean(attacks.cross_entropy(labels[:32], model(adversarial)[-1]))
+    assert float(adversarial_loss) > float(clean_loss)
+    assert adversarial.numpy().min() >= 0 and adversarial.numpy().max() <= 1
+
+
+def test_bad_objectives_and_attacks(trained):
+    model, images, labels = trained
+    with pytest.raises(InputError, match="unknown attack objective 'exit_9'"):
+        attacks.generate(model, images, labels, attacks.fgsm(0.1), "exit_9")
+    with pytest.raises(InputError, match="needs an exit policy"):
+        attacks.generate(model, images, labels, attacks.fgsm(0.1), "routing")
+    with pytest.raises(InputError, match="steps >= 1"):
+        attacks.PGD(0.1, 0.01, 0)

@@ -1,0 +1,156 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from rdinet_tf import attacks, data, evaluate, models, train
+from rdinet_tf.errors import InputError
+from rdinet_tf.training import PRESETS, learning_rate_schedule
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+def small_batches(splits, count=256, batch_size=64):
+    return data.make_dataset(splits.x_train[:count], splits.y_train[:count], batch_size)
+
+
+@pytest.mark.parametrize("defense", ["none", "main", "average", "max_average"])
+def test_fit_reports_per_exit_metrics_in_history(digits, defense):
+    keras.utils.set_random_seed(0)
+    model = models.build("smallcnn")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), defense=defense,
+                  attack=attacks.PGD(0.3, 0.1, 2))
+    history = model.fit(small_batches(digits), epochs=2, verbose=0,
+                        validation_data=small_batches(digits, 64))
+    expected = {"loss", "exit_1_acc", "exit_2_acc", "exit_3_acc",
+                "val_loss", "val_exit_1_acc", "val_exit_2_acc", "val_exit_3_acc"}
+    if defense != "none":
+        expected |= {"exit_1_adv_acc", "exit_2_adv_acc", "exit_3_adv_acc"}
+    assert set(history.history) == expected
+    assert history.history["loss"][1] < history.history["loss"][0]
+    assert history.history["exit_1_acc"][1] > 0.15  # learning, and not a silent 0.0
+    result = model.evaluate(small_batches(digits, 64), return_dict=True, verbose=0)
+    assert set(result) == {"loss", "exit_1_acc", "exit_2_acc", "exit_3_acc"}
+
+
+def test_rdi_loss_is_the_weighted_clean_plus_adversarial_sum(digits):
+    model = models.build("smallcnn")
+    model.compile(defense="average", attack=attacks.fgsm(0.1), exit_weights=[1.0, 0.5, 2.0])
+    images, labels = digits.x_train[:16], digits.y_train[:16]
+    clean, adversarial = model(images), model(images[::-1])
+    ce = [np.mean(attacks.cross_entropy(labels, z).numpy()) for z in clean]
+    ce_adv = [np.mean(attacks.cross_entropy(labels, z).numpy()) for z in adversarial]
+    expected = sum(w * (0.5 * a + 0.5 * b) for w, a, b in zip([1.0, 0.5, 2.0], ce, ce_adv))
+    assert float(model.rdi_loss(labels, clean, adversarial)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_adversarial_training_makes_the_model_more_robust(digits):
+    """Same budget, same seed: PGD training beats clean training under PGD."""
+    robust_accuracy = {}
+    test_x, test_y = digits.x_test[:160], digits.y_test[:160]
+    for defense in ("none", "max_average"):
+        keras.utils.set_random_seed(0)
+        model = models.build("smallcnn")
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), defense=defense,
+                      attack=attacks.fast_fgsm(0.1))
+        model.fit(data.make_dataset(digits.x_train, digits.y_train, 64, shuffle=True, seed=0),
+                  epochs=4, verbose=0)
+        adversarial = attacks.generate(model, test_x, test_y, attacks.PGD(0.1, 0.025, 10), "exit_2")
+        robust_accuracy[defense] = np.mean(np.argmax(model.exit_logits(adversarial, [1])[0], -1) == test_y)
+    assert robust_accuracy["max_average"] > robust_accuracy["none"] + 0.15
+
+
+def test_compile_rejects_bad_settings():
+    model = models.build("smallcnn")
+    with pytest.raises(InputError, match="unknown defense 'pgd'"):
+        model.compile(defense="pgd", attack=attacks.fgsm(0.1))
+    with pytest.raises(InputError, match="needs an attack"):
+        model.compile(defense="average")
+    with pytest.raises(InputError, match="3 non-negative numbers"):
+        model.compile(defense="none", exit_weights=[1, 1])
+
+
+def test_learning_rate_schedule_scales_the_reference_boundaries():
+    schedule = learning_rate_schedule(PRESETS["smallcnn"], 131)
+    assert float(schedule(0)) == pytest.approx(0.033)
+    assert float(schedule(118)) == pytest.approx(0.0033)
+    assert float(schedule(130)) == pytest.approx(0.00033)
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    import keras
+    from rdinet_tf import attacks, data, models
+    splits = data.load("digits")
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = models.build("smallcnn")
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), defense="max_average",
+                      attack=attacks.PGD(0.3, 0.1, 2))
+    history = model.fit(data.make_dataset(splits.x_train[:256], splits.y_train[:256], 64),
+                        epochs=2, verbose=0)
+    json.dump({"replicas": strategy.num_replicas_in_sync, "history": history.history}, sys.stdout)
+""")
+
+
+def test_train_step_runs_under_mirrored_strategy_on_two_cpus():
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["replicas"] == 2
+    history = summary["history"]
+    assert history["loss"][1] < history["loss"][0]
+    assert all(history[f"exit_{k}_adv_acc"][-1] > 0 for k in (1, 2))
+
+
+def test_train_cli_writes_model_and_summary_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--model", "smallcnn", "--dataset", "digits", "--defense", "main", "--fast",
+            "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "32",
+            "--eval-attack-steps", "2", "--eval-samples", "40", "--out", str(out), "--quiet"]
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.run(train.parse_args(argv), callbacks=[Interrupt()])
+    assert not (out / "model.keras").exists() and (out / "backup").exists()
+
+    summary = train.run(train.parse_args(argv))
+    assert len(summary["history"]["loss"]) == 1  # resumed at epoch 2: epoch 1 was not repeated
+    assert (out / "model.keras").exists() and not (out / "backup").exists()
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["report"]["num_samples"] == 40
+    restored = keras.models.load_model(out / "model.keras")
+    assert restored.exit_policy.thresholds.tolist() == saved["thresholds"]
+    assert "worst case" in capsys.readouterr().out
+
+    evaluate.main(["--model", str(out / "model.keras"), "--dataset", "digits", "--samples", "24",
+                   "--attacks", "pgd,fgsm", "--attack-steps", "2", "--out", str(tmp_path / "r.json")])
+    report = json.loads((tmp_path / "r.json").read_text())
+    names = [a["name"] for a in report["attacks"]]
+    assert "fgsm max_average" in names and "pgd routing" in names and len(names) == 12
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="takes \\(32, 32, 3\\) images"):
+        train.main(["--model", "resnet38", "--dataset", "digits", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no .keras model file"):
+        evaluate.main(["--model", str(tmp_path / "missing.keras"), "--dataset", "digits"])
+    with pytest.raises(SystemExit, match="no data files|not found|does not exist"):
+        train.main(["--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
