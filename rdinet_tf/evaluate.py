@@ -171,13 +171,13 @@ def attack_methods(names, eps, step_size, steps):
 
 
 def evaluate_splits(model, splits, attack_names, eps, step_size, steps, samples=None,
-                    batch_size=256, seed=0, progress=True):
+                    batch_size=256, seed=0, objectives=None, progress=True):
     """Calibrate on the validation split if needed, then report on (a prefix of) the test split."""
     if model.exit_policy is None:
         model.exit_policy = ExitPolicy.calibrate(model, splits.x_val)
     count = len(splits.x_test) if samples is None else min(samples, len(splits.x_test))
     return robustness_report(model, splits.x_test[:count], splits.y_test[:count],
-                             attack_methods(attack_names, eps, step_size, steps),
+                             attack_methods(attack_names, eps, step_size, steps), objectives=objectives,
                              batch_size=batch_size, seed=seed, progress=progress)
 
 
@@ -194,6 +194,8 @@ def main(argv=None):
     parser.add_argument("--attack-steps", type=int)
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="attack defaults from this model preset (default: guessed from the image shape)")
+    parser.add_argument("--objectives", help="comma-separated attack objectives (default: every exit, "
+                        "average, max_average, routing)")
     parser.add_argument("--samples", type=int, help="evaluate the first N test images (default: all)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", help="write the report as JSON here")
@@ -205,7 +207,7 @@ def main(argv=None):
         report = evaluate_splits(
             model, splits, args.attacks.split(","), args.eps or preset.eps,
             args.step_size or preset.step_size, args.attack_steps or preset.eval_attack_steps,
-            args.samples, args.batch_size)
+            args.samples, args.batch_size, objectives=args.objectives and args.objectives.split(","))
     except (InputError, OSError) as error:
         sys.exit(f"error: {error}")
     print(report.table())

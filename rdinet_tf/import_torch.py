@@ -50,12 +50,11 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 
 import keras
 import numpy as np
 
-from rdinet_tf import models
+from rdinet_tf import files, models
 from rdinet_tf.errors import InputError
 
 # Per architecture: (our layer name, reference module name) regex rules; the
@@ -124,8 +123,9 @@ def reference_module_name(model_name, layer_name):
     """The reference PyTorch module name of our layer ``layer_name`` in model ``model_name``."""
     _check_model_name(model_name)
     for pattern, replacement in REFERENCE_NAMES[model_name]:
-        if re.fullmatch(pattern, layer_name):
-            return re.sub(pattern, replacement, layer_name)
+        match = re.fullmatch(pattern, layer_name)
+        if match:
+            return match.expand(replacement)
     raise InputError(f"layer {layer_name!r} has no counterpart in the reference {model_name}")
 
 
@@ -208,6 +208,8 @@ def load_state_dict(model, state_dict, model_name):
 def _torch_layout(layer, variable, flatten_shape):
     """(PyTorch shape, function PyTorch array -> Keras array) of one Keras variable."""
     shape = tuple(variable.shape)
+    if variable.name not in _TORCH_PARAM:
+        raise InputError(f"cannot import variable {variable.name!r} of layer {layer.name!r}")
     if variable.name != "kernel":
         return shape, lambda w: w
     if isinstance(layer, keras.layers.DepthwiseConv2D):
@@ -232,19 +234,6 @@ def _check_model_name(model_name):
         raise InputError(f"unknown model {model_name!r}; choose one of {sorted(REFERENCE_NAMES)}")
 
 
-def save_atomically(model, path):
-    """Save ``model`` to the ``.keras`` file ``path`` so that a failed save leaves nothing there."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(suffix=".keras", prefix=".import_torch_", dir=directory)
-    os.close(handle)
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.remove(temporary)
-        raise
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m rdinet_tf.import_torch",
@@ -262,7 +251,7 @@ def main(argv=None):
         model = load_torch_checkpoint(args.checkpoint, args.model)
     except (InputError, ImportError) as error:
         parser.exit(1, f"error: {error}\n")
-    save_atomically(model, args.out)
+    files.save_model(model, args.out)
     print(f"wrote {args.out} ({args.model}, {model.num_exits} exits)")
 
 

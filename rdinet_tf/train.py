@@ -40,9 +40,13 @@ def parse_args(argv=None):
     parser.add_argument("--attack-steps", type=int, help="training attack steps")
     parser.add_argument("--eval-attack-steps", type=int, help="evaluation PGD steps (default: preset)")
     parser.add_argument("--eval-attacks", default="pgd", help="comma-separated: pgd,fgsm,wrm,noise")
+    parser.add_argument("--eval-objectives", help="comma-separated attack objectives "
+                        "(default: every exit, average, max_average, routing)")
     parser.add_argument("--eval-samples", type=int, help="attack the first N test images (default: all)")
-    parser.add_argument("--calibration", default="equal_share", choices=["equal_share"],
-                        help="threshold calibration on the validation split")
+    parser.add_argument("--exit-weights", help="comma-separated loss weight per exit (default all 1); "
+                        "e.g. 0,0,1 trains a single-exit baseline")
+    parser.add_argument("--calibration", default="equal_share", choices=["equal_share", "none"],
+                        help="thresholds from the validation split; none: no early exit (all thresholds 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/rdinet", help="output directory")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -68,8 +72,9 @@ def run(args, callbacks=()):
               else attacks.PGD(eps, step_size, args.attack_steps or preset.train_attack_steps))
 
     model = models.build(args.model, num_classes=splits.num_classes)
+    exit_weights = args.exit_weights and [float(w) for w in args.exit_weights.split(",")]
     model.compile(optimizer=preset_optimizer(preset, epochs * steps_per_epoch, args.lr),
-                  defense=args.defense, attack=attack, seed=args.seed)
+                  defense=args.defense, attack=attack, exit_weights=exit_weights, seed=args.seed)
     train_data = data.make_dataset(splits.x_train, splits.y_train, batch_size, shuffle=True,
                                    augment=preset.augment and dataset == "cifar10", seed=args.seed).repeat()
     out = Path(args.out)
@@ -82,12 +87,14 @@ def run(args, callbacks=()):
     )
     train_seconds = time.time() - started
 
-    model.exit_policy = ExitPolicy.calibrate(model, splits.x_val, method=args.calibration)
+    model.exit_policy = (ExitPolicy([0.0] * (model.num_exits - 1)) if args.calibration == "none"
+                         else ExitPolicy.calibrate(model, splits.x_val, method=args.calibration))
     files.save_model(model, out / "model.keras")
     report = evaluate.evaluate_splits(
         model, splits, args.eval_attacks.split(","), eps, step_size,
         args.eval_attack_steps or preset.eval_attack_steps, args.eval_samples, seed=args.seed,
-        progress=not args.quiet)
+        objectives=args.eval_objectives and args.eval_objectives.split(","), progress=not args.quiet)
+    clean = model.exit_policy.predict(model, splits.x_test)
     summary = {
         "args": vars(args),
         "dataset": {"name": dataset, "source": splits.source, "train": len(splits.x_train),
@@ -98,6 +105,9 @@ def run(args, callbacks=()):
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
         "exit_costs": {c: flops.exit_costs(model, c).tolist() for c in flops.CONVENTIONS},
         "thresholds": model.exit_policy.thresholds.tolist(),
+        "test_clean": {"samples": len(splits.x_test), "accuracy": clean.accuracy(splits.y_test),
+                       "mflops": clean.mean_cost, "exit_shares": clean.exit_shares.tolist(),
+                       "paper_mflops": float(flops.exit_costs(model, "paper")[clean.exits].mean())},
         "report": report.to_dict(),
     }
     files.write_json(out / "summary.json", summary)

@@ -1,0 +1,110 @@
+"""The authors' ResNet-38 RDI-Net checkpoint, imported and measured on CIFAR-10.
+
+Prints per-exit accuracy and, for each exit policy and each input set, the
+adaptive accuracy, exit distribution and average cost (paper and honest
+MFLOPs). Policies:
+
+* ``held-out equal_share``: ``ExitPolicy.calibrate`` on held-out training images.
+* ``reference (test calib.)``: the reference's own procedure, equal shares
+  calibrated on the test images themselves, without and with its hand
+  adjustments for this model (T1..T5 minus 0.15, 0.2, 0.25, 0.05, 0.05).
+
+Input sets: all clean test images, and the first ``--attack-samples`` of them
+(the subset that attacked rows are computed on, so TA and ATA compare alike).
+Attacked input sets are added in :func:`input_sets`.
+
+    python benchmarks/resnet38_checkpoint.py [--data-dir DIR] [--checkpoint FILE]
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rdinet_tf import flops
+from rdinet_tf.import_torch import load_torch_checkpoint
+from rdinet_tf.policy import ExitPolicy, exit_entropies, predict_exit_logits, thresholds_for_counts
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# The reference's hand adjustments of T1..T5 for the ResNet-38 max-average model (spec section 2).
+REFERENCE_ADJUSTMENT = (0.15, 0.2, 0.25, 0.05, 0.05, 0.0)
+
+
+def load_cifar(data_dir):
+    """(x_test, y_test, x_train): images float32 in [0, 1], labels int64; x_train is held out."""
+    test = np.load(Path(data_dir) / "cifar10_test.npz")
+    train = np.load(Path(data_dir) / "cifar10_train_10k.npz")
+    return (test["x_test"].astype(np.float32) / 255, test["y_test"].astype(np.int64),
+            train["x_train"].astype(np.float32) / 255)
+
+
+def reference_policies(test_logits, num_test):
+    """The reference's test-set calibration, raw and with its hand adjustments."""
+    entropies = exit_entropies(test_logits).numpy()
+    num_exits = len(test_logits)
+    calibrated = thresholds_for_counts(entropies, [num_test // num_exits] * (num_exits - 1))
+    adjusted = np.maximum(calibrated - np.array(REFERENCE_ADJUSTMENT), 0.0)
+    return {"reference (test calib.)": ExitPolicy(calibrated),
+            "reference (test calib., adjusted)": ExitPolicy(adjusted)}
+
+
+def input_sets(model, x_test, y_test, args):
+    """[(label, images, labels)]: the inputs every policy is evaluated on."""
+    n = args.attack_samples
+    return [("clean, all", x_test, y_test),
+            (f"clean, first {n}", x_test[:n], y_test[:n])]
+
+
+def policy_row(policy, logits, labels, costs):
+    """Adaptive accuracy, exit shares and average paper / honest MFLOPs of ``policy``."""
+    routed, exits = policy.route(logits)
+    shares = np.bincount(exits.numpy(), minlength=len(logits)) / len(labels)
+    accuracy = float(np.mean(routed.numpy().argmax(-1) == labels))
+    return accuracy, shares, *(flops.expected_cost(c, shares) for c in costs)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(SHARED / "data"))
+    parser.add_argument("--checkpoint", default=str(SHARED / "models/resnet38_triple_wins.pth.tar"))
+    parser.add_argument("--calibration-samples", type=int, default=5000,
+                        help="held-out training images used to calibrate thresholds")
+    parser.add_argument("--attack-samples", type=int, default=1000,
+                        help="test images that attacked input sets are computed on")
+    args = parser.parse_args(argv)
+    start = time.time()
+
+    model = load_torch_checkpoint(args.checkpoint, "resnet38")
+    x_test, y_test, x_train = load_cifar(args.data_dir)
+    costs = flops.exit_costs(model, "paper"), flops.exit_costs(model, "honest")
+    sets = input_sets(model, x_test, y_test, args)
+    # Every exit's logits on every input set, computed once and routed by each policy.
+    logits = [predict_exit_logits(model, images) for _, images, _ in sets]
+    policies = {"held-out equal_share": ExitPolicy.calibrate(model, x_train[:args.calibration_samples])}
+    policies.update(reference_policies(logits[0], len(x_test)))
+
+    print(f"checkpoint: {args.checkpoint}\n")
+    print(f"{'exit':<6}{'paper MFLOPs':>14}{'honest MFLOPs':>15}"
+          + "".join(f"{'acc ' + label:>22}" for label, _, _ in sets))
+    for k in range(model.num_exits):
+        print(f"{k + 1:<6}{costs[0][k]:>14.3f}{costs[1][k]:>15.3f}" + "".join(
+            f"{np.mean(set_logits[k].argmax(-1) == labels):>22.2%}"
+            for set_logits, (_, _, labels) in zip(logits, sets)))
+
+    print("\nthresholds:")
+    for name, policy in policies.items():
+        print(f"  {name:<36}{np.round(policy.thresholds, 4).tolist()}")
+
+    print(f"\n{'policy':<36}{'inputs':<20}{'accuracy':>9}{'paper MFLOPs':>14}{'honest MFLOPs':>15}"
+          "  exit distribution (%)")
+    for name, policy in policies.items():
+        for set_logits, (label, _, labels) in zip(logits, sets):
+            accuracy, shares, paper_cost, honest_cost = policy_row(policy, set_logits, labels, costs)
+            print(f"{name:<36}{label:<20}{accuracy:>9.2%}{paper_cost:>14.2f}{honest_cost:>15.2f}  "
+                  + " ".join(f"{100 * s:.1f}" for s in shares))
+    print(f"\n({time.time() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
