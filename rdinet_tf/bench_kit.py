@@ -4,7 +4,7 @@ An image leaving at exit k (0-based) runs segments 1..k+1, so with per-segment
 latencies t_1..t_K and exit shares s_1..s_K the expected early-exit latency is
 ``sum_k s_k * (t_1 + ... + t_k)``. Per-segment latencies come from LiteRT's
 ``benchmark_model`` logs (phones, see ``export/android_benchmark.sh``) or from
-:func:`segment_latencies` (Linux boards, ``export/edge_benchmark.py``).
+:func:`benchmark_bundle` (Linux boards, ``export/edge_benchmark.py``).
 
 Command line (writes a CSV)::
 
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rdinet_tf import files
 from rdinet_tf.errors import InputError
 from rdinet_tf.runtime import load_manifest
 
@@ -86,8 +87,8 @@ def expected_latency(segment_latencies, exit_distribution):
     shares = np.asarray(exit_distribution, np.float64)
     if latencies.ndim != 1 or shares.shape != latencies.shape:
         raise InputError(
-            f"need one latency and one exit share per segment; got {latencies.shape[0] if latencies.ndim else 0} "
-            f"latencies and exit distribution {list(np.atleast_1d(shares))}"
+            f"need one latency and one exit share per segment; got latencies "
+            f"{np.atleast_1d(latencies).tolist()} and exit distribution {np.atleast_1d(shares).tolist()}"
         )
     if (shares < 0).any() or shares.sum() <= 0 or (latencies < 0).any():
         raise InputError(f"exit shares must be non-negative with a positive sum and latencies "
@@ -116,8 +117,8 @@ def manifest_distribution(manifest):
     recorded = manifest.get("exit_distribution")
     if not recorded:
         raise InputError(
-            "the manifest records no exit distribution (export with representative images) "
-            "; pass --distribution exits.csv with columns exit,share"
+            "the manifest records no exit distribution (export with representative images); "
+            "pass --distribution exits.csv with columns exit,share"
         )
     return np.asarray(recorded["shares"], np.float64)
 
@@ -132,13 +133,13 @@ def combine(manifest, segment_latencies_us, exit_shares, full_latency_us=None):
     if len(segment_latencies_us) != len(segments):
         raise InputError(f"need a latency for each of the {len(segments)} segments; "
                          f"got {len(segment_latencies_us)}")
+    expected = expected_latency(segment_latencies_us, exit_shares)
     shares = np.asarray(exit_shares, np.float64) / np.sum(exit_shares)
     costs = [s["cost_mflops"]["honest"]["cumulative"] for s in segments]
     cumulative = np.cumsum(segment_latencies_us)
     rows = [{"row": f"segment_{i + 1}", "file": s["file"], "latency_us": segment_latencies_us[i],
              "cumulative_latency_us": cumulative[i], "exit_share": shares[i],
              "mflops_honest": costs[i]} for i, s in enumerate(segments)]
-    expected = expected_latency(segment_latencies_us, shares)
     expected_cost = float(np.asarray(costs) @ shares)
     rows.append({"row": "early_exit_expected", "latency_us": expected, "exit_share": 1.0,
                  "mflops_honest": expected_cost})
@@ -153,7 +154,8 @@ def combine(manifest, segment_latencies_us, exit_shares, full_latency_us=None):
 
 
 def write_csv(rows, path):
-    with open(path, "w", newline="") as handle:
+    """Write :func:`combine` rows to ``path`` (atomically)."""
+    with files.atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, restval="")
         writer.writeheader()
         writer.writerows(rows)
@@ -166,16 +168,42 @@ def percentiles_ms(seconds):
             "p95": float(np.percentile(milliseconds, 95))}
 
 
-def segment_latencies(runner, images, warmup=20):
-    """Mean time of each segment of an :class:`~rdinet_tf.runtime.EarlyExitRunner`, in microseconds.
+def benchmark_bundle(runner, images, warmup=20):
+    """Per-image latency of the chained early exit, the full model and each segment.
 
-    Every segment runs on every image (no early exit); the first ``warmup``
-    images are run once more beforehand, untimed.
+    For each image, back to back (so load from other processes hits all three
+    alike): the early-exit chain, the full model (if the bundle has one) and
+    every segment alone; the first ``warmup`` images are run beforehand, untimed.
+
+    Returns a dict: ``early_exit_ms`` and ``full_ms`` (mean, p50, p95; ``full_ms``
+    None without a full model), ``segment_us`` (mean per segment),
+    ``exit_shares`` and ``predictions`` (early exit, measured on ``images``), and
+    ``predicted_early_exit_ms`` (from the segment latencies and the measured
+    shares, see :func:`expected_latency`).
     """
     images = np.asarray(images, np.float32)
     for image in images[:warmup]:
-        _time_segments(runner, image)
-    return np.mean([_time_segments(runner, image) for image in images], axis=0) * 1e6
+        _time_image(runner, image)
+    early, full, segments = zip(*(_time_image(runner, image) for image in images))
+    exits = np.array([result.exit for result in early])
+    shares = np.bincount(exits, minlength=runner.num_exits) / len(exits)
+    segment_us = np.mean(segments, axis=0) * 1e6
+    return {
+        "images": int(len(images)),
+        "early_exit_ms": percentiles_ms([result.seconds for result in early]),
+        "full_ms": None if runner.full_model is None else percentiles_ms(full),
+        "segment_us": segment_us.tolist(),
+        "exit_shares": shares.tolist(),
+        "predictions": np.array([result.prediction for result in early]),
+        "predicted_early_exit_ms": expected_latency(segment_us, shares) / 1e3,
+    }
+
+
+def _time_image(runner, image):
+    """(early-exit result, full-model seconds or None, seconds of each segment alone)."""
+    early = runner.run(image)
+    full = None if runner.full_model is None else runner.run_full(image).seconds
+    return early, full, _time_segments(runner, image)
 
 
 def _time_segments(runner, image):
@@ -187,6 +215,21 @@ def _time_segments(runner, image):
             features, input_name = segment.output("next_features"), "features"
         seconds.append(time.perf_counter() - start)
     return seconds
+
+
+def images_from_npz(path, key, image_shape, count=None):
+    """Float32 images in [0, 1] of ``image_shape`` from uint8 (or [0, 1] float) array ``key``."""
+    with np.load(path) as arrays:
+        if key not in arrays:
+            raise InputError(f"{path} has no array {key!r}; it has {sorted(arrays)}")
+        images = arrays[key][:count]
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.shape[1:] != tuple(image_shape):
+        raise InputError(f"{path}[{key!r}] holds images of shape {images.shape[1:]}; the bundle "
+                         f"expects {tuple(image_shape)}")
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    return (images.astype(np.float32) / scale).astype(np.float32)
 
 
 def main(argv=None):

@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import keras
@@ -37,6 +38,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from rdinet_tf import flops
 from rdinet_tf.errors import InputError
+from rdinet_tf.models import MultiExitModel
 from rdinet_tf.policy import ENTROPY_EPS, predict_exit_logits
 from rdinet_tf.runtime import FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, EarlyExitRunner
 
@@ -53,8 +55,8 @@ PRECISION_NOTES = {
     "float16": "float16 weights (dequantized to float32 at load on CPU), float32 activations",
     "dynamic_int8": "int8 weights, float32 activations (dynamic-range quantization)",
     "int8": ("full-integer: int8 weights and activations calibrated on representative "
-             "images; float32 inputs/outputs, quantized/dequantized inside each segment "
-             "(ops without an int8 kernel stay float32)"),
+             "images, except the softmax/entropy tail (float32, from dequantized int8 "
+             "logits); float32 inputs/outputs, quantized/dequantized inside each segment"),
 }
 COST_NOTES = {
     "honest": "conv + dense MACs / 1e6; cumulative = segments 1..k (every head evaluated)",
@@ -67,6 +69,10 @@ CLASS_NAMES = {
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                 "ship", "truck"],
 }
+
+
+# Layer-name tag of the softmax/entropy tail, kept float32 in int8 exports.
+_FLOAT_TAIL_LAYER = "softmax_entropy"
 
 
 class _SoftmaxEntropy(keras.layers.Layer):
@@ -83,7 +89,7 @@ def segment_model(model, index):
     input_name = "image" if index == 0 else "features"
     inputs = keras.Input(batch_shape=(1, *stage.inputs[0].shape[1:]), name=input_name)
     features = stage(inputs)
-    probs, entropy = _SoftmaxEntropy(name=f"exit_{index + 1}_softmax_entropy")(head(features))
+    probs, entropy = _SoftmaxEntropy(name=f"exit_{index + 1}_{_FLOAT_TAIL_LAYER}")(head(features))
     outputs = {"probs": probs, "entropy": entropy}
     if index < model.num_exits - 1:
         outputs["next_features"] = features
@@ -110,12 +116,36 @@ def convert(keras_model, precision, representative_inputs=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if precision == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif precision == "int8":
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the temporary SavedModel path
+        if precision != "int8":
+            return converter.convert()
         converter.representative_dataset = lambda: ([x[None]] for x in representative_inputs)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the temporary SavedModel path
-        return converter.convert()
+        return _quantize_with_float_tail(converter)
+
+
+def _quantize_with_float_tail(converter):
+    """Full-integer quantization, except softmax and entropy, which stay float32.
+
+    An int8 softmax has a resolution of 1/256, so the entropy of a confident
+    exit would round to 0 and every threshold below ~0.02 would route alike.
+    The head's logits stay int8; the tail (a few ops on C values) runs in float.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        # float32 model inputs by design (the segments quantize them inside)
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=converter.representative_dataset)
+        calibrated = Interpreter(model_content=debugger.calibrated_model)
+        outputs = calibrated.get_signature_runner(SIGNATURE).get_output_details()
+        float_tail = [d["name"] for name, d in outputs.items() if name in ("probs", "entropy")]
+        float_tail += [d["name"] for d in calibrated.get_tensor_details()
+                       if _FLOAT_TAIL_LAYER in d["name"]]
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=float_tail)
+        return debugger.get_nondebug_quantized_model()
 
 
 def tensor_specs(flatbuffer):
@@ -174,6 +204,8 @@ def export_tflite(model, out_dir, precision="float32", representative_images=Non
 
 
 def _check_export_args(model, out_dir, precision, representative_images, class_names, overwrite):
+    if not isinstance(model, MultiExitModel):
+        raise InputError(f"export_tflite needs a rdinet_tf MultiExitModel; got {type(model).__name__}")
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
     if model.exit_policy is None:
@@ -354,21 +386,11 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     args = parser.parse_args(argv)
 
-    import rdinet_tf.models  # noqa: F401  (registers MultiExitModel for loading)
+    from rdinet_tf import data, files
 
     try:
-        model = keras.saving.load_model(args.model)
-    except (OSError, ValueError) as error:
-        parser.exit(2, f"error: cannot load --model {args.model}: {error}\n")
-    splits = None
-    if args.dataset:
-        from rdinet_tf import data
-
-        splits = data.load(args.dataset, data_dir=args.data_dir)
-    elif args.precision == "int8":
-        parser.exit(2, "error: --precision int8 needs --dataset (and --data-dir) for "
-                    "representative images\n")
-    try:
+        model = files.load_model(args.model)
+        splits = None if args.dataset is None else data.load(args.dataset, data_dir=args.data_dir)
         manifest = export_tflite(
             model, args.out, args.precision,
             representative_images=None if splits is None else splits.x_val[: args.representative],
@@ -376,7 +398,7 @@ def main(argv=None):
             class_names=None if splits is None else CLASS_NAMES[args.dataset],
             overwrite=args.overwrite,
         )
-    except InputError as error:
+    except (InputError, data.DataError) as error:
         parser.exit(2, f"error: {error}\n")
     print(f"wrote {args.out}: {len(manifest['segments'])} segments ({args.precision})")
     for segment in manifest["segments"]:

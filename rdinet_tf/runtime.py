@@ -105,7 +105,7 @@ class Segment:
 
     @staticmethod
     def _check(path, kind, entry, details):
-        """Check the signature's tensor names, shapes and dtypes against the manifest ``entry``."""
+        """Check the signature's names, tensor names, shapes and dtypes against the manifest ``entry``."""
         expected = entry.get(kind) or {}
         if sorted(expected) != sorted(details):
             raise InputError(
@@ -113,9 +113,9 @@ class Segment:
                 f"{_EXPORT_HINT}"
             )
         for name, detail in details.items():
-            actual = {"shape": [int(n) for n in detail["shape"]],
+            actual = {"tensor": detail["name"], "shape": [int(n) for n in detail["shape"]],
                       "dtype": np.dtype(detail["dtype"]).name}
-            listed = {"shape": expected[name].get("shape"), "dtype": expected[name].get("dtype")}
+            listed = {key: expected[name].get(key) for key in actual}
             if actual != listed:
                 raise InputError(
                     f"{path}: tensor {name!r} is {actual} in the file but {listed} in the "

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Benchmark every segment and the full model of an exported bundle on an Android
+# device with LiteRT's benchmark_model, pull the logs, and combine them into the
+# expected early-exit latency (see export/README.md).
+#
+# Usage: export/android_benchmark.sh BUNDLE_DIR BENCHMARK_MODEL_BINARY [LOG_DIR]
+# Environment (defaults in brackets):
+#   ADB [adb]  DEVICE_DIR [/data/local/tmp/rdinet]  NUM_THREADS [1]
+#   WARMUP_RUNS [20]  NUM_RUNS [200]  EXTRA_FLAGS [] (e.g. "--use_gpu=true")
+#   DISTRIBUTION [] (CSV exit,share; default: the manifest's exit distribution)
+#   PYTHON [python3]; ANDROID_SERIAL picks the device when several are attached.
+set -euo pipefail
+
+bundle=${1:?usage: $0 BUNDLE_DIR BENCHMARK_MODEL_BINARY [LOG_DIR]}
+binary=${2:?usage: $0 BUNDLE_DIR BENCHMARK_MODEL_BINARY [LOG_DIR]}
+logs=${3:-${bundle%/}-android-logs}
+ADB=${ADB:-adb}
+DEVICE_DIR=${DEVICE_DIR:-/data/local/tmp/rdinet}
+NUM_THREADS=${NUM_THREADS:-1}
+WARMUP_RUNS=${WARMUP_RUNS:-20}
+NUM_RUNS=${NUM_RUNS:-200}
+EXTRA_FLAGS=${EXTRA_FLAGS:-}
+PYTHON=${PYTHON:-python3}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+
+[[ -f "$bundle/manifest.json" ]] || { echo "error: no $bundle/manifest.json (export with python -m rdinet_tf.export --tflite ...)" >&2; exit 2; }
+[[ -f "$binary" ]] || { echo "error: benchmark_model binary $binary not found" >&2; exit 2; }
+
+"$ADB" shell "rm -rf $DEVICE_DIR && mkdir -p $DEVICE_DIR/logs"
+"$ADB" push "$binary" "$DEVICE_DIR/benchmark_model" >/dev/null
+"$ADB" shell "chmod +x $DEVICE_DIR/benchmark_model"
+
+failed=0
+for model in "$bundle"/*.tflite; do
+  name=$(basename "$model" .tflite)
+  "$ADB" push "$model" "$DEVICE_DIR/$name.tflite" >/dev/null
+  echo "benchmarking $name ..."
+  if ! "$ADB" shell "$DEVICE_DIR/benchmark_model --graph=$DEVICE_DIR/$name.tflite \
+      --num_threads=$NUM_THREADS --warmup_runs=$WARMUP_RUNS --num_runs=$NUM_RUNS $EXTRA_FLAGS \
+      > $DEVICE_DIR/logs/$name.log 2>&1"; then
+    echo "warning: benchmark_model failed on $name; see $logs/$name.log" >&2
+    failed=1
+  fi
+done
+
+mkdir -p "$logs"
+"$ADB" pull "$DEVICE_DIR/logs/." "$logs/" >/dev/null
+"$ADB" shell "getprop ro.product.model; getprop ro.board.platform" > "$logs/device.txt" 2>/dev/null || true
+echo "logs in $logs"
+
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m rdinet_tf.bench_kit \
+  --bundle "$bundle" --logs "$logs" --out "$logs/latency.csv" \
+  ${DISTRIBUTION:+--distribution "$DISTRIBUTION"}
+exit $failed

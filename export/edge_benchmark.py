@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Benchmark an exported bundle on a Linux board with the LiteRT Python runtime.
+
+Runs, one image at a time: the chained early-exit runner, the full model (if
+the bundle has one) and every segment alone; prints p50/p95 latencies and
+writes the per-segment CSV of :mod:`rdinet_tf.bench_kit`.
+
+    python3 export/edge_benchmark.py --bundle BUNDLE [--images test.npz --key x_test]
+        [--count 500] [--threads 1] [--out edge_latency.csv]
+
+Needs only numpy, ai-edge-litert and this checkout's ``rdinet_tf`` package (no
+TensorFlow). Without --images it uses uniform random images and the exit
+distribution recorded in the manifest.
+"""
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from rdinet_tf import bench_kit  # noqa: E402
+from rdinet_tf.errors import InputError  # noqa: E402
+from rdinet_tf.runtime import EarlyExitRunner  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", required=True, help="exported bundle directory")
+    parser.add_argument("--images", help=".npz of test images (uint8 0..255 or float 0..1)")
+    parser.add_argument("--key", default="x_test", help="array name in --images (default x_test)")
+    parser.add_argument("--count", type=int, default=500, help="images to time (default 500)")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed warm-up images (default 20)")
+    parser.add_argument("--out", default="edge_latency.csv", help="CSV to write")
+    args = parser.parse_args(argv)
+    try:
+        runner = EarlyExitRunner(args.bundle, num_threads=args.threads)
+        if args.images:
+            images = bench_kit.images_from_npz(args.images, args.key, runner.image_shape, args.count)
+        else:
+            images = np.random.default_rng(0).random((args.count, *runner.image_shape), np.float32)
+        result = bench_kit.benchmark_bundle(runner, images, args.warmup)
+        shares = (result["exit_shares"] if args.images
+                  else bench_kit.manifest_distribution(runner.manifest))
+    except InputError as error:
+        parser.exit(2, f"error: {error}\n")
+    full_us = None if result["full_ms"] is None else result["full_ms"]["mean"] * 1e3
+    rows = bench_kit.combine(runner.manifest, result["segment_us"], shares, full_us)
+    bench_kit.write_csv(rows, args.out)
+    early, full = result["early_exit_ms"], result["full_ms"]
+    print(f"{platform.machine()} {platform.platform()}, {args.threads} thread(s), "
+          f"{len(images)} images, precision {runner.manifest['precision']}")
+    print(f"exit shares        {np.round(result['exit_shares'], 3).tolist()} measured on these images")
+    if not args.images:
+        print(f"                   {np.round(shares, 3).tolist()} from the manifest (used in the CSV)")
+    print(f"segments (us)      {np.round(result['segment_us'], 1).tolist()}")
+    print(f"early exit (ms)    p50 {early['p50']:.3f}  p95 {early['p95']:.3f}  mean {early['mean']:.3f}"
+          f"  (predicted from segments {result['predicted_early_exit_ms']:.3f})")
+    if full is not None:
+        print(f"full model (ms)    p50 {full['p50']:.3f}  p95 {full['p95']:.3f}  mean {full['mean']:.3f}")
+    print(f"wrote {args.out}")
+    print(json.dumps({k: v for k, v in result.items() if k != "predictions"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""TFLite segment export: the runner reproduces Keras early exit; manifest; atomic writes."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rdinet_tf import export, flops, models
+from rdinet_tf.errors import InputError
+from rdinet_tf.export import compare_with_keras, export_tflite
+from rdinet_tf.policy import ExitPolicy
+from rdinet_tf.runtime import EarlyExitRunner
+
+NUM_CLASSES = 10
+
+
+def _class_images(prototypes, rng, count):
+    """Noisy copies of one prototype image per class: a task SmallCNN learns in a few steps."""
+    labels = rng.integers(0, NUM_CLASSES, count)
+    noise = rng.random((count, *prototypes.shape[1:]), dtype=np.float32)
+    return np.clip(0.6 * prototypes[labels] + 0.4 * noise, 0, 1).astype(np.float32), labels
+
+
+def _train_briefly(model, images, labels, batch_size=64):
+    optimizer = keras.optimizers.Adam(1e-3)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.add_n([
+                tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+                for logits in model(x, training=True)
+            ])
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                      model.trainable_variables))
+
+    for start in range(0, len(images), batch_size):
+        step(images[start:start + batch_size], labels[start:start + batch_size])
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    prototypes = rng.random((NUM_CLASSES, 28, 28, 1), dtype=np.float32)
+    return {split: _class_images(prototypes, rng, count)
+            for split, count in (("train", 1024), ("calibration", 256), ("test", 400))}
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    keras.utils.set_random_seed(0)
+    model = models.build("smallcnn")
+    _train_briefly(model, *data["train"])
+    model.exit_policy = ExitPolicy.calibrate(model, data["calibration"][0])
+    return model
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory, model, data):
+    """One bundle per precision, exported on first use."""
+    made = {}
+
+    def get(precision):
+        if precision not in made:
+            out = tmp_path_factory.mktemp("bundles") / precision
+            export_tflite(model, out, precision, representative_images=data["calibration"][0][:100],
+                          include_full=precision == "float32", class_names=list("0123456789"))
+            made[precision] = out
+        return made[precision]
+
+    return get
+
+
+def test_float32_runner_takes_the_keras_exit_and_prediction(model, bundles, data):
+    images, labels = data["test"]
+    report = compare_with_keras(model, bundles("float32"), images, labels)
+    assert report["same_exit_and_prediction"] >= 0.995
+    assert report["max_prob_diff"] < 1e-4
+    assert report["tflite_accuracy"] == pytest.approx(report["keras_accuracy"], abs=0.005)
+    assert min(report["keras_exit_shares"]) > 0.15  # calibration spreads samples over all exits
+
+
+def test_full_model_gives_the_final_exit_probabilities(model, bundles, data):
+    images = data["test"][0][:20]
+    runner = EarlyExitRunner(bundles("float32"))
+    expected = tf.nn.softmax(model.predict(images, verbose=0)[-1]).numpy()
+    got = np.stack([runner.run_full(image).probabilities for image in images])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision, minimum", [("float16", 0.97), ("dynamic_int8", 0.85),
+                                                ("int8", 0.8)])
+def test_quantized_agreement_is_measured(model, bundles, data, precision, minimum):
+    images, labels = data["test"]
+    report = compare_with_keras(model, bundles(precision), images, labels)
+    print(f"{precision}: same exit and prediction {report['same_exit_and_prediction']:.3f}, "
+          f"accuracy change {report['accuracy_change']:+.3f}")
+    assert minimum < report["same_exit_and_prediction"] <= 1
+    assert abs(report["accuracy_change"]) < 0.1
+
+
+def test_manifest_describes_the_bundle(model, bundles):
+    bundle = bundles("float32")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["format_version"] == 1 and manifest["precision"] == "float32"
+    assert manifest["segment_order"] == [f"segment_{k}.tflite" for k in (1, 2, 3)]
+    assert manifest["thresholds"] == pytest.approx(model.exit_policy.thresholds.tolist())
+    assert manifest["class_names"] == list("0123456789")
+    assert manifest["input"] == {"shape": [1, 28, 28, 1], "dtype": "float32",
+                                 "value_range": [0.0, 1.0],
+                                 "preprocessing": "none: float32 pixels in [0,1], NHWC"}
+    assert sum(manifest["exit_distribution"]["shares"]) == pytest.approx(1)
+    shapes = [(s["inputs"], s["outputs"]) for s in manifest["segments"]]
+    assert shapes[0][0]["image"]["shape"] == [1, 28, 28, 1]
+    assert shapes[0][1]["next_features"]["shape"] == shapes[1][0]["features"]["shape"] == [1, 26, 26, 32]
+    assert shapes[1][1]["next_features"]["shape"] == shapes[2][0]["features"]["shape"] == [1, 10, 10, 64]
+    assert set(shapes[2][1]) == {"probs", "entropy"}
+    for inputs, outputs in shapes:
+        assert outputs["probs"]["shape"] == [1, 10] and outputs["entropy"]["shape"] == [1]
+        assert all(t["dtype"] == "float32" and t["tensor"] for t in {**inputs, **outputs}.values())
+    for convention in flops.CONVENTIONS:
+        cumulative = [s["cost_mflops"][convention]["cumulative"] for s in manifest["segments"]]
+        np.testing.assert_allclose(cumulative, flops.exit_costs(model, convention))
+    honest_segments = [s["cost_mflops"]["honest"]["segment"] for s in manifest["segments"]]
+    np.testing.assert_allclose(np.cumsum(honest_segments), flops.exit_costs(model, "honest"))
+    full = manifest["full_model"]
+    assert full["file"] == "full_model.tflite" and (bundle / full["file"]).is_file()
+    assert full["cost_mflops"]["honest"] < flops.exit_costs(model, "honest")[-1]  # no side heads
+    assert full["cost_mflops"]["paper"] == pytest.approx(9.256, abs=1e-3)
+
+
+def test_int8_manifest_records_calibration(bundles):
+    manifest = json.loads((bundles("int8") / "manifest.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["int8_calibration_images"] == 100
+    assert "float32 inputs/outputs" in manifest["precision_notes"]
+    assert manifest["full_model"] is None
+
+
+def test_export_needs_thresholds_and_int8_needs_images(tmp_path, model):
+    uncalibrated = models.build("smallcnn")
+    with pytest.raises(InputError, match="calibrate"):
+        export_tflite(uncalibrated, tmp_path / "a")
+    with pytest.raises(InputError, match="representative_images"):
+        export_tflite(model, tmp_path / "b", "int8")
+    with pytest.raises(InputError, match="precision"):
+        export_tflite(model, tmp_path / "c", "int4")
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_export_leaves_no_bundle(tmp_path, model, monkeypatch):
+    real_convert, calls = export.convert, []
+
+    def fail_on_second_segment(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated converter failure")
+        return real_convert(*args, **kwargs)
+
+    monkeypatch.setattr(export, "convert", fail_on_second_segment)
+    with pytest.raises(RuntimeError, match="simulated"):
+        export_tflite(model, tmp_path / "bundle")
+    assert os.listdir(tmp_path) == []  # neither the bundle nor the staging directory
+
+
+def test_failed_overwrite_keeps_the_old_bundle(tmp_path, model, monkeypatch):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "old.txt").write_text("old bundle")
+    with pytest.raises(InputError, match="overwrite"):
+        export_tflite(model, out)
+    monkeypatch.setattr(export, "convert", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError):
+        export_tflite(model, out, overwrite=True)
+    assert os.listdir(tmp_path) == ["bundle"] and os.listdir(out) == ["old.txt"]
+
+
+def test_overwrite_replaces_the_bundle(tmp_path, model):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "old.txt").write_text("old bundle")
+    manifest = export_tflite(model, out, overwrite=True)
+    assert sorted(os.listdir(out)) == sorted(["manifest.json", *manifest["segment_order"]])
+    assert os.listdir(tmp_path) == ["bundle"]
+
+
+def test_command_line_export(tmp_path, model, capsys):
+    path = tmp_path / "model.keras"
+    model.save(path)
+    assert export.main(["--tflite", "--model", str(path), "--out", str(tmp_path / "cli")]) == 0
+    assert "3 segments" in capsys.readouterr().out
+    assert EarlyExitRunner(tmp_path / "cli").num_exits == 3
+    with pytest.raises(SystemExit):
+        export.main(["--tflite", "--model", str(path), "--out", str(tmp_path / "cli")])
+    assert "already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        export.main(["--tflite", "--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "x")])
+    assert "no .keras model file" in capsys.readouterr().err

@@ -1,0 +1,157 @@
+"""EarlyExitRunner: early exit on one image and on a batch, and a clear error for each bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from rdinet_tf import bench_kit, models
+from rdinet_tf.errors import InputError
+from rdinet_tf.export import export_tflite
+from rdinet_tf.policy import ExitPolicy
+from rdinet_tf.runtime import EarlyExitRunner
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).random((48, 28, 28, 1), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, images):
+    model = models.build("smallcnn")
+    model.exit_policy = ExitPolicy.calibrate(model, images)
+    out = tmp_path_factory.mktemp("runtime") / "bundle"
+    export_tflite(model, out)
+    return out
+
+
+@pytest.fixture
+def copy(tmp_path, bundle):
+    """A writable copy of the bundle, to damage."""
+    return shutil.copytree(bundle, tmp_path / "bundle")
+
+
+def _edit_manifest(bundle_dir, edit):
+    path = bundle_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_run_one_image_and_a_batch(bundle, images):
+    runner = EarlyExitRunner(bundle, num_threads=1)
+    batch = runner.run_batch(images)
+    assert batch.exits.shape == batch.predictions.shape == batch.seconds.shape == (48,)
+    assert batch.probabilities.shape == (48, 10) and (batch.seconds > 0).all()
+    assert len(set(batch.exits.tolist())) > 1
+    for k in (0, 5):
+        single = runner.run(images[k])
+        assert (single.exit, single.prediction) == (batch.exits[k], batch.predictions[k])
+        np.testing.assert_allclose(single.probabilities, batch.probabilities[k])
+        assert single.probabilities.sum() == pytest.approx(1, abs=1e-5)
+    assert runner.run(images[:1]).exit == batch.exits[0]
+    assert batch.exit_shares.sum() == pytest.approx(1)
+
+
+def test_benchmark_bundle_times_chain_and_segments(bundle, images):
+    runner = EarlyExitRunner(bundle, num_threads=1)
+    result = bench_kit.benchmark_bundle(runner, images[:12], warmup=2)
+    assert result["full_ms"] is None and len(result["segment_us"]) == 3
+    assert result["predictions"].tolist() == runner.run_batch(images[:12]).predictions.tolist()
+    assert sum(result["exit_shares"]) == pytest.approx(1)
+    assert 0 < result["early_exit_ms"]["p50"] <= result["early_exit_ms"]["p95"]
+    assert result["predicted_early_exit_ms"] > 0
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((28, 28), np.float32), "shape"),
+    (np.zeros((2, 28, 28, 1), np.float32), "shape"),
+    (np.zeros((32, 32, 3), np.float32), "shape"),
+    (np.zeros((28, 28, 1), np.uint8), "float32"),
+    (np.zeros((28, 28, 1), np.float64), "float32"),
+    (np.full((28, 28, 1), np.nan, np.float32), "NaN"),
+    (np.full((28, 28, 1), 255, np.float32), r"\[0, 1\]"),
+])
+def test_bad_images_are_refused(bundle, image, message):
+    with pytest.raises(InputError, match=message):
+        EarlyExitRunner(bundle).run(image)
+
+
+def test_bad_batch_is_refused(bundle, images):
+    runner = EarlyExitRunner(bundle)
+    with pytest.raises(InputError, match="shape"):
+        runner.run_batch(images[0])
+    with pytest.raises(InputError, match="NaN"):
+        runner.run_batch(np.where(np.arange(28)[:, None, None] == 3, np.nan, images))
+
+
+def test_run_full_needs_a_full_model(bundle, images):
+    with pytest.raises(InputError, match="--full"):
+        EarlyExitRunner(bundle).run_full(images[0])
+
+
+def test_missing_or_invalid_manifest(copy):
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        EarlyExitRunner(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(InputError, match="no manifest.json"):
+        EarlyExitRunner(copy)
+
+
+def test_missing_segment_file(copy):
+    (copy / "segment_2.tflite").unlink()
+    with pytest.raises(InputError, match="segment_2.tflite .*missing"):
+        EarlyExitRunner(copy)
+
+
+def test_truncated_segment_file(copy):
+    path = copy / "segment_3.tflite"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(InputError, match="sha256"):
+        EarlyExitRunner(copy)
+
+
+def test_corrupt_segment_file_without_checksum(copy):
+    (copy / "segment_1.tflite").write_bytes(b"not a flatbuffer" * 64)
+    _edit_manifest(copy, lambda m: m["segments"][0].pop("sha256"))
+    with pytest.raises(InputError, match="not a valid TFLite model"):
+        EarlyExitRunner(copy)
+
+
+def test_manifest_shape_that_does_not_match_the_file(copy):
+    def edit(manifest):
+        manifest["segments"][1]["inputs"]["features"]["shape"] = [1, 24, 24, 32]
+    _edit_manifest(copy, edit)
+    with pytest.raises(InputError, match="'features'.*in the file"):
+        EarlyExitRunner(copy)
+
+
+def test_manifest_tensor_name_that_does_not_match_the_file(copy):
+    def edit(manifest):
+        manifest["segments"][0]["outputs"]["probs"]["tensor"] = "renamed:0"
+    _edit_manifest(copy, edit)
+    with pytest.raises(InputError, match="'probs'.*in the file"):
+        EarlyExitRunner(copy)
+
+
+def test_manifest_with_a_segment_missing(copy):
+    def edit(manifest):
+        del manifest["segments"][1]
+        del manifest["segment_order"][1]
+    _edit_manifest(copy, edit)
+    with pytest.raises(InputError, match="2 segments and 2 thresholds for 3 exits"):
+        EarlyExitRunner(copy)
+
+
+def test_segments_that_do_not_chain(copy):
+    shutil.copy(copy / "segment_3.tflite", copy / "segment_2.tflite")
+
+    def edit(manifest):
+        manifest["segments"][1] = dict(manifest["segments"][2], file="segment_2.tflite")
+        manifest["segments"][1].pop("sha256")
+    _edit_manifest(copy, edit)
+    with pytest.raises(InputError, match="segment_2.tflite should read 'features' of shape"):
+        EarlyExitRunner(copy)
