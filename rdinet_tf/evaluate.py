@@ -4,6 +4,13 @@
 the report and writes it as JSON. Thresholds come from the model's saved exit
 policy (calibrated on held-out data by ``rdinet_tf.train``) or are calibrated
 on the dataset's validation split, never on the test set being reported.
+
+Besides accuracy, each attack method also runs as a slowdown attack (the
+``"slowdown"`` objective: side exits pushed to uniform): its average cost
+("adversarial MFLOPs") and the share of the clean savings it leaves,
+``(cost_full - cost_attacked) / (cost_full - cost_clean)``, in both FLOPs
+conventions. ``autoattack=AutoAttack(eps)`` adds the suite of
+:mod:`rdinet_tf.autoattack` with its gradient-masking flags.
 """
 
 import argparse
@@ -15,6 +22,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from rdinet_tf import attacks as attack_lib
+from rdinet_tf import autoattack as autoattack_lib
 from rdinet_tf import data, files, flops
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import ExitPolicy, exit_entropies, first_confident_exit
@@ -32,6 +40,26 @@ class AdaptiveResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class SlowdownResult(AdaptiveResult):
+    """The adaptive model under a slowdown attack, with the share of the clean savings kept.
+
+    ``savings_kept`` = (full - attacked) / (full - clean) cost, full = the last
+    exit's; None when the clean model saves nothing.
+    """
+
+    full_mflops: float
+    paper_full_mflops: float
+    savings_kept: float
+    paper_savings_kept: float
+
+
+def savings_kept(full, clean, attacked):
+    """(full - attacked) / (full - clean): 1 = the attack costs nothing extra, 0 = every input runs in full."""
+    saved = full - clean
+    return None if saved <= 1e-9 * full else float((full - attacked) / saved)
+
+
+@dataclasses.dataclass(frozen=True)
 class RobustnessReport:
     """TA, ATA per attack, worst cases and per-exit accuracies; see :func:`robustness_report`."""
 
@@ -45,6 +73,8 @@ class RobustnessReport:
     per_sample_worst_case_ata: float  # a sample counts only if it survives every attack
     exit_clean_accuracy: list  # each exit alone, clean
     exit_adversarial_accuracy: dict  # method -> each exit alone under the attack on that exit
+    slowdown: list = dataclasses.field(default_factory=list)  # SlowdownResult per method
+    autoattack: autoattack_lib.AutoAttackResult = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -58,6 +88,18 @@ class RobustnessReport:
                          f"{result.paper_mflops:>9.3f}   {shares}")
         lines.append(f"{'worst case (' + self.worst_case_attack + ')':<28}{self.worst_case_ata:>9.2%}")
         lines.append(f"{'worst case, per sample':<28}{self.per_sample_worst_case_ata:>9.2%}")
+        if self.slowdown:
+            lines.append("")
+            lines.append(f"{'slowdown (cost attack)':<28}{'accuracy':>9}{'MFLOPs':>9}{'paper':>9}"
+                         f"   savings kept (%, honest / paper)")
+            for result in self.slowdown:
+                kept = " / ".join("-" if k is None else f"{100 * k:.0f}"
+                                  for k in (result.savings_kept, result.paper_savings_kept))
+                lines.append(f"{result.name:<28}{result.accuracy:>9.2%}{result.mflops:>9.3f}"
+                             f"{result.paper_mflops:>9.3f}   {kept}")
+        if self.autoattack is not None:
+            lines.append("")
+            lines.append(self.autoattack.table())
         lines.append("")
         methods = list(self.exit_adversarial_accuracy)
         lines.append(f"{'exit alone':<12}{'clean':>9}" + "".join(f"{m:>14}" for m in methods))
@@ -76,7 +118,7 @@ def default_objectives(model, policy):
 
 
 def robustness_report(model, images, labels, attacks, policy=None, objectives=None,
-                      batch_size=256, seed=0, progress=True):
+                      batch_size=256, seed=0, progress=True, slowdown=True, autoattack=None):
     """Evaluate the adaptive ``model`` (entropy early exit) against each attack.
 
     Args:
@@ -87,6 +129,8 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
         policy: the exit policy (default: ``model.exit_policy``); it must come
             from held-out data.
         objectives: attack objectives (default: :func:`default_objectives`).
+        slowdown: also run each method as a slowdown attack (cost, savings kept).
+        autoattack: an :class:`rdinet_tf.autoattack.AutoAttack` to add that suite.
     """
     policy = policy or model.exit_policy
     if policy is None:
@@ -100,7 +144,7 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
     objectives = objectives or default_objectives(model, policy)
     for objective in objectives:
         attack_lib.check_objective(objective, model.num_exits, policy)
-    costs = {c: flops.exit_costs(model, c) for c in flops.CONVENTIONS}
+    costs = {c: flops.exit_costs(model, c, thresholds=policy.thresholds) for c in flops.CONVENTIONS}
     logits_fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     batches = [slice(i, i + batch_size) for i in range(0, len(images), batch_size)]
 
@@ -121,18 +165,20 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
     clean, _ = adaptive("clean (TA)", clean_logits)
     results, survivors = [], np.ones(len(labels), dtype=bool)
     exit_adversarial = {}
-    bar = tqdm(total=len(attacks) * len(objectives) * len(batches), desc="attacks",
+    bar = tqdm(total=len(attacks) * (len(objectives) + int(slowdown)) * len(batches), desc="attacks",
                disable=not progress, leave=False)
+    def run_attack(method, objective):
+        attack_fn = attack_lib.attack_function(model, method, objective, policy)
+        adversarial = np.empty_like(images)
+        for i, b in enumerate(batches):
+            adversarial[b] = attack_fn(tf.constant(images[b]), tf.constant(labels[b]), tf.constant(seed + i))
+            bar.update()
+        return run_logits(adversarial)
+
     for method in attacks:
         exit_adversarial[method.name] = [float("nan")] * model.num_exits
         for objective in objectives:
-            attack_fn = attack_lib.attack_function(model, method, objective, policy)
-            adversarial = np.empty_like(images)
-            for i, b in enumerate(batches):
-                adversarial[b] = attack_fn(tf.constant(images[b]), tf.constant(labels[b]),
-                                           tf.constant(seed + i))
-                bar.update()
-            adversarial_logits = run_logits(adversarial)
+            adversarial_logits = run_attack(method, objective)
             result, correct = adaptive(f"{method.name} {objective}", adversarial_logits)
             results.append(result)
             survivors &= correct
@@ -140,6 +186,14 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
             if exit_index is not None and objective.startswith("exit_"):
                 exit_adversarial[method.name][exit_index] = float(
                     np.mean(adversarial_logits[exit_index].argmax(-1) == labels))
+    slowdown_results = []
+    for method in attacks if slowdown else []:
+        result, _ = adaptive(f"{method.name} slowdown", run_attack(method, "slowdown"))
+        full, paper_full = float(costs["honest"][-1]), float(costs["paper"][-1])
+        slowdown_results.append(SlowdownResult(
+            **dataclasses.asdict(result), full_mflops=full, paper_full_mflops=paper_full,
+            savings_kept=savings_kept(full, clean.mflops, result.mflops),
+            paper_savings_kept=savings_kept(paper_full, clean.paper_mflops, result.paper_mflops)))
     bar.close()
     worst = min(results, key=lambda r: r.accuracy)
     return RobustnessReport(
@@ -153,6 +207,9 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
         per_sample_worst_case_ata=float(survivors.mean()),
         exit_clean_accuracy=[float(np.mean(z.argmax(-1) == labels)) for z in clean_logits],
         exit_adversarial_accuracy=exit_adversarial,
+        slowdown=slowdown_results,
+        autoattack=None if autoattack is None else autoattack_lib.evaluate(
+            model, images, labels, autoattack, policy, batch_size=batch_size, seed=seed),
     )
 
 
@@ -171,14 +228,14 @@ def attack_methods(names, eps, step_size, steps):
 
 
 def evaluate_splits(model, splits, attack_names, eps, step_size, steps, samples=None,
-                    batch_size=256, seed=0, objectives=None, progress=True):
+                    batch_size=256, seed=0, objectives=None, progress=True, autoattack=None):
     """Calibrate on the validation split if needed, then report on (a prefix of) the test split."""
     if model.exit_policy is None:
         model.exit_policy = ExitPolicy.calibrate(model, splits.x_val)
     count = len(splits.x_test) if samples is None else min(samples, len(splits.x_test))
     return robustness_report(model, splits.x_test[:count], splits.y_test[:count],
                              attack_methods(attack_names, eps, step_size, steps), objectives=objectives,
-                             batch_size=batch_size, seed=seed, progress=progress)
+                             batch_size=batch_size, seed=seed, progress=progress, autoattack=autoattack)
 
 
 def main(argv=None):
@@ -198,16 +255,25 @@ def main(argv=None):
                         "average, max_average, routing)")
     parser.add_argument("--samples", type=int, help="evaluate the first N test images (default: all)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--autoattack", action="store_true",
+                        help="also run the AutoAttack-style suite (APGD-CE, APGD-DLR, APGD-T, Square)")
+    parser.add_argument("--autoattack-steps", type=int, default=100, help="APGD iterations")
+    parser.add_argument("--autoattack-queries", type=int, default=5000, help="Square iterations")
+    parser.add_argument("--autoattack-targets", type=int, default=9, help="APGD-T target classes")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     try:
         model = files.load_model(args.model)
         splits = data.load(args.dataset, data_dir=args.data_dir)
         preset = PRESETS[args.preset or ("smallcnn" if model.image_shape[-1] == 1 else "resnet38")]
+        eps = args.eps or preset.eps
+        suite = (autoattack_lib.AutoAttack(eps, args.autoattack_steps, args.autoattack_queries,
+                                           args.autoattack_targets) if args.autoattack else None)
         report = evaluate_splits(
-            model, splits, args.attacks.split(","), args.eps or preset.eps,
+            model, splits, args.attacks.split(","), eps,
             args.step_size or preset.step_size, args.attack_steps or preset.eval_attack_steps,
-            args.samples, args.batch_size, objectives=args.objectives and args.objectives.split(","))
+            args.samples, args.batch_size, objectives=args.objectives and args.objectives.split(","),
+            autoattack=suite)
     except (InputError, OSError) as error:
         sys.exit(f"error: {error}")
     print(report.table())

@@ -9,6 +9,10 @@ Two conventions:
 * ``"honest"`` (default): convolution AND dense MACs in units of 10**6; the
   cost of exit k adds every head evaluated on the way, since an input that
   leaves at exit k has had heads 1..k computed.
+
+``sparse=True`` counts only the non-zero kernel weights of each conv and dense
+layer (a 50%-sparse conv costs half): the cost of a pruned model on hardware
+that skips zeros. Default: every weight counts.
 """
 
 import dataclasses
@@ -19,6 +23,7 @@ import numpy as np
 from rdinet_tf.errors import InputError
 
 CONVENTIONS = ("honest", "paper")
+SPARSE_NOTE = "(sparse: non-zero weights only)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,41 +38,56 @@ class SegmentMacs:
         return self.conv + self.dense
 
 
-def layer_macs(model):
-    """Conv and dense MACs of a functional model, walking nested sub-models."""
+def layer_macs(model, sparse=False):
+    """Conv and dense MACs of a functional model, walking nested sub-models.
+
+    ``sparse``: count only non-zero kernel weights (``np.count_nonzero(kernel)``).
+    """
     conv = dense = 0
     for nodes in model._nodes_by_depth.values():
         for node in nodes:
             op, out = node.operation, node.outputs[0]
             if isinstance(op, keras.Model):
-                inner = layer_macs(op)
+                inner = layer_macs(op, sparse)
                 conv, dense = conv + inner.conv, dense + inner.dense
-            elif isinstance(op, keras.layers.DepthwiseConv2D):
-                conv += int(np.prod(op.kernel.shape)) * _spatial(out)
-            elif isinstance(op, keras.layers.Conv2D):
-                conv += int(np.prod(op.kernel.shape)) * _spatial(out)
+            elif isinstance(op, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+                conv += _kernel_weights(op, sparse) * _spatial(out)
             elif isinstance(op, keras.layers.Dense):
-                dense += int(np.prod(op.kernel.shape)) * int(np.prod(out.shape[1:-1]))
+                dense += _kernel_weights(op, sparse) * int(np.prod(out.shape[1:-1]))
     return SegmentMacs(conv, dense)
+
+
+def _kernel_weights(layer, sparse):
+    if sparse:
+        return int(np.count_nonzero(keras.ops.convert_to_numpy(layer.kernel)))
+    return int(np.prod(layer.kernel.shape))
 
 
 def _spatial(tensor):
     return int(np.prod(tensor.shape[1:-1]))
 
 
-def segment_macs(model):
+def segment_macs(model, sparse=False):
     """``(stage_macs, head_macs)``: one :class:`SegmentMacs` per stage and per head."""
-    return [layer_macs(s) for s in model.stages], [layer_macs(h) for h in model.heads]
+    return ([layer_macs(s, sparse) for s in model.stages],
+            [layer_macs(h, sparse) for h in model.heads])
 
 
-def exit_costs(model, convention="honest"):
-    """Cumulative cost of leaving at each exit, shape (K,), in MFLOPs of ``convention``."""
+def exit_costs(model, convention="honest", sparse=False, thresholds=None):
+    """Cumulative cost of leaving at each exit, shape (K,), in MFLOPs of ``convention``.
+
+    ``sparse``: count only non-zero weights (see the module doc).
+    ``thresholds``: the exit policy's; a side exit with threshold 0 is never
+    taken, so the honest cost leaves its head out (a single-exit baseline
+    with all thresholds 0 costs its backbone alone).
+    """
     check_convention(convention)
-    stages, heads = segment_macs(model)
+    stages, heads = segment_macs(model, sparse)
     if convention == "paper":
         backbone = np.cumsum([s.conv for s in stages])
         return (backbone + np.array([h.conv for h in heads])) / 2.0**20
-    return np.cumsum([s.total + h.total for s, h in zip(stages, heads)]) / 1e6
+    computed = np.ones(len(heads), bool) if thresholds is None else np.append(np.asarray(thresholds) > 0, True)
+    return np.cumsum([s.total + h.total * used for s, h, used in zip(stages, heads, computed)]) / 1e6
 
 
 def expected_cost(costs, exit_distribution):
@@ -87,9 +107,9 @@ def check_convention(convention):
         raise InputError(f"unknown FLOPs convention {convention!r}; choose one of {CONVENTIONS}")
 
 
-def cost_table(model, exit_shares=None):
+def cost_table(model, exit_shares=None, sparse=False):
     """A printable table of per-exit cost in both conventions (and the exit shares if given)."""
-    paper, honest = exit_costs(model, "paper"), exit_costs(model, "honest")
+    paper, honest = exit_costs(model, "paper", sparse), exit_costs(model, "honest", sparse)
     header = f"{'exit':<8}{'paper MFLOPs (2^20 conv MACs)':>32}{'MFLOPs (10^6 MACs, all)':>26}"
     rows = [header + ("" if exit_shares is None else f"{'share':>9}")]
     for k in range(model.num_exits):
@@ -98,4 +118,6 @@ def cost_table(model, exit_shares=None):
     if exit_shares is not None:
         rows.append(f"{'average':<8}{expected_cost(paper, exit_shares):>32.3f}"
                     f"{expected_cost(honest, exit_shares):>26.3f}")
+    if sparse:
+        rows.append(SPARSE_NOTE)
     return "\n".join(rows)

@@ -13,6 +13,8 @@ from rdinet_tf import flops
 from rdinet_tf.errors import InputError
 
 ENTROPY_EPS = 1e-5
+# Smallest calibrated threshold: 0 means "exit disabled", so calibration never returns it.
+MIN_THRESHOLD = 1e-12
 
 
 def entropy(logits):
@@ -27,10 +29,14 @@ def exit_entropies(exit_logits):
 
 
 def first_confident_exit(entropies, thresholds):
-    """0-based exit each sample takes: the first k < K-1 with entropy < T_k, else K-1."""
+    """0-based exit each sample takes: the first k < K-1 with entropy < T_k, else K-1.
+
+    A threshold of 0 disables its exit (never taken, even for entropies a hair below 0).
+    """
     entropies = tf.convert_to_tensor(entropies)
     num_exits = entropies.shape[1]
-    confident = entropies[:, :-1] < tf.cast(thresholds, entropies.dtype)
+    thresholds = tf.cast(thresholds, entropies.dtype)
+    confident = (entropies[:, :-1] < thresholds) & (thresholds > 0)
     exit_ids = tf.range(num_exits - 1, dtype=tf.int32)
     taken = tf.where(confident, exit_ids, num_exits - 1)
     return tf.reduce_min(tf.concat([taken, tf.fill([tf.shape(taken)[0], 1], num_exits - 1)], 1), 1)
@@ -97,7 +103,7 @@ class ExitPolicy:
     def predict(self, model, images, batch_size=256, convention="honest"):
         """Adaptive inference of ``model`` on ``images`` (array or dataset) -> :class:`PolicyResult`."""
         self._check_num_exits(model.num_exits)
-        costs = flops.exit_costs(model, convention)
+        costs = flops.exit_costs(model, convention, thresholds=self.thresholds)
         logits = predict_exit_logits(model, images, batch_size)
         exits = first_confident_exit(exit_entropies(logits), self.thresholds).numpy()
         stacked = np.stack(logits, axis=1)
@@ -134,7 +140,8 @@ class ExitPolicy:
         elif method == "shares":
             thresholds = thresholds_for_counts(entropies, _counts_from_shares(shares, entropies.shape))
         elif method == "target_cost":
-            thresholds = _thresholds_for_cost(entropies, flops.exit_costs(model, convention), target_cost)
+            thresholds = _thresholds_for_cost(
+                entropies, lambda t: flops.exit_costs(model, convention, thresholds=t), target_cost)
         else:
             raise InputError(
                 f"unknown calibration method {method!r}; choose 'equal_share', 'shares' "
@@ -176,7 +183,8 @@ def thresholds_for_counts(entropies, counts):
             threshold = np.nextafter(present[-1], np.inf) if present.size else 0.0
         else:
             threshold = present[count]
-        thresholds[k] = max(threshold, 0.0)
+        # Confident samples have entropy -log(1 + 1e-5) < 0; a calibrated exit stays enabled (> 0).
+        thresholds[k] = max(threshold, MIN_THRESHOLD)
         remaining &= ~(entropies[:, k] < thresholds[k])
     return thresholds
 
@@ -192,11 +200,16 @@ def _counts_from_shares(shares, shape):
     return np.floor(shares * num_samples + 1e-9).astype(int).tolist()
 
 
-def _thresholds_for_cost(entropies, costs, target_cost, iterations=30):
+def _thresholds_for_cost(entropies, exit_costs_for, target_cost, iterations=30):
+    """Bisection on the fraction of remaining samples leaving at each side exit.
+
+    ``exit_costs_for(thresholds)`` gives the per-exit costs under those thresholds.
+    """
     num_samples, num_exits = entropies.shape
-    if target_cost is None or not costs[0] <= target_cost:
+    cheapest = exit_costs_for(None)[0]
+    if target_cost is None or not cheapest <= target_cost:
         raise InputError(
-            f"target_cost must be at least the cost of the first exit ({costs[0]:.3f} MFLOPs); "
+            f"target_cost must be at least the cost of the first exit ({cheapest:.3f} MFLOPs); "
             f"got {target_cost!r}"
         )
 
@@ -207,7 +220,7 @@ def _thresholds_for_cost(entropies, costs, target_cost, iterations=30):
             left -= counts[-1]
         thresholds = thresholds_for_counts(entropies, counts)
         exits = first_confident_exit(entropies, thresholds).numpy()
-        return thresholds, costs[exits].mean()
+        return thresholds, exit_costs_for(thresholds)[exits].mean()
 
     low, high = 0.0, 1.0  # fraction leaving at each side exit: cost falls as it grows
     best, cost = policy_for(low)

@@ -21,6 +21,24 @@ def test_first_confident_exit_and_last_exit_always_answers():
     assert exits.tolist() == [0, 1, 2]
 
 
+def test_zero_threshold_disables_an_exit_and_its_head_cost(smallcnn, mnist_like):
+    entropies = np.array([[-1e-6, 0.1, 2.0]], np.float32)  # a hair below 0 still cannot leave
+    assert first_confident_exit(entropies, [0.0, 0.5]).numpy().tolist() == [1]
+    single_exit = ExitPolicy([0.0, 0.0]).predict(smallcnn, mnist_like)
+    stages, heads = flops.segment_macs(smallcnn)
+    backbone = sum(s.total for s in stages) + heads[-1].total
+    assert single_exit.exits.tolist() == [2] * len(mnist_like)
+    assert single_exit.mean_cost == pytest.approx(backbone / 1e6)
+    assert single_exit.mean_cost < flops.exit_costs(smallcnn)[-1]
+
+
+def test_calibration_keeps_exits_of_fully_confident_samples_enabled():
+    entropies = np.full((30, 3), -1e-5)  # softmax exactly 1 everywhere
+    thresholds = thresholds_for_counts(entropies, [10, 10])
+    assert (thresholds > 0).all()
+    assert first_confident_exit(entropies, thresholds).numpy().tolist() == [0] * 30
+
+
 def test_equal_share_walks_exits_like_the_reference():
     rng = np.random.default_rng(0)
     entropies = rng.random((90, 3))
