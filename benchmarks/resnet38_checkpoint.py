@@ -9,9 +9,11 @@ MFLOPs). Policies:
   calibrated on the test images themselves, without and with its hand
   adjustments for this model (T1..T5 minus 0.15, 0.2, 0.25, 0.05, 0.05).
 
-Input sets: all clean test images, and the first ``--attack-samples`` of them
-(the subset that attacked rows are computed on, so TA and ATA compare alike).
-Attacked input sets are added in :func:`input_sets`.
+Input sets: all clean test images, the first ``--attack-samples`` of them, and
+PGD-20 (eps 8/255, step 2/255) adversarial versions of that subset for every
+single-exit, the average, the max-average and the routing-aware attack (so TA
+and ATA compare on the same images). Attacks are made once and routed by every
+policy; the routing-aware attack follows the held-out policy's routes.
 
     python benchmarks/resnet38_checkpoint.py [--data-dir DIR] [--checkpoint FILE]
 """
@@ -22,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rdinet_tf import flops
+from tqdm.auto import tqdm
+
+from rdinet_tf import attacks, flops
 from rdinet_tf.import_torch import load_torch_checkpoint
 from rdinet_tf.policy import ExitPolicy, exit_entropies, predict_exit_logits, thresholds_for_counts
 
@@ -49,11 +53,19 @@ def reference_policies(test_logits, num_test):
             "reference (test calib., adjusted)": ExitPolicy(adjusted)}
 
 
-def input_sets(model, x_test, y_test, args):
-    """[(label, images, labels)]: the inputs every policy is evaluated on."""
+def input_sets(model, x_test, y_test, args, policy):
+    """[(label, images, labels)]: clean sets, then PGD-20 (eps 8/255, step 2/255) on the
+    first ``--attack-samples`` test images for every objective (routing uses ``policy``)."""
     n = args.attack_samples
-    return [("clean, all", x_test, y_test),
-            (f"clean, first {n}", x_test[:n], y_test[:n])]
+    sets = [("clean, all", x_test, y_test), (f"clean, first {n}", x_test[:n], y_test[:n])]
+    pgd = attacks.PGD(8 / 255, 2 / 255, 20)
+    objectives = [f"exit_{k + 1}" for k in range(model.num_exits)] + ["average", "max_average", "routing"]
+    for objective in tqdm(objectives[: None if args.objectives is None else args.objectives], desc="PGD-20"):
+        attack = attacks.attack_function(model, pgd, objective, policy)
+        adversarial = np.concatenate([attack(x_test[i:min(i + 100, n)], y_test[i:min(i + 100, n)], i)
+                                      for i in range(0, n, 100)])
+        sets.append((f"PGD-20 {objective}", adversarial, y_test[:n]))
+    return sets
 
 
 def policy_row(policy, logits, labels, costs):
@@ -72,16 +84,17 @@ def main(argv=None):
                         help="held-out training images used to calibrate thresholds")
     parser.add_argument("--attack-samples", type=int, default=1000,
                         help="test images that attacked input sets are computed on")
+    parser.add_argument("--objectives", type=int, help="attack only the first N objectives (quick runs)")
     args = parser.parse_args(argv)
     start = time.time()
 
     model = load_torch_checkpoint(args.checkpoint, "resnet38")
     x_test, y_test, x_train = load_cifar(args.data_dir)
     costs = flops.exit_costs(model, "paper"), flops.exit_costs(model, "honest")
-    sets = input_sets(model, x_test, y_test, args)
+    policies = {"held-out equal_share": ExitPolicy.calibrate(model, x_train[:args.calibration_samples])}
+    sets = input_sets(model, x_test, y_test, args, policies["held-out equal_share"])
     # Every exit's logits on every input set, computed once and routed by each policy.
     logits = [predict_exit_logits(model, images) for _, images, _ in sets]
-    policies = {"held-out equal_share": ExitPolicy.calibrate(model, x_train[:args.calibration_samples])}
     policies.update(reference_policies(logits[0], len(x_test)))
 
     print(f"checkpoint: {args.checkpoint}\n")
@@ -99,10 +112,15 @@ def main(argv=None):
     print(f"\n{'policy':<36}{'inputs':<20}{'accuracy':>9}{'paper MFLOPs':>14}{'honest MFLOPs':>15}"
           "  exit distribution (%)")
     for name, policy in policies.items():
+        attacked = []
         for set_logits, (label, _, labels) in zip(logits, sets):
             accuracy, shares, paper_cost, honest_cost = policy_row(policy, set_logits, labels, costs)
             print(f"{name:<36}{label:<20}{accuracy:>9.2%}{paper_cost:>14.2f}{honest_cost:>15.2f}  "
                   + " ".join(f"{100 * s:.1f}" for s in shares))
+            if label.startswith("PGD"):
+                attacked.append((accuracy, label))
+        if attacked:
+            print(f"{name:<36}{'worst case':<20}{min(attacked)[0]:>9.2%}  ({min(attacked)[1]})")
     print(f"\n({time.time() - start:.0f} s)")
 
 
