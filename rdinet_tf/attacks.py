@@ -14,6 +14,13 @@ Objectives, by name (exits are named as the model's outputs, 1-based):
 * ``"random_average"``: cross-entropy averaged with random exit weights.
 * ``"routing"``: at every step each sample ascends the cross-entropy of the
   exit the entropy policy would route it to (needs a policy).
+* ``"slowdown"``: the mean softmax entropy of the side exits (labels unused):
+  pushes every side exit towards uniform so that no input leaves early and the
+  adaptive model pays its full cost. :func:`universal_slowdown` trains one such
+  perturbation for a whole image set.
+
+The exit objectives score each exit's logits with ``logit_loss`` (default the
+cross-entropy; :mod:`rdinet_tf.autoattack` passes DLR and margin losses).
 
 Everything is batched TensorFlow, usable inside ``tf.function``; attacks run
 the model in inference mode and never change its weights. The same integer
@@ -26,8 +33,9 @@ import keras
 import tensorflow as tf
 
 from rdinet_tf.errors import InputError
+from rdinet_tf.policy import entropy
 
-OBJECTIVES = ("main", "average", "max_average", "random_average", "routing")
+OBJECTIVES = ("main", "average", "max_average", "random_average", "routing", "slowdown")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,23 +121,62 @@ class RandomNoise:
         return tf.clip_by_value(images + noise, 0.0, 1.0)
 
 
-def _iterate(step, images, steps):
-    """``images = step(t, images)`` for t in 0..steps-1, as a graph loop; no gradient flows out."""
+def universal_slowdown(model, images, eps, steps=100, step_size=None, batch_size=128, seed=0):
+    """One L-inf perturbation (H, W, C) that raises the side-exit entropy of a whole image set.
+
+    ``steps`` sign-gradient ascent steps of the summed ``"slowdown"`` loss, each
+    on the next batch of ``images`` (cycling through the set), from a random
+    start, kept in [-eps, eps]; step ``eps / 10`` unless given. Apply it as
+    ``clip(x + perturbation, 0, 1)`` to any image of the model's shape.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    model.check_images(images)
+    loss_fn = objective_loss(model, "slowdown")
+    step_size = eps / 10 if step_size is None else step_size
+    count = int(images.shape[0])
+    batch = min(batch_size, count)
+    start = tf.random.stateless_uniform((1, *model.image_shape), [seed, 0], -eps, eps)
+
+    def step(t, perturbation):
+        batch_images = tf.gather(images, (t * batch + tf.range(batch)) % count)
+        gradient = _input_gradient(
+            lambda delta, _: loss_fn(tf.clip_by_value(batch_images + delta, 0.0, 1.0), None), perturbation, None)
+        return tf.clip_by_value(perturbation + step_size * tf.sign(gradient), -eps, eps)
+
+    return tf.function(lambda: _iterate(step, start, steps))()[0]
+
+
+def _iterate(step, state, steps):
+    """``state = step(t, state)`` for t in 0..steps-1, as a graph loop; ``state`` may be nested.
+
+    No gradient flows out.
+    """
     _, result = tf.while_loop(lambda t, _: t < steps, lambda t, x: (t + 1, step(t, x)),
-                              (tf.constant(0), images))
-    return tf.stop_gradient(result)
+                              (tf.constant(0), state))
+    return tf.nest.map_structure(tf.stop_gradient, result)
+
+
+def _loss_and_gradient(loss_fn, images, labels):
+    """Per-sample ``loss_fn(images, labels)`` and the gradient of its sum with respect to ``images``."""
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        loss = loss_fn(images, labels)
+        total = tf.reduce_sum(loss)
+    return loss, tape.gradient(total, images)
 
 
 def _input_gradient(loss_fn, images, labels):
-    with tf.GradientTape() as tape:
-        tape.watch(images)
-        loss = tf.reduce_sum(loss_fn(images, labels))
-    return tape.gradient(loss, images)
+    return _loss_and_gradient(loss_fn, images, labels)[1]
 
 
 def cross_entropy(labels, logits):
     """Per-sample cross-entropy from logits."""
     return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+
+def side_exit_entropy(side_logits):
+    """Per-sample mean softmax entropy over a list of side exits' logits: the slowdown loss."""
+    return tf.add_n([entropy(logits) for logits in side_logits]) / len(side_logits)
 
 
 def check_objective(objective, num_exits, policy=None):
@@ -143,38 +190,46 @@ def check_objective(objective, num_exits, policy=None):
     elif objective in OBJECTIVES:
         if objective == "routing" and policy is None:
             raise InputError("the 'routing' objective needs an exit policy: pass policy=ExitPolicy(...)")
+        if objective == "slowdown" and num_exits < 2:
+            raise InputError("the 'slowdown' objective needs a model with side exits (2 or more exits)")
         return None
     raise InputError(
         f"unknown attack objective {objective!r}; choose exit_1..exit_{num_exits} or one of {OBJECTIVES}"
     )
 
 
-def objective_loss(model, objective, policy=None, seed=(0, 0)):
-    """Per-sample loss ``f(x, y) -> (N,)`` that an attack with this objective ascends."""
+def objective_loss(model, objective, policy=None, seed=(0, 0), logit_loss=cross_entropy):
+    """Per-sample loss ``f(x, y) -> (N,)`` that an attack with this objective ascends.
+
+    ``logit_loss(labels, logits) -> (N,)`` scores one exit's logits (not used by ``"slowdown"``).
+    """
     exit_index = check_objective(objective, model.num_exits, policy)
     if exit_index is not None:
-        return lambda x, y: cross_entropy(y, model.exit_logits(x, [exit_index])[0])
+        return lambda x, y: logit_loss(y, model.exit_logits(x, [exit_index])[0])
     if objective == "average":
-        return lambda x, y: tf.add_n([cross_entropy(y, z) for z in model.exit_logits(x)]) / model.num_exits
+        return lambda x, y: tf.add_n([logit_loss(y, z) for z in model.exit_logits(x)]) / model.num_exits
     if objective == "random_average":
         weights = tf.random.stateless_uniform([model.num_exits], seed)
         weights = weights / tf.reduce_sum(weights)
         return lambda x, y: tf.add_n(
-            [w * cross_entropy(y, z) for w, z in zip(tf.unstack(weights), model.exit_logits(x))])
+            [w * logit_loss(y, z) for w, z in zip(tf.unstack(weights), model.exit_logits(x))])
     if objective == "routing":
-        return lambda x, y: cross_entropy(y, policy.route(model.exit_logits(x))[0])
+        return lambda x, y: logit_loss(y, policy.route(model.exit_logits(x))[0])
+    if objective == "slowdown":
+        return lambda x, y: side_exit_entropy(model.exit_logits(x, range(model.num_exits - 1)))
     raise InputError(f"objective {objective!r} is a selection of attacks, not a loss")
 
 
-def generate(model, images, labels, attack, objective, policy=None, seed=0):
+def generate(model, images, labels, attack, objective, policy=None, seed=0, logit_loss=cross_entropy):
     """Adversarial images for ``model`` by ``attack`` with an exit ``objective`` (see module doc)."""
     check_objective(objective, model.num_exits, policy)
     seed = tf.cast(seed, tf.int32)
     if objective != "max_average":
-        loss_fn = objective_loss(model, objective, policy, tf.stack([seed, -1]))
+        loss_fn = objective_loss(model, objective, policy, tf.stack([seed, -1]), logit_loss)
         return attack.perturb(loss_fn, images, labels, tf.stack([seed, 0]))
     candidates = [
-        attack.perturb(objective_loss(model, f"exit_{k + 1}"), images, labels, tf.stack([seed, k + 1]))
+        attack.perturb(objective_loss(model, f"exit_{k + 1}", logit_loss=logit_loss), images, labels,
+                       tf.stack([seed, k + 1]))
         for k in range(model.num_exits)
     ]
     return select_max_average(model, candidates, labels)

@@ -130,7 +130,8 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
             from held-out data.
         objectives: attack objectives (default: :func:`default_objectives`).
         slowdown: also run each method as a slowdown attack (cost, savings kept).
-        autoattack: an :class:`rdinet_tf.autoattack.AutoAttack` to add that suite.
+        autoattack: an :class:`rdinet_tf.autoattack.AutoAttack` to add that suite (with
+            ``objectives`` if given, else the suite's default objectives).
     """
     policy = policy or model.exit_policy
     if policy is None:
@@ -141,6 +142,7 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
     images = np.asarray(images, np.float32)
     labels = np.asarray(labels).reshape(-1)
     model.check_images(images)
+    suite_objectives = objectives
     objectives = objectives or default_objectives(model, policy)
     for objective in objectives:
         attack_lib.check_objective(objective, model.num_exits, policy)
@@ -209,7 +211,7 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
         exit_adversarial_accuracy=exit_adversarial,
         slowdown=slowdown_results,
         autoattack=None if autoattack is None else autoattack_lib.evaluate(
-            model, images, labels, autoattack, policy, batch_size=batch_size, seed=seed),
+            model, images, labels, autoattack, policy, suite_objectives, batch_size, seed),
     )
 
 
@@ -239,6 +241,7 @@ def evaluate_splits(model, splits, attack_names, eps, step_size, steps, samples=
 
 
 def main(argv=None):
+    from rdinet_tf import models  # noqa: F401 - registers MultiExitModel, so a fresh process can load one
     from rdinet_tf.training import PRESETS
 
     parser = argparse.ArgumentParser(prog="python -m rdinet_tf.evaluate", description=__doc__.split("\n\n")[0])

@@ -38,6 +38,9 @@ def parse_args(argv=None):
     parser.add_argument("--eps", type=float)
     parser.add_argument("--step-size", type=float)
     parser.add_argument("--attack-steps", type=int, help="training attack steps")
+    parser.add_argument("--slowdown-weight", type=float, default=0.0,
+                        help="weight of the slowdown defense term: side-exit CE on slowdown examples "
+                        "made with the training attack (default 0: off)")
     parser.add_argument("--eval-attack-steps", type=int, help="evaluation PGD steps (default: preset)")
     parser.add_argument("--eval-attacks", default="pgd", help="comma-separated: pgd,fgsm,wrm,noise")
     parser.add_argument("--eval-objectives", help="comma-separated attack objectives "
@@ -74,7 +77,8 @@ def run(args, callbacks=()):
     model = models.build(args.model, num_classes=splits.num_classes)
     exit_weights = args.exit_weights and [float(w) for w in args.exit_weights.split(",")]
     model.compile(optimizer=preset_optimizer(preset, epochs * steps_per_epoch, args.lr),
-                  defense=args.defense, attack=attack, exit_weights=exit_weights, seed=args.seed)
+                  defense=args.defense, attack=attack, exit_weights=exit_weights, seed=args.seed,
+                  slowdown_weight=args.slowdown_weight)
     train_data = data.make_dataset(splits.x_train, splits.y_train, batch_size, shuffle=True,
                                    augment=preset.augment and dataset == "cifar10", seed=args.seed).repeat()
     out = Path(args.out)

@@ -14,6 +14,13 @@ picks the attack objective: ``main`` = last exit, ``average``, ``max_average``;
     sum_i w_i * ((1 - a) * CE(exit_i(x), y) + a * CE(exit_i(x_adv), y)),  a = 0.5
 
 with clean and adversarial batches both forward-passed in training mode.
+
+The slowdown defense (``compile(..., slowdown_weight=lam)``) adds
+``lam * sum_{k<K} w_k * mean(c * CE(exit_k(x_slow), y))`` over the side exits,
+c = 1 for the samples the last exit classifies correctly on clean input, where
+``x_slow`` ascends the side exits' entropy (the ``"slowdown"`` attack): the
+early exits learn to stay confident, and right, where an attacker would make
+every input run the whole network.
 """
 
 import dataclasses
@@ -32,7 +39,7 @@ class RDITrainer:
     """Mixin for a multi-exit ``keras.Model``: adversarial ``train_step`` and per-exit metrics."""
 
     def compile(self, optimizer="sgd", defense="max_average", attack=None, exit_weights=None,
-                adversarial_weight=0.5, seed=0, **kwargs):
+                adversarial_weight=0.5, seed=0, slowdown_weight=0.0, slowdown_attack=None, **kwargs):
         """Configure training.
 
         Args:
@@ -43,6 +50,8 @@ class RDITrainer:
             exit_weights: per-exit loss weights w_i (default all 1).
             adversarial_weight: a, the weight of the adversarial term (0.5 in L_RDI).
             seed: seeds the attacks' random starts (step-dependent, reproducible).
+            slowdown_weight: lam, the weight of the slowdown defense term (0: off).
+            slowdown_attack: the attack method making the slowdown examples (default: ``attack``).
             **kwargs: passed to ``keras.Model.compile`` (e.g. ``jit_compile``).
         """
         if defense not in DEFENSES:
@@ -56,10 +65,18 @@ class RDITrainer:
             )
         if not 0 <= adversarial_weight <= 1:
             raise InputError(f"adversarial_weight must be in [0, 1]; got {adversarial_weight}")
+        if not slowdown_weight >= 0:
+            raise InputError(f"slowdown_weight must be >= 0; got {slowdown_weight}")
+        slowdown_attack = (slowdown_attack or attack) if slowdown_weight > 0 else None
+        if slowdown_weight > 0:
+            if slowdown_attack is None:
+                raise InputError("slowdown_weight needs an attack: pass slowdown_attack=PGD(eps, step_size, steps)")
+            attacks.check_objective("slowdown", self.num_exits)
         self.defense, self.attack = defense, attack
         self.exit_weights = [float(w) for w in weights]
         self.adversarial_weight = float(adversarial_weight if defense != "none" else 0.0)
         self.attack_seed = int(seed)
+        self.slowdown_weight, self.slowdown_attack = float(slowdown_weight), slowdown_attack
         self._loss_tracker_rdi = keras.metrics.Mean(name="loss")
         self._clean_accuracy = [keras.metrics.SparseCategoricalAccuracy(name=f"exit_{k + 1}_acc")
                                 for k in range(self.num_exits)]
@@ -68,13 +85,15 @@ class RDITrainer:
             [keras.metrics.SparseCategoricalAccuracy(name=f"exit_{k + 1}_adv_acc")
              for k in range(self.num_exits)]
         )
+        self._slowdown_tracker = [] if slowdown_attack is None else [keras.metrics.Mean(name="slowdown_loss")]
         super().compile(optimizer=optimizer, **kwargs)
 
     @property
     def metrics(self):
         if not hasattr(self, "_loss_tracker_rdi"):
             return super().metrics
-        return [self._loss_tracker_rdi, *self._clean_accuracy, *self._adversarial_accuracy]
+        return [self._loss_tracker_rdi, *self._clean_accuracy, *self._adversarial_accuracy,
+                *self._slowdown_tracker]
 
     def rdi_loss(self, labels, clean_logits, adversarial_logits=None):
         """L_RDI for one batch (adversarial_logits None: clean terms only, full weight)."""
@@ -88,6 +107,25 @@ class RDITrainer:
             total += weight * term
         return total
 
+    def slowdown_loss(self, labels, clean_logits, slowdown_side_logits):
+        """The slowdown defense term: weighted side-exit CE on slowdown inputs.
+
+        Averaged over the batch, counting only the samples whose clean input
+        the last exit classifies correctly (so the term grows as the network
+        learns); ``slowdown_side_logits`` holds the K-1 side exits' logits.
+        """
+        labels = tf.cast(labels, tf.int64)
+        kept = tf.cast(tf.equal(tf.argmax(clean_logits[-1], axis=-1), labels), tf.float32)
+        return tf.add_n([weight * tf.reduce_mean(kept * attacks.cross_entropy(labels, logits))
+                         for weight, logits in zip(self.exit_weights, slowdown_side_logits)])
+
+    def slowdown_batch(self, images, labels):
+        """The slowdown examples for this step, or None without the slowdown term."""
+        if self.slowdown_attack is None:
+            return None
+        seed = -1 - (self.attack_seed + tf.cast(self.optimizer.iterations, tf.int32))  # apart from the defense's
+        return attacks.generate(self, images, labels, self.slowdown_attack, "slowdown", seed=seed)
+
     def adversarial_batch(self, images, labels):
         """The training attack's batch for this step, or None without a defense."""
         if self.defense == "none":
@@ -98,23 +136,31 @@ class RDITrainer:
     def train_step(self, data):
         images, labels = data[0], data[1]
         adversarial = self.adversarial_batch(images, labels)
+        slowdown = self.slowdown_batch(images, labels)
         with tf.GradientTape() as tape:
             clean_logits = self(images, training=True)
             adversarial_logits = None if adversarial is None else self(adversarial, training=True)
             loss = self.rdi_loss(labels, clean_logits, adversarial_logits)
+            if slowdown is not None:
+                slowdown_term = self.slowdown_loss(
+                    labels, clean_logits, self.exit_logits(slowdown, range(self.num_exits - 1), training=True))
+                loss += self.slowdown_weight * slowdown_term
             regularization = tf.add_n(self.losses) if self.losses else 0.0
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss((loss + regularization) / replicas)
         gradients = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         self._update_metrics(loss, labels, clean_logits, adversarial_logits)
+        if slowdown is not None:
+            self._slowdown_tracker[0].update_state(slowdown_term, sample_weight=tf.shape(labels)[0])
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
         images, labels = data[0], data[1]
         clean_logits = self(images, training=False)
         self._update_metrics(self.rdi_loss(labels, clean_logits), labels, clean_logits, None)
-        return {m.name: m.result() for m in self.metrics if m not in self._adversarial_accuracy}
+        training_only = [*self._adversarial_accuracy, *self._slowdown_tracker]
+        return {m.name: m.result() for m in self.metrics if m not in training_only}
 
     def _update_metrics(self, loss, labels, clean_logits, adversarial_logits):
         self._loss_tracker_rdi.update_state(loss, sample_weight=tf.shape(labels)[0])
