@@ -34,3 +34,18 @@ def test_write_json_replaces_only_on_success(tmp_path):
 def test_load_model_names_the_missing_file(tmp_path):
     with pytest.raises(InputError, match="no .keras model file"):
         files.load_model(tmp_path / "model.keras")
+
+
+def test_saved_model_loads_in_a_fresh_process_after_import_rdinet_tf(tmp_path):
+    import subprocess
+    import sys
+
+    from rdinet_tf import models
+
+    path = tmp_path / "m.keras"
+    models.build("smallcnn").save(path)
+    script = ("import sys, rdinet_tf.files as f; m = f.load_model(sys.argv[1]); "
+              "print(type(m).__name__, m.num_exits)")
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.stdout.split() == ["MultiExitModel", "3"], result.stderr[-2000:]
