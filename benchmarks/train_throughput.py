@@ -50,7 +50,7 @@ def main():
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"keras {keras.__version__}; max_average PGD-10, batch {args.batch_size}, "
           f"median of {args.steps} steps after warm-up")
-    print(f"| model | truncated (ours) img/s | naive full-forward img/s | speed-up |")
+    print("| model | truncated (ours) img/s | naive full-forward img/s | speed-up |")
     print("|---|---|---|---|")
     rng = np.random.default_rng(0)
     for name in args.models.split(","):

@@ -241,7 +241,6 @@ def evaluate_splits(model, splits, attack_names, eps, step_size, steps, samples=
 
 
 def main(argv=None):
-    from rdinet_tf import models  # noqa: F401 - registers MultiExitModel, so a fresh process can load one
     from rdinet_tf.training import PRESETS
 
     parser = argparse.ArgumentParser(prog="python -m rdinet_tf.evaluate", description=__doc__.split("\n\n")[0])

@@ -5,27 +5,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import attacks, autoattack, data, evaluate, models
+from conftest import train_on_digits
+from rdinet_tf import attacks, autoattack, evaluate
 from rdinet_tf.models.multi_exit import MultiExitModel
-from rdinet_tf.policy import ExitPolicy
 
 SUITE = autoattack.AutoAttack(0.3, steps=10, queries=150, num_targets=1)
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
-
-
-@pytest.fixture(scope="module")
 def trained(digits):
-    """A SmallCNN trained briefly (clean) on the embedded digits, with a calibrated policy."""
-    keras.utils.set_random_seed(0)
-    model = models.build("smallcnn")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), defense="none")
-    model.fit(data.make_dataset(digits.x_train, digits.y_train, 64, shuffle=True, seed=0), epochs=2, verbose=0)
-    model.exit_policy = ExitPolicy.calibrate(model, digits.x_val)
-    return model
+    return train_on_digits(digits, epochs=2)
 
 
 def gradient_masked(model):

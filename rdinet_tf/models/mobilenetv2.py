@@ -1,7 +1,5 @@
 """CIFAR MobileNetV2 with 7 exits (reference spec section 4.3)."""
 
-from keras import layers
-
 from rdinet_tf.models.blocks import batch_norm, classifier, conv, inverted_residual, relu
 from rdinet_tf.models.multi_exit import chain
 
