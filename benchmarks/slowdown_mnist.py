@@ -6,7 +6,7 @@ of fast adversarial training, batch 128), evaluates on the first test images
 universal slowdown perturbation on the validation split, then prints a
 Markdown table::
 
-    python benchmarks/slowdown_mnist.py --data-dir ../shared/data --out runs/slowdown --weights 0,1
+    python benchmarks/slowdown_mnist.py --data-dir ../shared/data --out runs/slowdown --weights 0,1 [--slowdown-steps 5]
 
 A finished run (``summary.json`` with the universal result) is not repeated; delete its folder to redo it.
 """
@@ -20,11 +20,12 @@ import numpy as np
 from rdinet_tf import attacks, data, evaluate, files, flops, train
 
 
-def train_args(data_dir, out, weight, defense, eval_samples):
+def train_args(data_dir, out, weight, defense, eval_samples, slowdown_steps):
+    steps = ["--slowdown-attack-steps", str(slowdown_steps)] if slowdown_steps and weight > 0 else []
     return train.parse_args([
         "--model", "smallcnn", "--dataset", "mnist", "--data-dir", data_dir, "--defense", defense, "--fast",
         "--epochs", "1", "--batch-size", "128", "--eval-samples", str(eval_samples), "--eval-attack-steps", "20",
-        "--eval-attacks", "pgd,noise", "--slowdown-weight", str(weight), "--out", str(out), "--quiet"])
+        "--eval-attacks", "pgd,noise", "--slowdown-weight", str(weight), *steps, "--out", str(out), "--quiet"])
 
 
 def universal_cost(run_dir, data_dir, eps, samples):
@@ -38,7 +39,7 @@ def universal_cost(run_dir, data_dir, eps, samples):
             "paper_mflops": float(flops.exit_costs(model, "paper")[result.exits].mean())}
 
 
-def row(weight, summary):
+def row(label, summary):
     report = summary["report"]
     slowdown = {s["name"]: s for s in report["slowdown"]}
     pgd, noise = slowdown["pgd slowdown"], slowdown["random_noise slowdown"]
@@ -46,7 +47,7 @@ def row(weight, summary):
     universal = summary["universal"]
     kept = evaluate.savings_kept(pgd["full_mflops"], report["clean"]["mflops"], universal["mflops"])
     percent = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
-    return (f"| {weight:g} | {100 * report['clean']['accuracy']:.1f} | {100 * pgd_worst['accuracy']:.1f} "
+    return (f"| {label} | {100 * report['clean']['accuracy']:.1f} | {100 * pgd_worst['accuracy']:.1f} "
             f"({pgd_worst['name']}) | {report['clean']['mflops']:.3f} | {noise['mflops']:.3f} "
             f"| {pgd['mflops']:.3f} | {percent(pgd['savings_kept'])} / {percent(pgd['paper_savings_kept'])} "
             f"| {100 * pgd['accuracy']:.1f} | {universal['mflops']:.3f} | {percent(kept)} "
@@ -60,19 +61,24 @@ def main():
     parser.add_argument("--weights", default="0,1", help="comma-separated slowdown weights, one run each")
     parser.add_argument("--defense", default="max_average")
     parser.add_argument("--eval-samples", type=int, default=500)
+    parser.add_argument("--slowdown-steps", type=int,
+                        help="PGD steps of the defense's slowdown examples (default: the fast FGSM training attack)")
     args = parser.parse_args()
-    lines = ["| slowdown weight | TA % | worst PGD-20 ATA % | clean MFLOPs | noise MFLOPs | slowdown MFLOPs "
+    lines = ["| slowdown weight (examples) | TA % | worst PGD-20 ATA % | clean MFLOPs | noise MFLOPs | slowdown MFLOPs "
              "| savings kept % (honest / paper) | TA under slowdown % | universal MFLOPs | universal savings kept % "
              "| train s |", "|" + "---|" * 11]
     for weight in (float(w) for w in args.weights.split(",")):
-        run_dir = Path(args.out) / f"weight_{weight:g}"
+        examples = f"pgd{args.slowdown_steps}" if args.slowdown_steps and weight > 0 else ""
+        run_dir = Path(args.out) / "_".join(filter(None, [f"weight_{weight:g}", examples]))
         summary_path = run_dir / "summary.json"
         summary = (json.loads(summary_path.read_text()) if summary_path.exists()
-                   else train.run(train_args(args.data_dir, run_dir, weight, args.defense, args.eval_samples)))
+                   else train.run(train_args(args.data_dir, run_dir, weight, args.defense, args.eval_samples,
+                                             args.slowdown_steps)))
         if "universal" not in summary:
             summary["universal"] = universal_cost(run_dir, args.data_dir, summary["attack"]["eps"], args.eval_samples)
             files.write_json(summary_path, summary)
-        lines.append(row(weight, summary))
+        label = f"{weight:g} ({examples or ('fast FGSM' if weight > 0 else '-')})"
+        lines.append(row(label, summary))
     print("\n".join(lines))
 
 

@@ -5,7 +5,11 @@ implementations in the same process. The naive one runs the whole network
 (all stages and heads) for every exit's attack, as a straightforward
 implementation would; ours runs only the stages up to the attacked exit.
 
-Usage: python benchmarks/train_throughput.py [--models smallcnn,resnet38] [--steps 5]
+A second table times the attacks alone (compiled, PGD-10, ``--attack-batch``):
+each single-exit attack, their sum, max-average, and K times the last exit's
+attack (what K full passes would cost), for both implementations.
+
+Usage: python benchmarks/train_throughput.py [--models smallcnn,resnet38] [--steps 5] [--attack-batch 32]
 """
 
 import argparse
@@ -16,6 +20,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from rdinet_tf import attacks, models
 from rdinet_tf.models import MultiExitModel
@@ -41,11 +46,45 @@ def step_seconds(model, images, labels, steps):
     return statistics.median(times)
 
 
+def attack_seconds(model, images, labels, attack, objective, repeats):
+    """Median seconds of ``repeats`` compiled attacks after one warm-up (seed a tensor: no retracing)."""
+    run = attacks.attack_function(model, attack, objective)
+    run(images, labels, tf.constant(0))
+    times = []
+    for seed in range(1, repeats + 1):
+        started = time.perf_counter()
+        run(images, labels, tf.constant(seed)).numpy()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def attack_table(names, batch_size, repeats):
+    """Print the attack-cost table: single exits, their sum, max-average, K x last exit."""
+    print(f"\n# attacks alone: PGD-10, batch {batch_size}, median of {repeats} after warm-up, seconds")
+    print("| model | implementation | last exit | sum of single exits | max_average | K x last exit |")
+    print("|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for name in names:
+        preset = PRESETS[name]
+        images = tf.constant(rng.random((batch_size, *models.MODELS[name][1]), dtype=np.float32))
+        labels = tf.constant(rng.integers(0, 10, batch_size))
+        attack = attacks.PGD(preset.eps, preset.step_size, 10)
+        base = models.build(name)
+        for label, cls in (("truncated", MultiExitModel), ("naive", FullForwardModel)):
+            model = cls(base.stages, base.heads, name=f"{name}_{label}")
+            singles = [attack_seconds(model, images, labels, attack, f"exit_{k + 1}", repeats)
+                       for k in range(model.num_exits)]
+            max_average = attack_seconds(model, images, labels, attack, "max_average", repeats)
+            print(f"| {name} | {label} | {singles[-1]:.3f} | {sum(singles):.3f} | {max_average:.3f} | "
+                  f"{model.num_exits * singles[-1]:.3f} |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="smallcnn,resnet38")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--attack-batch", type=int, default=32, help="batch of the attack-cost table (0: skip it)")
     args = parser.parse_args()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"keras {keras.__version__}; max_average PGD-10, batch {args.batch_size}, "
@@ -68,6 +107,8 @@ def main():
             results[label] = args.batch_size / step_seconds(model, images, labels, args.steps)
         print(f"| {name} | {results['truncated']:.1f} | {results['naive']:.1f} | "
               f"{results['truncated'] / results['naive']:.2f}x |", flush=True)
+    if args.attack_batch:
+        attack_table(args.models.split(","), args.attack_batch, args.steps)
 
 
 if __name__ == "__main__":

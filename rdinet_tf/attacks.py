@@ -121,6 +121,25 @@ class RandomNoise:
         return tf.clip_by_value(images + noise, 0.0, 1.0)
 
 
+METHODS = {cls.__name__: cls for cls in (PGD, WRM, RandomNoise)}
+
+
+def method_config(method):
+    """A JSON-able config of an attack method (None stays None); :func:`method_from_config` inverts it."""
+    if method is None:
+        return None
+    return {"class_name": type(method).__name__, "config": dataclasses.asdict(method)}
+
+
+def method_from_config(config):
+    """The attack method a :func:`method_config` describes."""
+    if config is None:
+        return None
+    if config.get("class_name") not in METHODS:
+        raise InputError(f"unknown attack method {config.get('class_name')!r}; saved methods are {sorted(METHODS)}")
+    return METHODS[config["class_name"]](**config["config"])
+
+
 def universal_slowdown(model, images, eps, steps=100, step_size=None, batch_size=128, seed=0):
     """One L-inf perturbation (H, W, C) that raises the side-exit entropy of a whole image set.
 
@@ -222,11 +241,14 @@ def objective_loss(model, objective, policy=None, seed=(0, 0), logit_loss=cross_
 
 def generate(model, images, labels, attack, objective, policy=None, seed=0, logit_loss=cross_entropy):
     """Adversarial images for ``model`` by ``attack`` with an exit ``objective`` (see module doc)."""
-    check_objective(objective, model.num_exits, policy)
+    exit_index = check_objective(objective, model.num_exits, policy)
     seed = tf.cast(seed, tf.int32)
     if objective != "max_average":
+        # The attack on exit k starts like max-average's k-th candidate (same seed), so a
+        # report can build max-average from the single-exit attacks it already ran.
+        stream = 0 if exit_index is None else exit_index + 1
         loss_fn = objective_loss(model, objective, policy, tf.stack([seed, -1]), logit_loss)
-        return attack.perturb(loss_fn, images, labels, tf.stack([seed, 0]))
+        return attack.perturb(loss_fn, images, labels, tf.stack([seed, stream]))
     candidates = [
         attack.perturb(objective_loss(model, f"exit_{k + 1}", logit_loss=logit_loss), images, labels,
                        tf.stack([seed, k + 1]))

@@ -41,6 +41,9 @@ def parse_args(argv=None):
     parser.add_argument("--slowdown-weight", type=float, default=0.0,
                         help="weight of the slowdown defense term: side-exit CE on slowdown examples "
                         "made with the training attack (default 0: off)")
+    parser.add_argument("--slowdown-attack-steps", type=int,
+                        help="make the slowdown examples with PGD of this many steps (step 2.5 eps / steps) "
+                        "instead of the training attack")
     parser.add_argument("--eval-attack-steps", type=int, help="evaluation PGD steps (default: preset)")
     parser.add_argument("--eval-attacks", default="pgd", help="comma-separated: pgd,fgsm,wrm,noise")
     parser.add_argument("--eval-objectives", help="comma-separated attack objectives "
@@ -74,11 +77,17 @@ def run(args, callbacks=()):
     attack = (attacks.fast_fgsm(eps) if args.fast
               else attacks.PGD(eps, step_size, args.attack_steps or preset.train_attack_steps))
 
+    if args.slowdown_attack_steps and not args.slowdown_weight > 0:
+        raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
+                         "give it together with --slowdown-weight > 0")
+    slowdown_attack = (attacks.PGD(eps, 2.5 * eps / args.slowdown_attack_steps, args.slowdown_attack_steps)
+                       if args.slowdown_attack_steps else None)
+
     model = models.build(args.model, num_classes=splits.num_classes)
     exit_weights = args.exit_weights and [float(w) for w in args.exit_weights.split(",")]
     model.compile(optimizer=preset_optimizer(preset, epochs * steps_per_epoch, args.lr),
                   defense=args.defense, attack=attack, exit_weights=exit_weights, seed=args.seed,
-                  slowdown_weight=args.slowdown_weight)
+                  slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack)
     train_data = data.make_dataset(splits.x_train, splits.y_train, batch_size, shuffle=True,
                                    augment=preset.augment and dataset == "cifar10", seed=args.seed).repeat()
     out = Path(args.out)

@@ -24,6 +24,7 @@ every input run the whole network.
 """
 
 import dataclasses
+import warnings
 
 import keras
 import numpy as np
@@ -33,6 +34,8 @@ from rdinet_tf import attacks
 from rdinet_tf.errors import InputError
 
 DEFENSES = ("none", "main", "average", "max_average")
+_RDI_COMPILE_ARGS = ("defense", "attack", "exit_weights", "adversarial_weight", "seed", "slowdown_weight",
+                     "slowdown_attack")
 
 
 class RDITrainer:
@@ -87,6 +90,30 @@ class RDITrainer:
         )
         self._slowdown_tracker = [] if slowdown_attack is None else [keras.metrics.Mean(name="slowdown_loss")]
         super().compile(optimizer=optimizer, **kwargs)
+
+    def get_compile_config(self):
+        """Keras's compile config plus the RDI settings, so a loaded ``.keras`` model trains on as it was."""
+        config = super().get_compile_config()
+        if config and hasattr(self, "defense"):
+            config.update(
+                defense=self.defense, attack=attacks.method_config(self.attack), exit_weights=self.exit_weights,
+                adversarial_weight=self.adversarial_weight, seed=self.attack_seed,
+                slowdown_weight=self.slowdown_weight, slowdown_attack=attacks.method_config(self.slowdown_attack))
+        return config
+
+    def compile_from_config(self, config):
+        """Compile again from :meth:`get_compile_config` (called by ``keras.models.load_model``)."""
+        if "defense" not in config:  # saved before the RDI settings were part of the file
+            warnings.warn("this model file holds no RDI compile settings: call compile() after loading",
+                          stacklevel=2)
+            return
+        config = dict(config)
+        for key in ("attack", "slowdown_attack"):
+            config[key] = attacks.method_from_config(config.get(key))
+        rdi = {key: config.pop(key) for key in _RDI_COMPILE_ARGS if key in config}
+        self.compile(**keras.saving.deserialize_keras_object(config), **rdi)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     @property
     def metrics(self):

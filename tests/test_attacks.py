@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import attacks, data, models
+from rdinet_tf import attacks, data, evaluate, models
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import ExitPolicy
 
@@ -95,6 +95,27 @@ def test_max_average_picks_the_worst_candidate_per_sample(trained):
     summed = np.stack([sum(attacks.cross_entropy(labels[:16], z).numpy() for z in model(c)) for c in candidates])
     expected = np.stack(candidates, 1)[np.arange(16), summed.argmax(0)]
     np.testing.assert_array_equal(chosen, expected)
+
+
+def test_max_average_is_the_selection_of_the_single_exit_attacks(trained):
+    model, images, labels = trained
+    pgd = attacks.PGD(0.2, 0.05, 3)
+    singles = [attacks.generate(model, images[:16], labels[:16], pgd, f"exit_{k + 1}", seed=7) for k in range(3)]
+    np.testing.assert_array_equal(
+        attacks.generate(model, images[:16], labels[:16], pgd, "main", seed=7), singles[-1])
+    np.testing.assert_allclose(
+        attacks.select_max_average(model, singles, labels[:16]),
+        attacks.generate(model, images[:16], labels[:16], pgd, "max_average", seed=7), atol=1e-6)
+
+
+def test_report_reuses_single_exit_attacks_for_max_average(trained):
+    model, images, labels = trained
+    pgd = attacks.PGD(0.2, 0.05, 3)
+    reused = evaluate.robustness_report(model, images[:48], labels[:48], [pgd], batch_size=16, progress=False,
+                                        objectives=["exit_1", "exit_2", "exit_3", "max_average"], slowdown=False)
+    alone = evaluate.robustness_report(model, images[:48], labels[:48], [pgd], batch_size=16, progress=False,
+                                       objectives=["max_average"], slowdown=False)
+    assert reused.attacks[-1] == alone.attacks[0]
 
 
 def test_single_exit_attack_runs_only_the_needed_stages(trained):

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -75,6 +76,28 @@ def test_compile_rejects_bad_settings():
         model.compile(defense="average")
     with pytest.raises(InputError, match="3 non-negative numbers"):
         model.compile(defense="none", exit_weights=[1, 1])
+
+
+def test_loaded_model_keeps_its_compile_settings_and_optimizer_state(digits, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = models.build("smallcnn")
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), defense="average",
+                  attack=attacks.PGD(0.3, 0.1, 2), exit_weights=[1, 0.5, 2], seed=3,
+                  slowdown_weight=0.5, slowdown_attack=attacks.fgsm(0.2))
+    model.fit(small_batches(digits, 64, 32), epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*compile")  # Keras warns when it cannot restore compile()
+        loaded = keras.models.load_model(tmp_path / "model.keras")
+    settings = ("defense", "attack", "exit_weights", "adversarial_weight", "attack_seed", "slowdown_weight",
+                "slowdown_attack")
+    assert [getattr(loaded, s) for s in settings] == [getattr(model, s) for s in settings]
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(saved, restored)
+    history = loaded.fit(small_batches(digits, 64, 32), epochs=1, verbose=0)
+    assert "exit_3_adv_acc" in history.history and "slowdown_loss" in history.history
+    assert int(loaded.optimizer.iterations) == 4
 
 
 def test_learning_rate_schedule_scales_the_reference_boundaries():
