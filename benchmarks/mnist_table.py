@@ -20,6 +20,14 @@ RUNS = [("single-exit SmallCNN (PGD on exit 3 only)", "single_exit"),
         ("RDI-SmallCNN, defense max_average", "rdi_max_average")]
 
 
+def attacked_report(run):
+    """The run's robustness report: ``report.json`` (a later, larger evaluation) if present, else the one in
+    ``summary.json``."""
+    if (run / "report.json").exists():
+        return json.loads((run / "report.json").read_text())
+    return json.loads((run / "summary.json").read_text())["report"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", nargs="?", default="runs/mnist")
@@ -37,8 +45,7 @@ def main():
         clean = model.exit_policy.predict(model, splits.x_test)
         paper = flops.exit_costs(model, "paper", thresholds=model.exit_policy.thresholds)[clean.exits].mean()
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-        report = (json.loads((run / "report.json").read_text()) if (run / "report.json").exists()
-                  else summary["report"])
+        report = attacked_report(run)
         forms = ", ".join(f"{a['name'].split(' ', 1)[1]} {100 * a['accuracy']:.1f}" for a in report["attacks"])
         print(f"| {label} | {100 * clean.accuracy(splits.y_test):.2f}% | {forms} | "
               f"{100 * report['worst_case_ata']:.1f}% | {report['num_samples']} | {clean.mean_cost:.3f} | "

@@ -1,7 +1,8 @@
 """Real-MNIST matched comparison: single-exit SmallCNN, its pruned version at RDI's cost, RDI-SmallCNN.
 
 Reads the runs of benchmarks/mnist_rdi.sh (``RUNS/single_exit`` and
-``RUNS/rdi_max_average``: ``model.keras`` + ``summary.json``), prunes the
+``RUNS/rdi_max_average``: ``model.keras`` + ``summary.json``, and the RDI
+model's ``report.json`` from ``rdinet_tf.evaluate`` if there is one), prunes the
 defended single-exit model to the RDI model's average honest cost with
 ``python -m rdinet_tf.prune`` (fast adversarial fine-tune), and prints the
 side-by-side table: TA, worst-case ATA, MFLOPs in both conventions, model size.
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from rdinet_tf import files, prune, pruning  # noqa: E402
 from rdinet_tf.errors import InputError  # noqa: E402
 from rdinet_tf.export import export_tflite  # noqa: E402
+from mnist_table import attacked_report  # noqa: E402  (beside this script)
 
 
 def read_run(directory):
@@ -90,7 +92,9 @@ def main(argv=None):
         print(f"| {name} | {row['accuracy']:.2%} | {row['ata']:.2%} | {row['mflops']:.3f} | "
               f"{row['paper_mflops']:.3f} | {keras_bytes(model)} | {tflite_bytes} |")
     rdi_model, clean = files.load_model(rdi_path), rdi["test_clean"]
-    print(f"| RDI-SmallCNN (max_average) | {clean['accuracy']:.2%} | {rdi['report']['worst_case_ata']:.2%} | "
+    rdi_report = attacked_report(runs / "rdi_max_average")
+    print(f"| RDI-SmallCNN (max_average) | {clean['accuracy']:.2%} | {rdi_report['worst_case_ata']:.2%} "
+          f"({rdi_report['num_samples']} images) | "
           f"{clean['mflops']:.3f} | {clean['paper_mflops']:.3f} | {keras_bytes(rdi_model)} | "
           f"{segments_gzip_bytes(rdi_model)} |")
     print(f"\nfine-tune: {pruned['fine_tune']['steps']} steps, {pruned['fine_tune']['seconds']:.0f} s; "

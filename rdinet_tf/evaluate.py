@@ -128,7 +128,9 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
             with every objective.
         policy: the exit policy (default: ``model.exit_policy``); it must come
             from held-out data.
-        objectives: attack objectives (default: :func:`default_objectives`).
+        objectives: attack objectives (default: :func:`default_objectives`). When every
+            single exit is among them, max-average is selected from their attacks
+            instead of running its K attacks again (same seeds, same result).
         slowdown: also run each method as a slowdown attack (cost, savings kept).
         autoattack: an :class:`rdinet_tf.autoattack.AutoAttack` to add that suite (with
             ``objectives`` if given, else the suite's default objectives).
