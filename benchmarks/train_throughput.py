@@ -35,27 +35,26 @@ class FullForwardModel(MultiExitModel):
         return [logits[k] for k in (range(self.num_exits) if exits is None else exits)]
 
 
-def step_seconds(model, images, labels, steps):
-    """Median seconds of ``steps`` training steps after one warm-up step."""
-    model.train_on_batch(images, labels)
+def median_seconds(call, repeats):
+    """Median seconds of ``call(i)`` for i = 1..repeats, after one warm-up ``call(0)``."""
+    call(0)
     times = []
-    for _ in range(steps):
+    for i in range(1, repeats + 1):
         started = time.perf_counter()
-        model.train_on_batch(images, labels)
+        call(i)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def step_seconds(model, images, labels, steps):
+    """Median seconds of ``steps`` training steps after one warm-up step."""
+    return median_seconds(lambda _: model.train_on_batch(images, labels), steps)
 
 
 def attack_seconds(model, images, labels, attack, objective, repeats):
     """Median seconds of ``repeats`` compiled attacks after one warm-up (seed a tensor: no retracing)."""
     run = attacks.attack_function(model, attack, objective)
-    run(images, labels, tf.constant(0))
-    times = []
-    for seed in range(1, repeats + 1):
-        started = time.perf_counter()
-        run(images, labels, tf.constant(seed)).numpy()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return median_seconds(lambda seed: run(images, labels, tf.constant(seed)).numpy(), repeats)
 
 
 def attack_table(names, batch_size, repeats):

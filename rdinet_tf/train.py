@@ -67,6 +67,12 @@ def run(args, callbacks=()):
     if data.DATASETS[dataset][0] != expected_shape:
         raise InputError(f"--model {args.model} takes {expected_shape} images but {dataset} has "
                          f"{data.DATASETS[dataset][0]}; pick a matching --dataset")
+    if args.slowdown_attack_steps is not None:
+        if args.slowdown_attack_steps < 1:
+            raise InputError(f"--slowdown-attack-steps must be 1 or more; got {args.slowdown_attack_steps}")
+        if not args.slowdown_weight > 0:
+            raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
+                             "give it together with --slowdown-weight > 0")
     keras.utils.set_random_seed(args.seed)
     splits = data.load(dataset, data_dir=args.data_dir, seed=args.seed)
     batch_size = args.batch_size or preset.batch_size
@@ -77,11 +83,8 @@ def run(args, callbacks=()):
     attack = (attacks.fast_fgsm(eps) if args.fast
               else attacks.PGD(eps, step_size, args.attack_steps or preset.train_attack_steps))
 
-    if args.slowdown_attack_steps and not args.slowdown_weight > 0:
-        raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
-                         "give it together with --slowdown-weight > 0")
-    slowdown_attack = (attacks.PGD(eps, 2.5 * eps / args.slowdown_attack_steps, args.slowdown_attack_steps)
-                       if args.slowdown_attack_steps else None)
+    slowdown_attack = (None if args.slowdown_attack_steps is None else
+                       attacks.PGD(eps, 2.5 * eps / args.slowdown_attack_steps, args.slowdown_attack_steps))
 
     model = models.build(args.model, num_classes=splits.num_classes)
     exit_weights = args.exit_weights and [float(w) for w in args.exit_weights.split(",")]

@@ -146,3 +146,7 @@ def test_train_cli_passes_the_slowdown_weight_to_compile(monkeypatch, tmp_path):
     assert compiled["slowdown_attack"] == attacks.PGD(0.2, 0.125, 4)
     with pytest.raises(InputError, match="together with --slowdown-weight"):
         train.run(train.parse_args(["--dataset", "digits", "--slowdown-attack-steps", "4", "--out", str(tmp_path)]))
+    with pytest.raises(InputError, match="--slowdown-attack-steps must be 1 or more; got 0"):
+        train.run(train.parse_args(["--dataset", "digits", "--slowdown-weight", "1", "--slowdown-attack-steps", "0",
+                                    "--out", str(tmp_path)]))
+    assert not any(tmp_path.iterdir())
