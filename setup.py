@@ -17,6 +17,16 @@ setup(
         "matplotlib>=3.8",
         "importlib_resources",  # tensorflow-datasets needs it at import time of its loaders
     ],
+    entry_points={
+        "console_scripts": [
+            "rdinet-train=rdinet_tf.cli.train:main",
+            "rdinet-evaluate=rdinet_tf.cli.evaluate:main",
+            "rdinet-export=rdinet_tf.cli.export:main",
+            "rdinet-prune=rdinet_tf.cli.prune:main",
+            "rdinet-import-torch=rdinet_tf.cli.import_torch:main",
+            "rdinet-bench=rdinet_tf.cli.bench:main",
+        ],
+    },
     extras_require={
         "pruning": ["tensorflow-model-optimization==0.8.1", "tf-keras==2.21.*"],
         # A CPU build: pip finds it in a local wheel directory (find-links) where there is one.

@@ -6,29 +6,22 @@ latencies t_1..t_K and exit shares s_1..s_K the expected early-exit latency is
 ``benchmark_model`` logs (phones, see ``export/android_benchmark.sh``) or from
 :func:`benchmark_bundle` (Linux boards, ``export/edge_benchmark.py``).
 
-Command line (writes a CSV)::
-
-    python -m rdinet_tf.bench_kit --bundle BUNDLE --logs LOG_DIR --out latency.csv \
-        [--distribution exits.csv]
-
-``LOG_DIR`` holds one ``benchmark_model`` log per ``.tflite`` file, named after
-it (``segment_1.log``, ..., ``full_model.log``). Needs only numpy and
-ai-edge-litert (no TensorFlow).
+The command line ``rdinet-bench`` (:mod:`rdinet_tf.cli.bench`) combines a
+directory of such logs into a CSV. Needs only numpy and ai-edge-litert (no
+TensorFlow).
 """
 
-import argparse
 import csv
 import dataclasses
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from rdinet_tf import files
+from rdinet_tf.accounting import exit_shares, expected_cost
 from rdinet_tf.errors import InputError
-from rdinet_tf.runtime import load_manifest
 
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)"
 _SUMMARY = re.compile(r"Inference \(avg\):\s*" + _NUMBER)
@@ -84,16 +77,9 @@ def expected_latency(segment_latencies, exit_distribution):
         exit_distribution: K counts or shares of samples per exit.
     """
     latencies = np.asarray(segment_latencies, np.float64)
-    shares = np.asarray(exit_distribution, np.float64)
-    if latencies.ndim != 1 or shares.shape != latencies.shape:
-        raise InputError(
-            f"need one latency and one exit share per segment; got latencies "
-            f"{np.atleast_1d(latencies).tolist()} and exit distribution {np.atleast_1d(shares).tolist()}"
-        )
-    if (shares < 0).any() or shares.sum() <= 0 or (latencies < 0).any():
-        raise InputError(f"exit shares must be non-negative with a positive sum and latencies "
-                         f"non-negative; got shares {shares.tolist()}, latencies {latencies.tolist()}")
-    return float(np.cumsum(latencies) @ shares / shares.sum())
+    if latencies.ndim != 1 or (latencies < 0).any():
+        raise InputError(f"need one non-negative latency per segment; got {np.atleast_1d(latencies).tolist()}")
+    return expected_cost(np.cumsum(latencies), exit_distribution)
 
 
 def read_distribution_csv(path, num_exits):
@@ -123,7 +109,7 @@ def manifest_distribution(manifest):
     return np.asarray(recorded["shares"], np.float64)
 
 
-def combine(manifest, segment_latencies_us, exit_shares, full_latency_us=None):
+def combine(manifest, segment_latencies_us, shares, full_latency_us=None):
     """CSV rows: one per segment, the expected early exit, and (if timed) the full model and ratios.
 
     ``mflops_honest`` is the cumulative cost for segment rows and the expected
@@ -133,32 +119,36 @@ def combine(manifest, segment_latencies_us, exit_shares, full_latency_us=None):
     if len(segment_latencies_us) != len(segments):
         raise InputError(f"need a latency for each of the {len(segments)} segments; "
                          f"got {len(segment_latencies_us)}")
-    expected = expected_latency(segment_latencies_us, exit_shares)
-    shares = np.asarray(exit_shares, np.float64) / np.sum(exit_shares)
+    expected = expected_latency(segment_latencies_us, shares)
+    shares = np.asarray(shares, np.float64) / np.sum(shares)
     costs = [s["cost_mflops"]["honest"]["cumulative"] for s in segments]
     cumulative = np.cumsum(segment_latencies_us)
     rows = [{"row": f"segment_{i + 1}", "file": s["file"], "latency_us": segment_latencies_us[i],
              "cumulative_latency_us": cumulative[i], "exit_share": shares[i],
              "mflops_honest": costs[i]} for i, s in enumerate(segments)]
-    expected_cost = float(np.asarray(costs) @ shares)
+    mean_cost = expected_cost(costs, shares)
     rows.append({"row": "early_exit_expected", "latency_us": expected, "exit_share": 1.0,
-                 "mflops_honest": expected_cost})
+                 "mflops_honest": mean_cost})
     full = manifest.get("full_model")
     if full_latency_us is not None and full is not None:
         full_cost = full["cost_mflops"]["honest"]
         rows.append({"row": "full_model", "file": full["file"], "latency_us": full_latency_us,
                      "mflops_honest": full_cost})
         rows.append({"row": "early_exit_over_full", "latency_us": expected / full_latency_us,
-                     "mflops_honest": expected_cost / full_cost})
+                     "mflops_honest": mean_cost / full_cost})
     return rows
 
 
 def write_csv(rows, path):
     """Write :func:`combine` rows to ``path`` (atomically)."""
-    with files.atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    def write(temporary):
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    path = Path(path)
+    files.publish(path.parent, {path.name: write})
 
 
 def percentiles_ms(seconds):
@@ -185,8 +175,7 @@ def benchmark_bundle(runner, images, warmup=20):
     for image in images[:warmup]:
         _time_image(runner, image)
     early, full, segments = zip(*(_time_image(runner, image) for image in images))
-    exits = np.array([result.exit for result in early])
-    shares = np.bincount(exits, minlength=runner.num_exits) / len(exits)
+    shares = exit_shares([result.exit for result in early], runner.num_exits)
     segment_us = np.mean(segments, axis=0) * 1e6
     return {
         "images": int(len(images)),
@@ -232,41 +221,9 @@ def images_from_npz(path, key, image_shape, count=None):
     return (images.astype(np.float32) / scale).astype(np.float32)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m rdinet_tf.bench_kit",
-                                     description="Combine per-segment benchmark_model logs with an "
-                                     "exit distribution into the expected early-exit latency.")
-    parser.add_argument("--bundle", required=True, help="exported bundle directory (manifest.json)")
-    parser.add_argument("--logs", required=True, help="directory of <file stem>.log benchmark logs")
-    parser.add_argument("--distribution", help="CSV with columns exit,share (or exit,count); "
-                        "default: the manifest's exit_distribution")
-    parser.add_argument("--out", required=True, help="CSV to write")
-    args = parser.parse_args(argv)
-    try:
-        manifest = load_manifest(args.bundle)
-        logs = Path(args.logs)
-        latencies = [_log_timing(logs, s["file"]).avg_us for s in manifest["segments"]]
-        full = manifest.get("full_model")
-        full_latency = (_log_timing(logs, full["file"]).avg_us
-                        if full and (logs / f"{Path(full['file']).stem}.log").is_file() else None)
-        shares = (read_distribution_csv(args.distribution, len(latencies)) if args.distribution
-                  else manifest_distribution(manifest))
-        rows = combine(manifest, latencies, shares, full_latency)
-    except (InputError, OSError) as error:
-        parser.exit(2, f"error: {error}\n")
-    write_csv(rows, args.out)
-    for row in rows:
-        print(f"{row['row']:<22}{row['latency_us']:>14.4g}  {row['mflops_honest']:>10.4g}")
-    return 0
-
-
-def _log_timing(logs, tflite_file):
+def log_timing(logs, tflite_file):
     path = logs / f"{Path(tflite_file).stem}.log"
     try:
         return parse_benchmark_model(path.read_text(errors="replace"))
     except InputError as error:
         raise InputError(f"{path}: {error}") from error
-
-
-if __name__ == "__main__":
-    sys.exit(main())

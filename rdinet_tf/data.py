@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from rdinet_tf.errors import InputError
+from rdinet_tf.inputs import check_images, check_labels
 
 #: Dataset name -> (image shape HWC, number of classes).
 DATASETS = {
@@ -146,8 +147,10 @@ def load(dataset, data_dir=None, source="auto", validation_size=0.1, seed=0) -> 
     )
 
 
-def make_dataset(x, y, batch_size, shuffle=False, augment=False, seed=None, drop_remainder=False):
-    """Build a prefetching ``tf.data.Dataset`` of ``(images, labels)`` batches.
+def make_dataset(x, y, batch_size, shuffle=False, augment=False, seed=None, drop_remainder=False,
+                 sample_weight=None):
+    """Build a prefetching ``tf.data.Dataset`` of ``(images, labels)`` batches (``(images, labels, weights)``
+    with ``sample_weight``, which ``fit`` applies to every loss term and metric).
 
     ``augment=True`` applies the standard CIFAR augmentation with Keras layers
     (``ZeroPadding2D(4)`` -> ``RandomCrop(h, w)`` -> ``RandomFlip("horizontal")``)
@@ -157,9 +160,18 @@ def make_dataset(x, y, batch_size, shuffle=False, augment=False, seed=None, drop
     are reproducible, and the augmentation runs sequentially to stay so;
     without one it runs in parallel.
     """
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int32)
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    x = check_images(x, np.shape(x)[1:], "make_dataset")
+    y = check_labels(y, len(x))
+    if batch_size < 1:
+        raise InputError(f"batch_size must be 1 or more; got {batch_size}")
+    columns = (x, y)
+    if sample_weight is not None:
+        weights = np.asarray(sample_weight, np.float32).reshape(-1)
+        if weights.shape != (len(x),) or not np.isfinite(weights).all() or (weights < 0).any():
+            raise InputError(f"sample_weight must hold one finite non-negative weight per image ({len(x)}); "
+                             f"got shape {np.shape(sample_weight)}")
+        columns += (weights,)
+    ds = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if augment:
@@ -172,8 +184,8 @@ def make_dataset(x, y, batch_size, shuffle=False, augment=False, seed=None, drop
             ]
         )
 
-        def _augment(image, label):
-            return augmenter(image[None], training=True)[0], label
+        def _augment(image, *rest):
+            return augmenter(image[None], training=True)[0], *rest
 
         ds = ds.map(_augment, num_parallel_calls=None if seed is not None else tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

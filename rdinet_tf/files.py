@@ -1,48 +1,105 @@
-"""Writing outputs atomically: a failed run never leaves a half-written file behind."""
+"""Writing outputs so that a failed run leaves nothing half-written (no TensorFlow needed).
+
+Every file is written to a temporary name beside its destination and renamed
+into place only when complete; :func:`publish` does so for all outputs of a
+run at once. Files get ordinary permissions (0666 minus the umask, 0644 by
+default), not the 0600 of :func:`tempfile.mkstemp`.
+"""
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from rdinet_tf.errors import InputError
 
 
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds."""
-    path = Path(path)
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _temporary_beside(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(temporary, 0o666 & ~_umask())
+    return Path(temporary)
+
+
+def publish(out_dir, writers):
+    """Write every output of a run into ``out_dir``, all of them or none.
+
+    ``writers`` maps a file name to ``write(path)``, which writes that output
+    to the temporary ``path`` it is given. The outputs are renamed into place
+    only after all writers succeeded; on any failure the temporaries are
+    removed and ``out_dir`` is left as it was (a directory created here is
+    removed again).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} is a file; pass a directory (it is created if missing)")
+    created = not out_dir.exists()
+    staged = {}
     try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        for name, write in writers.items():
+            staged[name] = _temporary_beside(out_dir / name)
+            write(str(staged[name]))
+        for name, temporary in staged.items():
+            os.replace(temporary, out_dir / name)
+    except BaseException:
+        for temporary in staged.values():
+            temporary.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+
+
+def json_writer(data):
+    """A :func:`publish` writer of ``data`` as indented JSON."""
+
+    def write(path):
+        with open(path, "w") as stream:
+            json.dump(data, stream, indent=2)
+            stream.write("\n")
+
+    return write
 
 
 def write_json(path, data):
-    """Write ``data`` as indented JSON, atomically."""
-    with atomic_path(path) as temporary, open(temporary, "w") as stream:
-        json.dump(data, stream, indent=2)
-        stream.write("\n")
-
-
-def save_model(model, path):
-    """``model.save(path)`` (a ``.keras`` file), atomically."""
-    with atomic_path(path) as temporary:
-        model.save(temporary)
-
-
-def load_model(path):
-    """``keras.models.load_model`` with one clear error for a missing or wrong file."""
-    import keras
-
+    """Write ``data`` as indented JSON to ``path``, atomically."""
     path = Path(path)
-    if path.suffix != ".keras" or not path.is_file():
-        raise InputError(f"no .keras model file at {path}; pass the model.keras written by "
-                         "`python -m rdinet_tf.train --out DIR` (DIR/model.keras)")
-    return keras.models.load_model(path)
+    publish(path.parent, {path.name: json_writer(data)})
+
+
+@contextlib.contextmanager
+def staged_directory(out_dir, overwrite=False):
+    """Yield an empty temporary directory that replaces ``out_dir`` if the block succeeds.
+
+    ``out_dir`` must not exist or be empty unless ``overwrite``; an old
+    directory is removed only after the new one is in place.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise InputError(f"{out_dir} already exists and is not an empty directory; choose another "
+                         "--out or pass --overwrite (overwrite=True)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    os.chmod(staging, 0o777 & ~_umask())
+    try:
+        yield staging
+        for path in staging.iterdir():
+            os.chmod(path, 0o666 & ~_umask())
+        old = None
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old / out_dir.name)
+        os.replace(staging, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

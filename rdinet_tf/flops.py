@@ -5,7 +5,7 @@ Two conventions:
 * ``"paper"``: convolution multiply-accumulates only, divided by 2**20; the
   cost of exit k is the backbone convs up to exit k plus exit k's OWN head
   (heads of earlier exits that ran and were rejected are not added). This
-  reproduces the paper's "MFlops" (spec section 3).
+  reproduces the paper's "MFlops".
 * ``"honest"`` (default): convolution AND dense MACs in units of 10**6; the
   cost of exit k adds every head evaluated on the way, since an input that
   leaves at exit k has had heads 1..k computed.
@@ -20,10 +20,11 @@ import dataclasses
 import keras
 import numpy as np
 
-from rdinet_tf.errors import InputError
+from rdinet_tf.accounting import check_convention, expected_cost, to_mflops
+from rdinet_tf.architecture.graph import flat_layers, output_positions
 
-CONVENTIONS = ("honest", "paper")
 SPARSE_NOTE = "(sparse: non-zero weights only)"
+COUNTED_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,40 +38,38 @@ class SegmentMacs:
     def total(self):
         return self.conv + self.dense
 
-
-def layer_macs(model, sparse=False):
-    """Conv and dense MACs of a functional model, walking nested sub-models.
-
-    ``sparse``: count only non-zero kernel weights (``np.count_nonzero(kernel)``).
-    """
-    conv = dense = 0
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            op, out = node.operation, node.outputs[0]
-            if isinstance(op, keras.Model):
-                inner = layer_macs(op, sparse)
-                conv, dense = conv + inner.conv, dense + inner.dense
-            elif isinstance(op, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
-                conv += _kernel_weights(op, sparse) * _spatial(out)
-            elif isinstance(op, keras.layers.Dense):
-                dense += _kernel_weights(op, sparse) * int(np.prod(out.shape[1:-1]))
-    return SegmentMacs(conv, dense)
+    def in_convention(self, convention):
+        """This segment's MFLOPs in ``convention`` (the paper counts convs only)."""
+        return float(to_mflops(self.conv if convention == "paper" else self.total, convention))
 
 
-def _kernel_weights(layer, sparse):
+def kernel_weights(layer, sparse=False):
+    """Weights of ``layer``'s kernel; ``sparse``: the non-zero ones only."""
     if sparse:
         return int(np.count_nonzero(keras.ops.convert_to_numpy(layer.kernel)))
     return int(np.prod(layer.kernel.shape))
 
 
-def _spatial(tensor):
-    return int(np.prod(tensor.shape[1:-1]))
+def layer_macs(layer, sparse=False):
+    """MACs of one conv or dense layer: kernel weights times output positions."""
+    return kernel_weights(layer, sparse) * output_positions(layer)
+
+
+def segment_macs_of(model, sparse=False):
+    """Conv and dense MACs of a functional model (nested sub-models included)."""
+    conv = dense = 0
+    for layer in flat_layers(model):
+        if isinstance(layer, keras.layers.Dense):
+            dense += layer_macs(layer, sparse)
+        elif isinstance(layer, COUNTED_TYPES):
+            conv += layer_macs(layer, sparse)
+    return SegmentMacs(conv, dense)
 
 
 def segment_macs(model, sparse=False):
     """``(stage_macs, head_macs)``: one :class:`SegmentMacs` per stage and per head."""
-    return ([layer_macs(s, sparse) for s in model.stages],
-            [layer_macs(h, sparse) for h in model.heads])
+    return ([segment_macs_of(s, sparse) for s in model.stages],
+            [segment_macs_of(h, sparse) for h in model.heads])
 
 
 def exit_costs(model, convention="honest", sparse=False, thresholds=None):
@@ -85,26 +84,10 @@ def exit_costs(model, convention="honest", sparse=False, thresholds=None):
     stages, heads = segment_macs(model, sparse)
     if convention == "paper":
         backbone = np.cumsum([s.conv for s in stages])
-        return (backbone + np.array([h.conv for h in heads])) / 2.0**20
+        return to_mflops(backbone + np.array([h.conv for h in heads]), convention)
     computed = np.ones(len(heads), bool) if thresholds is None else np.append(np.asarray(thresholds) > 0, True)
-    return np.cumsum([s.total + h.total * used for s, h, used in zip(stages, heads, computed)]) / 1e6
-
-
-def expected_cost(costs, exit_distribution):
-    """Average cost for an exit distribution (counts or shares per exit)."""
-    distribution = np.asarray(exit_distribution, dtype=np.float64)
-    costs = np.asarray(costs, dtype=np.float64)
-    if distribution.shape != costs.shape or (distribution < 0).any() or distribution.sum() <= 0:
-        raise InputError(
-            f"an exit distribution needs {costs.shape[0]} non-negative counts or shares "
-            f"with a positive sum; got {exit_distribution!r}"
-        )
-    return float(distribution @ costs / distribution.sum())
-
-
-def check_convention(convention):
-    if convention not in CONVENTIONS:
-        raise InputError(f"unknown FLOPs convention {convention!r}; choose one of {CONVENTIONS}")
+    return to_mflops(np.cumsum([s.total + h.total * used for s, h, used in zip(stages, heads, computed)]),
+                     convention)
 
 
 def cost_table(model, exit_shares=None, sparse=False):

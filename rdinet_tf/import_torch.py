@@ -45,16 +45,13 @@ input rows reordered from C,H,W to H,W,C when the linear reads a flattened
 feature map (SmallCNN ``fc1`` and both exit heads' first linear).
 """
 
-import argparse
-import os
 import pickle
 import re
-import sys
 
 import keras
 import numpy as np
 
-from rdinet_tf import files, models
+from rdinet_tf import models
 from rdinet_tf.errors import InputError
 
 # Per architecture: (our layer name, reference module name) regex rules; the
@@ -232,28 +229,3 @@ def _torch_layout(layer, variable, flatten_shape):
 def _check_model_name(model_name):
     if model_name not in REFERENCE_NAMES:
         raise InputError(f"unknown model {model_name!r}; choose one of {sorted(REFERENCE_NAMES)}")
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m rdinet_tf.import_torch",
-        description="Convert a reference PyTorch RDI-Net checkpoint into a .keras model.",
-    )
-    parser.add_argument("--checkpoint", required=True, help="PyTorch checkpoint (.pth / .pth.tar)")
-    parser.add_argument("--model", required=True, choices=sorted(REFERENCE_NAMES))
-    parser.add_argument("--out", required=True, help="output .keras file")
-    args = parser.parse_args(argv)
-    if not args.out.endswith(".keras"):
-        parser.error(f"--out must name a .keras file; got {args.out!r}")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        parser.error(f"the directory of --out {args.out!r} does not exist")
-    try:
-        model = load_torch_checkpoint(args.checkpoint, args.model)
-    except (InputError, ImportError) as error:
-        parser.exit(1, f"error: {error}\n")
-    files.save_model(model, args.out)
-    print(f"wrote {args.out} ({args.model}, {model.num_exits} exits)")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

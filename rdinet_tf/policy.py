@@ -6,10 +6,12 @@ The last exit always answers, so a K-exit model has K-1 thresholds.
 
 import dataclasses
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from rdinet_tf import flops
+from rdinet_tf.accounting import exit_shares
 from rdinet_tf.errors import InputError
 
 ENTROPY_EPS = 1e-5
@@ -18,14 +20,18 @@ MIN_THRESHOLD = 1e-12
 
 
 def entropy(logits):
-    """Per-sample softmax entropy of ``logits`` (N, C) -> (N,), as in the reference."""
-    probs = tf.nn.softmax(logits, axis=-1)
-    return -tf.reduce_sum(probs * tf.math.log(probs + ENTROPY_EPS), axis=-1)
+    """Per-sample softmax entropy of ``logits`` (N, C) -> (N,), as in the reference.
+
+    Keras ops: runs on tensors inside ``tf.function``, on numpy arrays, and in
+    the exported TFLite segments.
+    """
+    probs = ops.softmax(logits, axis=-1)
+    return -ops.sum(probs * ops.log(probs + ENTROPY_EPS), axis=-1)
 
 
 def exit_entropies(exit_logits):
     """Entropies of every exit: list of K (N, C) logits -> (N, K)."""
-    return tf.stack([entropy(logits) for logits in exit_logits], axis=1)
+    return ops.stack([entropy(logits) for logits in exit_logits], axis=1)
 
 
 def first_confident_exit(entropies, thresholds):
@@ -33,13 +39,19 @@ def first_confident_exit(entropies, thresholds):
 
     A threshold of 0 disables its exit (never taken, even for entropies a hair below 0).
     """
-    entropies = tf.convert_to_tensor(entropies)
+    entropies = ops.convert_to_tensor(entropies)
     num_exits = entropies.shape[1]
-    thresholds = tf.cast(thresholds, entropies.dtype)
-    confident = (entropies[:, :-1] < thresholds) & (thresholds > 0)
-    exit_ids = tf.range(num_exits - 1, dtype=tf.int32)
-    taken = tf.where(confident, exit_ids, num_exits - 1)
-    return tf.reduce_min(tf.concat([taken, tf.fill([tf.shape(taken)[0], 1], num_exits - 1)], 1), 1)
+    thresholds = ops.cast(ops.convert_to_tensor(np.asarray(thresholds)), entropies.dtype)
+    confident = ops.logical_and(entropies[:, :-1] < thresholds, thresholds > 0)
+    side_exits = ops.arange(num_exits - 1, dtype="int32")
+    taken = ops.where(confident, side_exits, num_exits - 1)
+    return ops.min(ops.concatenate([taken, ops.full_like(taken[:, :1], num_exits - 1)], axis=1), axis=1)
+
+
+def routed_logits(exit_logits, exits):
+    """The logits of the exit each sample takes: list of K (N, C) and exits (N,) -> (N, C)."""
+    stacked = ops.stack(exit_logits, axis=1)
+    return ops.take_along_axis(stacked, ops.reshape(ops.cast(exits, "int32"), (-1, 1, 1)), axis=1)[:, 0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +67,7 @@ class PolicyResult:
     @property
     def exit_shares(self):
         """Fraction of samples leaving at each exit, shape (K,)."""
-        return np.bincount(self.exits, minlength=self.num_exits) / max(len(self.exits), 1)
+        return exit_shares(self.exits, self.num_exits)
 
     @property
     def mean_cost(self):
@@ -65,6 +77,7 @@ class PolicyResult:
         return float(np.mean(self.predictions == np.asarray(labels).reshape(-1)))
 
 
+@keras.saving.register_keras_serializable(package="rdinet_tf")
 class ExitPolicy:
     """One entropy threshold per side exit, with calibration and adaptive prediction.
 
@@ -90,25 +103,22 @@ class ExitPolicy:
     def __repr__(self):
         return f"ExitPolicy(thresholds={np.round(self.thresholds, 4).tolist()})"
 
-    def route(self, exit_logits):
-        """Routed logits (N, C) and 0-based exit taken (N,), in TensorFlow (differentiable).
-
-        ``exit_logits`` is the list of all K exits' logits; usable inside ``tf.function``.
-        """
+    def exits(self, exit_logits):
+        """0-based exit each sample takes (N,), from the list of all K exits' logits."""
         self._check_num_exits(len(exit_logits))
-        exits = first_confident_exit(exit_entropies(exit_logits), self.thresholds)
-        stacked = tf.stack(exit_logits, axis=1)
-        return tf.gather(stacked, exits, axis=1, batch_dims=1), exits
+        return first_confident_exit(exit_entropies(exit_logits), self.thresholds)
+
+    def route(self, exit_logits):
+        """Routed logits (N, C) and 0-based exit taken (N,); differentiable, usable in ``tf.function``."""
+        exits = self.exits(exit_logits)
+        return routed_logits(exit_logits, exits), exits
 
     def predict(self, model, images, batch_size=256, convention="honest"):
         """Adaptive inference of ``model`` on ``images`` (array or dataset) -> :class:`PolicyResult`."""
         self._check_num_exits(model.num_exits)
         costs = flops.exit_costs(model, convention, thresholds=self.thresholds)
-        logits = predict_exit_logits(model, images, batch_size)
-        exits = first_confident_exit(exit_entropies(logits), self.thresholds).numpy()
-        stacked = np.stack(logits, axis=1)
-        chosen = stacked[np.arange(len(exits)), exits]
-        return PolicyResult(chosen.argmax(-1), exits, costs[exits], convention, model.num_exits)
+        routed, exits = (np.asarray(t) for t in self.route(predict_exit_logits(model, images, batch_size)))
+        return PolicyResult(routed.argmax(-1), exits, costs[exits], convention, model.num_exits)
 
     def _check_num_exits(self, num_exits):
         if num_exits != self.num_exits:
@@ -133,7 +143,7 @@ class ExitPolicy:
                 cost in ``convention`` is at most ``target_cost`` (a fixed fraction
                 of the remaining samples leaves at each side exit, found by bisection).
         """
-        entropies = exit_entropies(predict_exit_logits(model, images, batch_size)).numpy()
+        entropies = np.asarray(exit_entropies(predict_exit_logits(model, images, batch_size)))
         num_samples, num_exits = entropies.shape
         if method == "equal_share":
             thresholds = thresholds_for_counts(entropies, [num_samples // num_exits] * (num_exits - 1))
@@ -219,7 +229,7 @@ def _thresholds_for_cost(entropies, exit_costs_for, target_cost, iterations=30):
             counts.append(int(fraction * left))
             left -= counts[-1]
         thresholds = thresholds_for_counts(entropies, counts)
-        exits = first_confident_exit(entropies, thresholds).numpy()
+        exits = np.asarray(first_confident_exit(entropies, thresholds))
         return thresholds, exit_costs_for(thresholds)[exits].mean()
 
     low, high = 0.0, 1.0  # fraction leaving at each side exit: cost falls as it grows

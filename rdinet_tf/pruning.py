@@ -22,9 +22,7 @@ tf_keras twin of the final-exit path lives only inside :func:`prune_final_exit`.
 
 import contextlib
 import dataclasses
-import gzip
 import inspect
-import io
 import os
 import time
 import warnings
@@ -33,10 +31,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rdinet_tf import attacks, data, flops
+from rdinet_tf import data, flops
+from rdinet_tf.accounting import to_mflops
+from rdinet_tf.adversarial import attacks
+from rdinet_tf.architecture import MultiExitNetwork
+from rdinet_tf.architecture.graph import flat_layers, output_positions, replay
 from rdinet_tf.errors import InputError
-from rdinet_tf.models import MultiExitModel
 from rdinet_tf.policy import ExitPolicy
+from rdinet_tf.training import MultiExitModel, rdi_loss
 
 PRUNABLE_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 # Fraction of the fine-tune steps over which the sparsity ramps up; the rest recovers.
@@ -62,8 +64,8 @@ class PruningResult:
 
 
 def check_model(model):
-    """Raise :class:`InputError` unless ``model`` is a :class:`MultiExitModel`."""
-    if not isinstance(model, MultiExitModel):
+    """Raise :class:`InputError` unless ``model`` is a rdinet_tf multi-exit model."""
+    if not isinstance(model, MultiExitNetwork):
         raise InputError(f"pruning needs a MultiExitModel (rdinet_tf.models.build(...) or a model.keras "
                          f"written by rdinet_tf.train); got {type(model).__name__}")
 
@@ -76,17 +78,12 @@ def final_exit_path(model):
 def prunable_layers(model):
     """Names of the layers that get pruned: conv and dense layers of the final-exit path."""
     check_model(model)
-    return [layer.name for segment in final_exit_path(model) for layer in _layers(segment)
-            if isinstance(layer, PRUNABLE_TYPES)]
+    return [layer.name for layer in _path_layers(model) if isinstance(layer, PRUNABLE_TYPES)]
 
 
-def _layers(segment):
-    """The layers of a functional model, nested sub-models flattened."""
-    for layer in segment.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-        else:
-            yield layer
+def _path_layers(model):
+    """Every layer of the final-exit path, in order."""
+    return [layer for segment in final_exit_path(model) for layer in flat_layers(segment)]
 
 
 def final_exit_cost(model, convention="honest", sparse=False):
@@ -99,18 +96,8 @@ def final_exit_cost(model, convention="honest", sparse=False):
 
 def _pruned_layer_shapes(model):
     """``[(layer, kernel weights, output positions)]`` for each layer of :func:`prunable_layers`."""
-    names = set(prunable_layers(model))
-
-    def walk(segment):
-        for nodes in segment._nodes_by_depth.values():
-            for node in nodes:
-                layer = node.operation
-                if isinstance(layer, keras.Model):
-                    yield from walk(layer)
-                elif layer.name in names:
-                    yield layer, int(np.prod(layer.kernel.shape)), int(np.prod(node.outputs[0].shape[1:-1]))
-
-    return [shape for segment in final_exit_path(model) for shape in walk(segment)]
+    return [(layer, flops.kernel_weights(layer), output_positions(layer))
+            for layer in _path_layers(model) if isinstance(layer, PRUNABLE_TYPES)]
 
 
 def sparsity_for_cost(model, target_mflops, convention="honest"):
@@ -123,10 +110,9 @@ def sparsity_for_cost(model, target_mflops, convention="honest"):
     """
     counted = [(layer, weights, positions) for layer, weights, positions in _pruned_layer_shapes(model)
                if convention == "honest" or not isinstance(layer, keras.layers.Dense)]
-    unit = 2.0**20 if convention == "paper" else 1e6
     dense = final_exit_cost(model, convention)
-    prunable = sum(weights * positions for _, weights, positions in counted) / unit
-    floor = dense - prunable + sum(positions for _, _, positions in counted) / unit
+    prunable = float(to_mflops(sum(weights * positions for _, weights, positions in counted), convention))
+    floor = dense - prunable + float(to_mflops(sum(positions for _, _, positions in counted), convention))
     if not target_mflops > floor:
         raise InputError(
             f"target {target_mflops:g} MFLOPs ({convention}) is below what pruning can reach: the "
@@ -196,25 +182,6 @@ def _twin_layer(layer, tf_keras):
     return twin_class(**config)
 
 
-def _replay(segment, inputs, make_layer):
-    """Apply ``make_layer(keras3_layer)`` twins along the graph of the functional ``segment``."""
-    tensors = {id(segment.inputs[0]): inputs}
-    for depth in sorted(segment._nodes_by_depth, reverse=True):
-        for node in segment._nodes_by_depth[depth]:
-            operation = node.operation
-            if isinstance(operation, keras.layers.InputLayer):
-                continue
-            args, kwargs = keras.tree.map_structure(
-                lambda value: tensors[id(value)] if isinstance(value, keras.KerasTensor) else value,
-                (node.arguments.args, node.arguments.kwargs))
-            if isinstance(operation, keras.Model):
-                output = _replay(operation, args[0], make_layer)
-            else:
-                output = make_layer(operation)(*args, **kwargs)
-            tensors[id(node.outputs[0])] = output
-    return tensors[id(segment.outputs[0])]
-
-
 def _pruned_twin(model, schedule, tf_keras, tfmot_keras):
     """tf_keras model image -> final-exit logits, prunable layers wrapped, weights copied in.
 
@@ -233,7 +200,7 @@ def _pruned_twin(model, schedule, tf_keras, tfmot_keras):
     image = tf_keras.Input(shape=model.image_shape, name="image")
     features = image
     for segment in final_exit_path(model):
-        features = _replay(segment, features, make_layer)
+        features = replay(segment, features, make_layer)
     try:
         twin = tf_keras.Model(image, features, name=f"{model.name}_final_exit")
     except ValueError as error:
@@ -281,8 +248,7 @@ def prune_final_exit(model, images, labels, sparsity, attack, epochs=1, steps_pe
     """
     check_model(model)
     sparsity = check_sparsity(sparsity)
-    images = np.asarray(images, np.float32)
-    model.check_images(images)
+    images = model.check_images(images)
     steps_per_epoch = steps_per_epoch or int(np.ceil(len(images) / batch_size))
     if epochs < 1 or steps_per_epoch < 1:
         raise InputError(f"fine-tuning needs epochs >= 1 and steps_per_epoch >= 1; got {epochs}, {steps_per_epoch}")
@@ -296,10 +262,10 @@ def prune_final_exit(model, images, labels, sparsity, attack, epochs=1, steps_pe
                         tf_keras.optimizers.SGD(learning_rate, momentum=0.9), adversarial_weight, seed)
     stripped = tfmot_keras.strip_pruning(twin)
 
-    pruned = MultiExitModel.from_config(model.get_config())
+    pruned = MultiExitModel.from_network(type(model).from_config(model.get_config()))
     pruned.set_weights(model.get_weights())
     pruned.exit_policy = single_exit_policy(model)
-    layers_by_name = {layer.name: layer for segment in final_exit_path(pruned) for layer in _layers(segment)}
+    layers_by_name = {layer.name: layer for layer in _path_layers(pruned)}
     for layer, _ in pairs:
         layers_by_name[layer.name].set_weights(stripped.get_layer(layer.name).get_weights())
     overall, per_layer = measured_sparsity(pruned)
@@ -319,8 +285,7 @@ def _fine_tune(twin, tfmot_keras, images, labels, attack, epochs, steps_per_epoc
         adversarial = attack.perturb(final_exit_loss, x, y, tf.stack([seed, step]))
         with tf.GradientTape() as tape:
             clean_logits, adversarial_logits = tf.split(twin(tf.concat([x, adversarial], 0), training=True), 2)
-            loss = ((1 - adversarial_weight) * tf.reduce_mean(attacks.cross_entropy(y, clean_logits))
-                    + adversarial_weight * tf.reduce_mean(attacks.cross_entropy(y, adversarial_logits)))
+            loss = rdi_loss(y, [clean_logits], [adversarial_logits], [1.0], adversarial_weight)
         gradients = tape.gradient(loss, twin.trainable_variables)
         optimizer.apply_gradients(zip(gradients, twin.trainable_variables))
         return loss
@@ -336,23 +301,3 @@ def _fine_tune(twin, tfmot_keras, images, labels, attack, epochs, steps_per_epoc
         pruning_steps.on_epoch_end(epoch)  # re-applies the masks after the last update
         losses.append(float(np.mean(epoch_loss)))
     return losses
-
-
-def final_exit_tflite(model, sparse_encoding=False):
-    """TFLite flatbuffer (bytes) of image -> final-exit probabilities, batch 1, float32.
-
-    ``sparse_encoding``: convert with ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``,
-    which stores sufficiently sparse weights in a sparse format.
-    """
-    from rdinet_tf.export import full_model
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(full_model(model))
-    if sparse_encoding:
-        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its temporary SavedModel path
-        return converter.convert()
-
-
-def gzip_size(payload):
-    """Bytes of ``payload`` after gzip (level 9): the download size of a model file."""
-    return len(gzip.compress(payload, compresslevel=9, mtime=0))

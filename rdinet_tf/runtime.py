@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from rdinet_tf.accounting import exit_shares
 from rdinet_tf.errors import InputError
+from rdinet_tf.inputs import check_images
 
 FORMAT = "rdinet_tflite_bundle"
 FORMAT_VERSION = 1
@@ -48,7 +50,7 @@ class BatchResult:
     @property
     def exit_shares(self):
         """Fraction of images leaving at each exit, shape (K,)."""
-        return np.bincount(self.exits, minlength=self.num_exits) / max(len(self.exits), 1)
+        return exit_shares(self.exits, self.num_exits)
 
     def accuracy(self, labels):
         return float(np.mean(self.predictions == np.asarray(labels).reshape(-1)))
@@ -194,28 +196,10 @@ class EarlyExitRunner:
         image = np.asarray(image)
         if image.shape == self.image_shape:
             image = image[None]
-        self._check_images(image, single=True)
-        return image
-
-    def _check_images(self, images, single=False):
-        wanted = "(1, H, W, C) or (H, W, C)" if single else "(N, H, W, C)"
-        if images.ndim != 4 or images.shape[1:] != self.image_shape or (single and len(images) != 1):
-            raise InputError(
-                f"the bundle expects {'an image' if single else 'images'} of shape {wanted} with "
-                f"(H, W, C) = {self.image_shape}; got shape {images.shape}"
-            )
-        if images.dtype != np.float32:
-            raise InputError(
-                f"the bundle expects float32 pixels in [0, 1] (no other preprocessing); got "
-                f"{images.dtype}: convert with images.astype(np.float32) / 255 for uint8 images"
-            )
-        if not np.isfinite(images).all():
-            raise InputError("the input contains NaN or infinite values")
-        if images.size and (images.min() < 0 or images.max() > 1):
-            raise InputError(
-                f"pixels must be in [0, 1]; got values in [{images.min():.3g}, {images.max():.3g}]"
-                " (divide 0..255 images by 255)"
-            )
+        if len(image) != 1:
+            raise InputError(f"run() takes one image of shape {self.image_shape} or (1, *that); got shape "
+                             f"{image.shape}: use run_batch() for several")
+        return check_images(image, self.image_shape, "the bundle", require_float32=True)
 
     def run(self, image):
         """Early exit for one image (H, W, C) or (1, H, W, C) -> :class:`ExitResult`."""
@@ -236,8 +220,7 @@ class EarlyExitRunner:
 
     def run_batch(self, images):
         """Early exit for each image of (N, H, W, C), one at a time -> :class:`BatchResult`."""
-        images = np.asarray(images)
-        self._check_images(images)
+        images = check_images(images, self.image_shape, "the bundle", require_float32=True)
         results = [self._run_checked(image[None]) for image in images]
         return BatchResult(
             predictions=np.array([r.prediction for r in results], np.int64),

@@ -1,7 +1,7 @@
-"""RDI training: the custom Keras ``train_step`` with adversarial defenses.
+"""RDI training: :class:`MultiExitModel`, the multi-exit network with the adversarial ``train_step``.
 
-:class:`RDITrainer` is mixed into :class:`rdinet_tf.models.MultiExitModel`, so
-every multi-exit model trains with ``compile(...)`` + ``fit(...)``::
+Every model of :func:`rdinet_tf.models.build` trains with ``compile(...)`` +
+``fit(...)``::
 
     model.compile(optimizer=keras.optimizers.SGD(0.033, momentum=0.9),
                   defense="max_average", attack=PGD(0.3, 0.01, 40))
@@ -9,7 +9,7 @@ every multi-exit model trains with ``compile(...)`` + ``fit(...)``::
 
 Each step makes the adversarial batch with ``tf.GradientTape`` (the defense
 picks the attack objective: ``main`` = last exit, ``average``, ``max_average``;
-``none`` trains on clean data only) and minimises L_RDI::
+``none`` trains on clean data only) and minimises L_RDI (:func:`rdi_loss`)::
 
     sum_i w_i * ((1 - a) * CE(exit_i(x), y) + a * CE(exit_i(x_adv), y)),  a = 0.5
 
@@ -21,6 +21,10 @@ c = 1 for the samples the last exit classifies correctly on clean input, where
 ``x_slow`` ascends the side exits' entropy (the ``"slowdown"`` attack): the
 early exits learn to stay confident, and right, where an attacker would make
 every input run the whole network.
+
+Sample weights (``fit(x, y, sample_weight=w)`` or a dataset of
+``(x, y, w)``) weight every term and every metric, with Keras's
+``"sum_over_batch_size"`` reduction: ``sum(w * CE) / batch size``.
 """
 
 import dataclasses
@@ -30,33 +34,72 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rdinet_tf import attacks
+from rdinet_tf.adversarial import attacks
+from rdinet_tf.architecture.network import MultiExitNetwork
 from rdinet_tf.errors import InputError
 
 DEFENSES = ("none", "main", "average", "max_average")
 _RDI_COMPILE_ARGS = ("defense", "attack", "exit_weights", "adversarial_weight", "seed", "slowdown_weight",
                      "slowdown_attack")
+# keras.Model.compile arguments that L_RDI replaces: refused with a pointer to what to use instead.
+_REFUSED_COMPILE_ARGS = {
+    "loss": "the loss is L_RDI; choose it with defense=..., exit_weights=... and adversarial_weight=...",
+    "loss_weights": "weight the exits with exit_weights=[w_1, ..., w_K]",
+    "weighted_metrics": "metrics=[...] are already weighted by the sample weights",
+}
+_CROSS_ENTROPY = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-class RDITrainer:
-    """Mixin for a multi-exit ``keras.Model``: adversarial ``train_step`` and per-exit metrics."""
+def weighted_cross_entropy(labels, logits, sample_weight=None):
+    """Mean cross-entropy of one exit, ``sum(w * CE) / batch size`` as Keras reduces a weighted loss."""
+    return _CROSS_ENTROPY(labels, logits, sample_weight=sample_weight)
+
+
+def rdi_loss(labels, clean_logits, adversarial_logits, exit_weights, adversarial_weight, sample_weight=None):
+    """L_RDI of one batch: per-exit clean and adversarial cross-entropies, weighted.
+
+    ``adversarial_logits`` None: clean terms only, at full weight.
+    """
+    clean_weight = 1.0 - adversarial_weight if adversarial_logits is not None else 1.0
+    total = 0.0
+    for k, weight in enumerate(exit_weights):
+        term = clean_weight * weighted_cross_entropy(labels, clean_logits[k], sample_weight)
+        if adversarial_logits is not None:
+            term += adversarial_weight * weighted_cross_entropy(labels, adversarial_logits[k], sample_weight)
+        total += weight * term
+    return total
+
+
+@keras.saving.register_keras_serializable(package="rdinet_tf")
+class MultiExitModel(MultiExitNetwork):
+    """A :class:`MultiExitNetwork` that trains with the RDI defenses through ``compile`` and ``fit``."""
 
     def compile(self, optimizer="sgd", defense="max_average", attack=None, exit_weights=None,
-                adversarial_weight=0.5, seed=0, slowdown_weight=0.0, slowdown_attack=None, **kwargs):
+                adversarial_weight=0.5, seed=0, slowdown_weight=0.0, slowdown_attack=None, metrics=None,
+                **kwargs):
         """Configure training.
 
         Args:
             optimizer: any Keras optimizer (or its name).
             defense: one of ``DEFENSES``: the attack objective of the training attack.
-            attack: an attack method from :mod:`rdinet_tf.attacks` (e.g. ``PGD(...)``);
+            attack: an attack method from :mod:`rdinet_tf.adversarial.attacks` (e.g. ``PGD(...)``);
                 required unless ``defense="none"``.
             exit_weights: per-exit loss weights w_i (default all 1).
             adversarial_weight: a, the weight of the adversarial term (0.5 in L_RDI).
             seed: seeds the attacks' random starts (step-dependent, reproducible).
             slowdown_weight: lam, the weight of the slowdown defense term (0: off).
             slowdown_attack: the attack method making the slowdown examples (default: ``attack``).
-            **kwargs: passed to ``keras.Model.compile`` (e.g. ``jit_compile``).
+            metrics: Keras metrics (names or objects) computed on the clean batch for every
+                exit, reported as ``exit_k_<name>``.
+            **kwargs: passed to ``keras.Model.compile`` (e.g. ``jit_compile``,
+                ``steps_per_execution``); ``loss``, ``loss_weights`` and ``weighted_metrics``
+                are refused (L_RDI is the loss).
         """
+        for name in _REFUSED_COMPILE_ARGS:
+            if kwargs.get(name) is not None:
+                raise InputError(f"compile({name}=...) is not supported by a MultiExitModel: "
+                                 f"{_REFUSED_COMPILE_ARGS[name]}")
+            kwargs.pop(name, None)
         if defense not in DEFENSES:
             raise InputError(f"unknown defense {defense!r}; choose one of {DEFENSES}")
         if defense != "none" and attack is None:
@@ -80,25 +123,21 @@ class RDITrainer:
         self.adversarial_weight = float(adversarial_weight if defense != "none" else 0.0)
         self.attack_seed = int(seed)
         self.slowdown_weight, self.slowdown_attack = float(slowdown_weight), slowdown_attack
-        self._loss_tracker_rdi = keras.metrics.Mean(name="loss")
-        self._clean_accuracy = [keras.metrics.SparseCategoricalAccuracy(name=f"exit_{k + 1}_acc")
-                                for k in range(self.num_exits)]
-        self._adversarial_accuracy = (
-            [] if defense == "none" else
-            [keras.metrics.SparseCategoricalAccuracy(name=f"exit_{k + 1}_adv_acc")
-             for k in range(self.num_exits)]
-        )
-        self._slowdown_tracker = [] if slowdown_attack is None else [keras.metrics.Mean(name="slowdown_loss")]
+        self._metric_specs = list(metrics or [])
+        self._rdi_metrics = _RDIMetrics(self.num_exits, defense != "none", slowdown_attack is not None,
+                                        self._metric_specs)
         super().compile(optimizer=optimizer, **kwargs)
 
     def get_compile_config(self):
         """Keras's compile config plus the RDI settings, so a loaded ``.keras`` model trains on as it was."""
         config = super().get_compile_config()
         if config and hasattr(self, "defense"):
+            serialize = keras.saving.serialize_keras_object
             config.update(
-                defense=self.defense, attack=attacks.method_config(self.attack), exit_weights=self.exit_weights,
+                defense=self.defense, attack=serialize(self.attack), exit_weights=self.exit_weights,
                 adversarial_weight=self.adversarial_weight, seed=self.attack_seed,
-                slowdown_weight=self.slowdown_weight, slowdown_attack=attacks.method_config(self.slowdown_attack))
+                slowdown_weight=self.slowdown_weight, slowdown_attack=serialize(self.slowdown_attack),
+                metrics=serialize(self._metric_specs))
         return config
 
     def compile_from_config(self, config):
@@ -108,33 +147,25 @@ class RDITrainer:
                           stacklevel=2)
             return
         config = dict(config)
-        for key in ("attack", "slowdown_attack"):
-            config[key] = attacks.method_from_config(config.get(key))
         rdi = {key: config.pop(key) for key in _RDI_COMPILE_ARGS if key in config}
+        for key in ("attack", "slowdown_attack"):
+            rdi[key] = keras.saving.deserialize_keras_object(rdi.get(key))
         self.compile(**keras.saving.deserialize_keras_object(config), **rdi)
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
     @property
     def metrics(self):
-        if not hasattr(self, "_loss_tracker_rdi"):
+        if not hasattr(self, "_rdi_metrics"):
             return super().metrics
-        return [self._loss_tracker_rdi, *self._clean_accuracy, *self._adversarial_accuracy,
-                *self._slowdown_tracker]
+        return self._rdi_metrics.all
 
-    def rdi_loss(self, labels, clean_logits, adversarial_logits=None):
-        """L_RDI for one batch (adversarial_logits None: clean terms only, full weight)."""
-        clean_weight = 1.0 - self.adversarial_weight if adversarial_logits is not None else 1.0
-        total = 0.0
-        for k, weight in enumerate(self.exit_weights):
-            term = clean_weight * tf.reduce_mean(attacks.cross_entropy(labels, clean_logits[k]))
-            if adversarial_logits is not None:
-                term += self.adversarial_weight * tf.reduce_mean(
-                    attacks.cross_entropy(labels, adversarial_logits[k]))
-            total += weight * term
-        return total
+    def rdi_loss(self, labels, clean_logits, adversarial_logits=None, sample_weight=None):
+        """L_RDI of one batch with this model's exit and adversarial weights (see :func:`rdi_loss`)."""
+        return rdi_loss(labels, clean_logits, adversarial_logits, self.exit_weights, self.adversarial_weight,
+                        sample_weight)
 
-    def slowdown_loss(self, labels, clean_logits, slowdown_side_logits):
+    def slowdown_loss(self, labels, clean_logits, slowdown_side_logits, sample_weight=None):
         """The slowdown defense term: weighted side-exit CE on slowdown inputs.
 
         Averaged over the batch, counting only the samples whose clean input
@@ -143,7 +174,9 @@ class RDITrainer:
         """
         labels = tf.cast(labels, tf.int64)
         kept = tf.cast(tf.equal(tf.argmax(clean_logits[-1], axis=-1), labels), tf.float32)
-        return tf.add_n([weight * tf.reduce_mean(kept * attacks.cross_entropy(labels, logits))
+        if sample_weight is not None:
+            kept *= tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        return tf.add_n([weight * weighted_cross_entropy(labels, logits, kept)
                          for weight, logits in zip(self.exit_weights, slowdown_side_logits)])
 
     def slowdown_batch(self, images, labels):
@@ -161,46 +194,78 @@ class RDITrainer:
         return attacks.generate(self, images, labels, self.attack, self.defense, seed=seed)
 
     def train_step(self, data):
-        images, labels = data[0], data[1]
+        images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         adversarial = self.adversarial_batch(images, labels)
         slowdown = self.slowdown_batch(images, labels)
+        slowdown_term = None
         with tf.GradientTape() as tape:
             clean_logits = self(images, training=True)
             adversarial_logits = None if adversarial is None else self(adversarial, training=True)
-            loss = self.rdi_loss(labels, clean_logits, adversarial_logits)
+            loss = self.rdi_loss(labels, clean_logits, adversarial_logits, sample_weight)
             if slowdown is not None:
                 slowdown_term = self.slowdown_loss(
-                    labels, clean_logits, self.exit_logits(slowdown, range(self.num_exits - 1), training=True))
+                    labels, clean_logits, self.exit_logits(slowdown, range(self.num_exits - 1), training=True),
+                    sample_weight)
                 loss += self.slowdown_weight * slowdown_term
             regularization = tf.add_n(self.losses) if self.losses else 0.0
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss((loss + regularization) / replicas)
         gradients = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        self._update_metrics(loss, labels, clean_logits, adversarial_logits)
-        if slowdown is not None:
-            self._slowdown_tracker[0].update_state(slowdown_term, sample_weight=tf.shape(labels)[0])
+        self._rdi_metrics.update(loss, labels, sample_weight, clean_logits, adversarial_logits, slowdown_term)
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
-        images, labels = data[0], data[1]
+        images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         clean_logits = self(images, training=False)
-        self._update_metrics(self.rdi_loss(labels, clean_logits), labels, clean_logits, None)
-        training_only = [*self._adversarial_accuracy, *self._slowdown_tracker]
-        return {m.name: m.result() for m in self.metrics if m not in training_only}
+        loss = self.rdi_loss(labels, clean_logits, None, sample_weight)
+        self._rdi_metrics.update(loss, labels, sample_weight, clean_logits)
+        return {m.name: m.result() for m in self._rdi_metrics.evaluated}
 
-    def _update_metrics(self, loss, labels, clean_logits, adversarial_logits):
-        self._loss_tracker_rdi.update_state(loss, sample_weight=tf.shape(labels)[0])
-        for metric, logits in zip(self._clean_accuracy, clean_logits):
-            metric.update_state(labels, logits)
-        if adversarial_logits is not None:
-            for metric, logits in zip(self._adversarial_accuracy, adversarial_logits):
-                metric.update_state(labels, logits)
+
+class _RDIMetrics:
+    """The metrics of RDI training: loss, per-exit clean and adversarial accuracy, user metrics per exit."""
+
+    def __init__(self, num_exits, adversarial, slowdown, metric_specs):
+        exits = [f"exit_{k + 1}" for k in range(num_exits)]
+        self.loss = keras.metrics.Mean(name="loss")
+        self.clean = [keras.metrics.SparseCategoricalAccuracy(name=f"{e}_acc") for e in exits]
+        self.adversarial = ([keras.metrics.SparseCategoricalAccuracy(name=f"{e}_adv_acc") for e in exits]
+                            if adversarial else [])
+        self.slowdown = [keras.metrics.Mean(name="slowdown_loss")] if slowdown else []
+        self.user = [[_exit_metric(spec, e) for spec in metric_specs] for e in exits]
+        self.evaluated = [self.loss, *self.clean, *(m for per_exit in self.user for m in per_exit)]
+        self.all = [*self.evaluated, *self.adversarial, *self.slowdown]
+
+    def update(self, loss, labels, sample_weight, clean_logits, adversarial_logits=None, slowdown_term=None):
+        batch = tf.shape(labels)[0]
+        self.loss.update_state(loss, sample_weight=batch)
+        for k, logits in enumerate(clean_logits):
+            self.clean[k].update_state(labels, logits, sample_weight=sample_weight)
+            for metric in self.user[k]:
+                metric.update_state(labels, logits, sample_weight=sample_weight)
+        for metric, logits in zip(self.adversarial, adversarial_logits or []):
+            metric.update_state(labels, logits, sample_weight=sample_weight)
+        if slowdown_term is not None:
+            self.slowdown[0].update_state(slowdown_term, sample_weight=batch)
+
+
+def _exit_metric(spec, exit_label):
+    """A fresh metric of ``spec`` (name, class or object) for one exit, named ``<exit>_<name>``."""
+    metric = keras.metrics.get(spec) if isinstance(spec, str) else spec
+    if isinstance(metric, type):
+        metric = metric()
+    if not isinstance(metric, keras.metrics.Metric):
+        raise InputError(f"metrics must be Keras metric names, classes or objects (e.g. "
+                         f"'sparse_top_k_categorical_accuracy'); got {spec!r}")
+    config = metric.get_config()
+    config["name"] = f"{exit_label}_{config.get('name') or metric.name}"
+    return type(metric).from_config(config)
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """The reference training recipe of a model (spec section 2), in iterations."""
+    """The reference training recipe of a model (the authors' training script), in iterations."""
 
     dataset: str
     batch_size: int

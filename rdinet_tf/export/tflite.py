@@ -12,34 +12,26 @@ A device runs segment 1, stops if its entropy is below T_1, else feeds
 segment is written with batch size 1, one ``.tflite`` file each, next to a
 ``manifest.json`` describing files, tensors, thresholds, costs and precision.
 
-Command line::
-
-    python -m rdinet_tf.export --tflite --model model.keras --out bundle/ \
-        [--precision float32|float16|dynamic_int8|int8] [--full] \
-        [--dataset mnist|cifar10|digits --data-dir DIR] [--overwrite]
+Command line: ``python -m rdinet_tf.export --tflite ...`` (:mod:`rdinet_tf.cli.export`).
 """
 
-import argparse
 import contextlib
+import gzip
 import hashlib
 import io
 import json
-import os
-import shutil
-import sys
-import tempfile
 import warnings
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from rdinet_tf import flops
+from rdinet_tf import files, flops
+from rdinet_tf.accounting import CONVENTIONS
+from rdinet_tf.architecture import MultiExitNetwork
 from rdinet_tf.errors import InputError
-from rdinet_tf.models import MultiExitModel
-from rdinet_tf.policy import ENTROPY_EPS, predict_exit_logits
+from rdinet_tf.policy import entropy, predict_exit_logits
 from rdinet_tf.runtime import FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, EarlyExitRunner
 
 FULL_MODEL_FILE = "full_model.tflite"
@@ -79,8 +71,7 @@ class _SoftmaxEntropy(keras.layers.Layer):
     """Softmax probabilities of logits and their per-sample entropy (reference formula)."""
 
     def call(self, logits):
-        probs = keras.ops.softmax(logits, axis=-1)
-        return probs, -keras.ops.sum(probs * keras.ops.log(probs + ENTROPY_EPS), axis=-1)
+        return keras.ops.softmax(logits, axis=-1), entropy(logits)
 
 
 def segment_model(model, index):
@@ -106,14 +97,16 @@ def full_model(model):
     return keras.Model(inputs, {"probs": probs}, name="full_model")
 
 
-def convert(keras_model, precision, representative_inputs=None):
+def convert(keras_model, precision="float32", representative_inputs=None, sparse_encoding=False):
     """TFLite flatbuffer of ``keras_model`` at ``precision``.
 
     ``representative_inputs`` (int8 only): array of the model's inputs, one sample per row.
+    ``sparse_encoding``: also ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``, which stores
+    sufficiently sparse weights (a pruned model's) in a sparse format.
     """
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    if precision != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.optimizations = ([tf.lite.Optimize.DEFAULT] if precision != "float32" else []) + (
+        [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse_encoding else [])
     if precision == "float16":
         converter.target_spec.supported_types = [tf.float16]
     with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the temporary SavedModel path
@@ -189,23 +182,15 @@ def export_tflite(model, out_dir, precision="float32", representative_images=Non
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
     """
-    out_dir = Path(out_dir)
-    _check_export_args(model, out_dir, precision, representative_images, class_names, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        manifest = _write_bundle(model, staging, precision, representative_images,
-                                 include_full, class_names)
-        _move_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return manifest
+    representative_images = _check_export_args(model, precision, representative_images, class_names)
+    with files.staged_directory(out_dir, overwrite) as staging:
+        return _write_bundle(model, staging, precision, representative_images, include_full, class_names)
 
 
-def _check_export_args(model, out_dir, precision, representative_images, class_names, overwrite):
-    if not isinstance(model, MultiExitModel):
-        raise InputError(f"export_tflite needs a rdinet_tf MultiExitModel; got {type(model).__name__}")
+def _check_export_args(model, precision, representative_images, class_names):
+    """Representative images as checked float32 (or None); one clear error for a bad argument."""
+    if not isinstance(model, MultiExitNetwork):
+        raise InputError(f"export_tflite needs a rdinet_tf multi-exit model; got {type(model).__name__}")
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
     if model.exit_policy is None:
@@ -224,27 +209,15 @@ def _check_export_args(model, out_dir, precision, representative_images, class_n
             "images in [0, 1]) to calibrate activation ranges; on the command line "
             "pass --dataset and --data-dir"
         )
-    if representative_images is not None:
-        model.check_images(np.asarray(representative_images))
-    if class_names is not None and len(class_names) != _num_classes(model):
-        raise InputError(
-            f"class_names has {len(class_names)} names; the model has {_num_classes(model)} classes"
-        )
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise InputError(
-            f"{out_dir} already exists and is not an empty directory; choose another --out "
-            "or pass --overwrite (overwrite=True)"
-        )
-
-
-def _num_classes(model):
-    return int(model.heads[-1].outputs[0].shape[-1])
+    if class_names is not None and len(class_names) != model.num_classes:
+        raise InputError(f"class_names has {len(class_names)} names; the model has {model.num_classes} classes")
+    return None if representative_images is None else model.check_images(representative_images)
 
 
 def _write_bundle(model, bundle_dir, precision, representative_images, include_full, class_names):
     stage_macs, head_macs = flops.segment_macs(model)
-    cumulative = {c: flops.exit_costs(model, c) for c in flops.CONVENTIONS}
-    calibration = np.asarray(representative_images, np.float32) if precision == "int8" else None
+    cumulative = {c: flops.exit_costs(model, c) for c in CONVENTIONS}
+    calibration = representative_images if precision == "int8" else None
     features, segments = calibration, []
     for index in range(model.num_exits):
         keras_segment = segment_model(model, index)
@@ -252,13 +225,10 @@ def _write_bundle(model, bundle_dir, precision, representative_images, include_f
         entry = _write_tflite(keras_segment, bundle_dir / file_name, precision, features)
         if features is not None and index < model.num_exits - 1:
             features = model.stages[index].predict(features, batch_size=64, verbose=0)
-        segment_cost = {
-            "honest": (stage_macs[index].total + head_macs[index].total) / 1e6,
-            "paper": (stage_macs[index].conv + head_macs[index].conv) / 2.0**20,
-        }
         entry["cost_mflops"] = {
-            c: {"segment": segment_cost[c], "cumulative": float(cumulative[c][index])}
-            for c in flops.CONVENTIONS
+            c: {"segment": stage_macs[index].in_convention(c) + head_macs[index].in_convention(c),
+                "cumulative": float(cumulative[c][index])}
+            for c in CONVENTIONS
         }
         segments.append({"index": index, "exit": f"exit_{index + 1}", **entry})
     manifest = {
@@ -266,7 +236,7 @@ def _write_bundle(model, bundle_dir, precision, representative_images, include_f
         "format_version": FORMAT_VERSION,
         "model_name": model.name,
         "num_exits": model.num_exits,
-        "num_classes": _num_classes(model),
+        "num_classes": model.num_classes,
         "class_names": None if class_names is None else [str(c) for c in class_names],
         "precision": precision,
         "precision_notes": PRECISION_NOTES[precision],
@@ -289,9 +259,8 @@ def _write_bundle(model, bundle_dir, precision, representative_images, include_f
     }
     if include_full:
         entry = _write_tflite(full_model(model), bundle_dir / FULL_MODEL_FILE, precision, calibration)
-        stages_total = sum(s.total for s in stage_macs)
         entry["cost_mflops"] = {
-            "honest": (stages_total + head_macs[-1].total) / 1e6,
+            "honest": sum(s.in_convention("honest") for s in stage_macs) + head_macs[-1].in_convention("honest"),
             "paper": float(cumulative["paper"][-1]),
         }
         manifest["full_model"] = entry
@@ -303,7 +272,7 @@ def _exit_distribution(model, images):
     """Exit shares of the Keras model on ``images`` (None without images)."""
     if images is None or len(images) == 0:
         return None
-    shares = model.exit_policy.predict(model, np.asarray(images, np.float32)).exit_shares
+    shares = model.exit_policy.predict(model, images).exit_shares
     return {"shares": shares.tolist(), "images": int(len(images)),
             "source": "Keras float32 ExitPolicy.predict on the representative images"}
 
@@ -319,19 +288,6 @@ def _write_tflite(keras_model, path, precision, representative_inputs):
         "inputs": inputs,
         "outputs": outputs,
     }
-
-
-def _move_into_place(staging, out_dir):
-    """``os.replace`` the finished bundle onto ``out_dir`` (an old bundle is removed after)."""
-    old = None
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        old = out_dir.with_name(f".{out_dir.name}.old-{staging.name.rsplit('-', 1)[-1]}")
-        os.replace(out_dir, old)
-    os.replace(staging, out_dir)
-    if old is not None and old.is_dir():
-        shutil.rmtree(old)
-    elif old is not None:
-        old.unlink()
 
 
 def compare_with_keras(model, bundle_dir, images, labels=None, num_threads=None):
@@ -363,58 +319,6 @@ def compare_with_keras(model, bundle_dir, images, labels=None, num_threads=None)
     return report
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m rdinet_tf.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tflite", action="store_true", required=True,
-                        help="export a TFLite segment bundle (the only format)")
-    parser.add_argument("--model", required=True, help="path of a saved .keras multi-exit model "
-                        "with calibrated thresholds")
-    parser.add_argument("--out", required=True, help="bundle directory to write")
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
-    parser.add_argument("--full", action="store_true", help="also export the full model")
-    parser.add_argument("--dataset", choices=sorted(CLASS_NAMES),
-                        help="dataset for representative images (validation split: int8 "
-                        "calibration, exit distribution), class names and the accuracy check "
-                        "(test split)")
-    parser.add_argument("--data-dir", help="local data directory for rdinet_tf.data.load")
-    parser.add_argument("--representative", type=int, default=300,
-                        help="number of validation images used as representative images "
-                        "(default 300)")
-    parser.add_argument("--eval-images", type=int, default=1000,
-                        help="test images for the TFLite-vs-Keras check (default 1000; 0 = skip)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    args = parser.parse_args(argv)
-
-    from rdinet_tf import data, files
-
-    try:
-        model = files.load_model(args.model)
-        splits = None if args.dataset is None else data.load(args.dataset, data_dir=args.data_dir)
-        manifest = export_tflite(
-            model, args.out, args.precision,
-            representative_images=None if splits is None else splits.x_val[: args.representative],
-            include_full=args.full,
-            class_names=None if splits is None else CLASS_NAMES[args.dataset],
-            overwrite=args.overwrite,
-        )
-    except (InputError, data.DataError) as error:
-        parser.exit(2, f"error: {error}\n")
-    print(f"wrote {args.out}: {len(manifest['segments'])} segments ({args.precision})")
-    for segment in manifest["segments"]:
-        print(f"  {segment['file']:<20} {segment['bytes'] / 1024:9.1f} KiB  "
-              f"{segment['cost_mflops']['honest']['cumulative']:8.3f} MFLOPs cumulative (honest)")
-    if splits is not None and args.eval_images > 0:
-        count = min(args.eval_images, len(splits.x_test))
-        report = compare_with_keras(model, args.out, splits.x_test[:count], splits.y_test[:count])
-        print(f"on {count} {args.dataset} test images: TFLite {args.precision} accuracy "
-              f"{report['tflite_accuracy']:.2%} vs Keras float32 {report['keras_accuracy']:.2%} "
-              f"(change {report['accuracy_change']:+.2%}); same exit and prediction for "
-              f"{report['same_exit_and_prediction']:.2%}")
-        print(f"  exit shares TFLite {np.round(report['tflite_exit_shares'], 3).tolist()} "
-              f"vs Keras {np.round(report['keras_exit_shares'], 3).tolist()}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def gzip_size(payload):
+    """Bytes of ``payload`` after gzip (level 9): the download size of a model file."""
+    return len(gzip.compress(payload, compresslevel=9, mtime=0))

@@ -3,8 +3,8 @@
 from keras import layers
 
 from rdinet_tf.errors import InputError
-from rdinet_tf.models.blocks import basic_block, batch_norm, classifier, conv, relu
-from rdinet_tf.models.multi_exit import chain
+from rdinet_tf.architecture.blocks import basic_block, batch_norm, classifier, conv, relu
+from rdinet_tf.architecture.network import chain
 
 GROUP_WIDTHS = (16, 32, 64)
 

@@ -1,9 +1,9 @@
-"""Prune a trained model's final exit to a cost budget: ``python -m rdinet_tf.prune``.
+"""Prune a trained model's final exit to a cost budget: ``rdinet-prune``.
 
 The matched comparison for early exit: a static (pruned) single-exit model at
 the same average cost as an RDI model::
 
-    python -m rdinet_tf.prune --model runs/mnist/single_exit/model.keras --dataset mnist \\
+    rdinet-prune --model runs/mnist/single_exit/model.keras --dataset mnist \\
         --data-dir DIR --target-mflops 6.1 --out runs/mnist/pruned
 
 ``--target-mflops X`` picks the sparsity that brings the final-exit path's cost
@@ -17,19 +17,17 @@ of the final-exit path (stages + final head, no side heads); the pruned model's
 count non-zero weights only.
 """
 
-import argparse
-import contextlib
 import dataclasses
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from rdinet_tf import attacks, data, evaluate, files, pruning
+from rdinet_tf import data, evaluate, files, models, pruning
+from rdinet_tf.adversarial import attacks
+from rdinet_tf.cli import base, common
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import predict_exit_logits
-from rdinet_tf.training import PRESETS
 
 MODEL_FILE = "model.keras"
 SUMMARY_FILE = "summary.json"
@@ -37,31 +35,29 @@ COST_NOTE = ("MFLOPs of the final-exit path (stages + final head, no side heads)
              "paper: 2^20 conv MACs; pruned model: sparse: non-zero weights only")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m rdinet_tf.prune", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="model.keras written by rdinet_tf.train")
-    parser.add_argument("--dataset", choices=sorted(data.DATASETS), default="mnist")
-    parser.add_argument("--data-dir", help="local data directory (else tfds or $RDINET_DATA_DIR)")
+def parser():
+    parser = base.ArgumentParser(prog="rdinet-prune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="model.keras written by rdinet-train")
+    common.add_data_arguments(parser, required=False, default="mnist")
     parser.add_argument("--out", required=True, help="output directory")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-mflops", type=float, help="final-exit cost to reach, in --convention")
+    target.add_argument("--target-mflops", type=base.positive_float, help="final-exit cost to reach, in --convention")
     target.add_argument("--target-sparsity", type=float, help="fraction of weights to zero, in [0, 1)")
     parser.add_argument("--convention", choices=["honest", "paper"], default="honest",
                         help="cost convention of --target-mflops (see rdinet_tf.flops)")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training split")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (momentum 0.9)")
-    parser.add_argument("--fast", action="store_true",
-                        help="fine-tune with FGSM, random start, step 1.25 eps instead of PGD")
-    parser.add_argument("--eps", type=float, help="default: the preset of the image shape (0.3 for 28x28x1)")
-    parser.add_argument("--step-size", type=float, help="PGD step size (training and evaluation)")
-    parser.add_argument("--attack-steps", type=int, help="fine-tune PGD steps (default: preset)")
-    parser.add_argument("--eval-attack-steps", type=int, help="evaluation PGD steps (default: preset)")
-    parser.add_argument("--eval-samples", type=int, default=1000, help="attack the first N test images")
+    parser.add_argument("--epochs", type=base.positive_int, default=1)
+    parser.add_argument("--steps-per-epoch", type=base.positive_int, help="default: one pass over the training split")
+    parser.add_argument("--batch-size", type=base.positive_int, default=128)
+    parser.add_argument("--lr", type=base.positive_float, default=0.01, help="SGD learning rate (momentum 0.9)")
+    common.add_attack_arguments(parser, training=True)
+    parser.add_argument("--eval-samples", type=base.positive_int, default=1000, help="attack the first N test images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    return parser().parse_args(argv)
 
 
 def run(args):
@@ -71,20 +67,16 @@ def run(args):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; pass a directory (it is created if missing)")
-    source = files.load_model(args.model)
+    source = models.load(args.model)
     pruning.check_model(source)
-    if data.DATASETS[args.dataset][0] != source.image_shape:
-        raise InputError(f"{args.model} takes {source.image_shape} images but {args.dataset} has "
-                         f"{data.DATASETS[args.dataset][0]}; pick a matching --dataset")
+    common.check_dataset_shape(source.image_shape, args.dataset, args.model)
     sparsity = (args.target_sparsity if args.target_mflops is None
                 else pruning.sparsity_for_cost(source, args.target_mflops, args.convention))
+    preset = common.preset_for(source.image_shape)
+    attack = common.training_attack(args, preset)
+    eval_attack = attacks.PGD(attack.eps, common.or_default(args.step_size, preset.step_size),
+                              common.or_default(args.eval_attack_steps, preset.eval_attack_steps))
     splits = data.load(args.dataset, data_dir=args.data_dir, seed=args.seed)
-    preset = PRESETS["smallcnn" if source.image_shape[-1] == 1 else "resnet38"]
-    eps = preset.eps if args.eps is None else args.eps
-    step_size = args.step_size or preset.step_size
-    attack = (attacks.fast_fgsm(eps) if args.fast
-              else attacks.PGD(eps, step_size, args.attack_steps or preset.train_attack_steps))
-    eval_attack = attacks.PGD(eps, step_size, args.eval_attack_steps or preset.eval_attack_steps)
 
     keras.utils.set_random_seed(args.seed)
     result = pruning.prune_final_exit(
@@ -112,7 +104,7 @@ def run(args):
         "source": rows["source"],
         "pruned": rows["pruned"],
     }
-    write_outputs(out, result.model, summary)
+    files.publish(out, {MODEL_FILE: result.model.save, SUMMARY_FILE: files.json_writer(summary)})
     print(table(rows, eval_attack, samples))
     print(f"\nwrote {out / MODEL_FILE} and {out / SUMMARY_FILE}")
     return summary
@@ -144,27 +136,7 @@ def table(rows, attack, samples):
     return "\n".join(lines)
 
 
-def write_outputs(out, model, summary):
-    """``model.keras`` and ``summary.json`` in ``out``, both or neither."""
-    created = not out.exists()
-    try:
-        files.save_model(model, out / MODEL_FILE)
-        files.write_json(out / SUMMARY_FILE, summary)
-    except BaseException:
-        (out / MODEL_FILE).unlink(missing_ok=True)
-        if created:
-            with contextlib.suppress(OSError):
-                out.rmdir()
-        raise
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    try:
-        run(args)
-    except (InputError, OSError) as error:
-        sys.exit(f"error: {error}")
-
+main = base.command(parser)(run)
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""The multi-exit model: a chain of stage sub-models with an exit head after each.
+"""The multi-exit network: a chain of stage sub-models with an exit head after each.
 
 Exit k (0-based ``exit_index`` in code, named ``exit_{k+1}``) reads the feature
 map left by stage k. The last exit is the backbone's own classifier. Because
@@ -9,7 +9,7 @@ the network is a chain of segments, code can run only the stages up to exit k
 import keras
 
 from rdinet_tf.errors import InputError
-from rdinet_tf.training import RDITrainer
+from rdinet_tf.inputs import check_images
 
 
 def exit_name(exit_index):
@@ -18,18 +18,18 @@ def exit_name(exit_index):
 
 
 @keras.saving.register_keras_serializable(package="rdinet_tf")
-class MultiExitModel(RDITrainer, keras.Model):
+class MultiExitNetwork(keras.Model):
     """A functional Keras model whose outputs are the logits of ``exit_1..exit_K``.
 
-    Trains with ``compile(defense=..., attack=...)`` and ``fit`` (see
-    :class:`rdinet_tf.training.RDITrainer`).
+    The architecture alone; :class:`rdinet_tf.training.MultiExitModel` adds the
+    adversarial ``train_step`` (what :func:`rdinet_tf.models.build` returns).
 
     Args:
         stages: K functional sub-models; stage k maps the output of stage k-1
             (stage 0 maps the image) to the feature map exit k reads.
         heads: K functional sub-models; head k maps stage k's output to logits.
-        exit_policy: optional :class:`rdinet_tf.policy.ExitPolicy` (thresholds),
-            saved and loaded with the model.
+        exit_policy: optional Keras-serializable exit policy (e.g.
+            :class:`rdinet_tf.policy.ExitPolicy`), saved and loaded with the model.
     """
 
     def __init__(self, stages, heads, exit_policy=None, **kwargs):
@@ -47,6 +47,11 @@ class MultiExitModel(RDITrainer, keras.Model):
         self.stages = list(stages)
         self.heads = list(heads)
         self.exit_policy = exit_policy
+
+    @classmethod
+    def from_network(cls, network):
+        """This class over the stages, heads and policy of another network (weights shared)."""
+        return cls(network.stages, network.heads, exit_policy=network.exit_policy, name=network.name)
 
     @property
     def num_exits(self):
@@ -76,16 +81,13 @@ class MultiExitModel(RDITrainer, keras.Model):
                 logits[k] = self.heads[k](features, training=training)
         return [logits[k] for k in exits]
 
+    @property
+    def num_classes(self):
+        return int(self.heads[-1].outputs[0].shape[-1])
+
     def check_images(self, images):
-        """Raise :class:`InputError` unless ``images`` is a batch of this model's image shape."""
-        shape = tuple(images.shape)
-        if len(shape) != 4 or shape[1:] != self.image_shape:
-            raise InputError(
-                f"{self.name} expects a batch of images of shape (N, "
-                f"{', '.join(map(str, self.image_shape))}) with values in [0, 1]; got "
-                f"shape {shape}. Resize the images or pick the model built for "
-                "this data (e.g. smallcnn for 28x28x1, resnet38 for 32x32x3)."
-            )
+        """``images`` as float32 numpy of this model's batch shape, values in [0, 1]; else :class:`InputError`."""
+        return check_images(images, self.image_shape, self.name)
 
     def get_config(self):
         return {
@@ -93,28 +95,24 @@ class MultiExitModel(RDITrainer, keras.Model):
             "trainable": self.trainable,
             "stages": [keras.saving.serialize_keras_object(s) for s in self.stages],
             "heads": [keras.saving.serialize_keras_object(h) for h in self.heads],
-            "exit_policy": (
-                None if self.exit_policy is None else self.exit_policy.get_config()
-            ),
+            "exit_policy": keras.saving.serialize_keras_object(self.exit_policy),
         }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        from rdinet_tf.policy import ExitPolicy
-
         config = dict(config)
         for key in ("stages", "heads"):
             config[key] = [
                 keras.saving.deserialize_keras_object(c, custom_objects=custom_objects)
                 for c in config[key]
             ]
-        if config.get("exit_policy") is not None:
-            config["exit_policy"] = ExitPolicy.from_config(config["exit_policy"])
+        config["exit_policy"] = keras.saving.deserialize_keras_object(
+            config.get("exit_policy"), custom_objects=custom_objects)
         return cls(**config)
 
 
 def chain(segment_builders, input_shape, name):
-    """Build a :class:`MultiExitModel` from ``[(stage_fn, head_fn), ...]``.
+    """Build a :class:`MultiExitNetwork` from ``[(stage_fn, head_fn), ...]``.
 
     Each function maps a symbolic input tensor to its output tensor; stage k's
     input shape is stage k-1's output shape.
@@ -125,7 +123,7 @@ def chain(segment_builders, input_shape, name):
         stages.append(_segment(stage_fn, shape, f"stage_{exit_index + 1}"))
         shape = tuple(stages[-1].outputs[0].shape[1:])
         heads.append(_segment(head_fn, shape, exit_name(exit_index)))
-    return MultiExitModel(stages, heads, name=name)
+    return MultiExitNetwork(stages, heads, name=name)
 
 
 def _segment(build, input_shape, name):
@@ -151,7 +149,7 @@ def attach_exits(backbone, attach_layers, head_builder, final_head=None, name=No
             the backbone's last layer alone.
 
     Returns:
-        A :class:`MultiExitModel` sharing the backbone's layers and weights.
+        A :class:`MultiExitNetwork` sharing the backbone's layers and weights.
     """
     layer_names = [layer.name for layer in backbone.layers]
     final_head = final_head or layer_names[-1]
@@ -173,7 +171,7 @@ def attach_exits(backbone, attach_layers, head_builder, final_head=None, name=No
             heads.append(keras.Model(head.inputs, head.outputs, name=exit_name(exit_index)))
         stage_input = stage_output
     heads.append(_sub_model(backbone, final_input, backbone.outputs[0], exit_name(len(cuts) - 1)))
-    return MultiExitModel(stages, heads, name=name or f"{backbone.name}_multi_exit")
+    return MultiExitNetwork(stages, heads, name=name or f"{backbone.name}_multi_exit")
 
 
 def _sub_model(backbone, inputs, outputs, name):

@@ -20,7 +20,9 @@ Objectives, by name (exits are named as the model's outputs, 1-based):
   perturbation for a whole image set.
 
 The exit objectives score each exit's logits with ``logit_loss`` (default the
-cross-entropy; :mod:`rdinet_tf.autoattack` passes DLR and margin losses).
+cross-entropy; :mod:`rdinet_tf.adversarial.autoattack` passes DLR and margin
+losses). The building blocks of every method are public: :func:`iterate` (the
+graph step loop), :func:`loss_and_gradient` and :func:`project_linf`.
 
 Everything is batched TensorFlow, usable inside ``tf.function``; attacks run
 the model in inference mode and never change its weights. The same integer
@@ -28,6 +30,7 @@ the model in inference mode and never change its weights. The same integer
 """
 
 import dataclasses
+import math
 
 import keras
 import tensorflow as tf
@@ -38,8 +41,29 @@ from rdinet_tf.policy import entropy
 OBJECTIVES = ("main", "average", "max_average", "random_average", "routing", "slowdown")
 
 
+class AttackMethod:
+    """Base of the attack methods: frozen dataclasses whose fields are their Keras config.
+
+    A method has ``perturb(loss_fn, images, labels, seed) -> adversarial images``,
+    ascending the per-sample ``loss_fn(x, labels) -> (N,)``.
+    """
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _check_eps(method, eps):
+    if not (math.isfinite(eps) and 0 <= eps <= 1):
+        raise InputError(f"{method} needs an eps in [0, 1] (pixels are in [0, 1]); got eps={eps}")
+
+
+@keras.saving.register_keras_serializable(package="rdinet_tf")
 @dataclasses.dataclass(frozen=True)
-class PGD:
+class PGD(AttackMethod):
     """L-inf projected gradient ascent; ``steps=1`` without random start is FGSM."""
 
     eps: float
@@ -49,10 +73,11 @@ class PGD:
     name: str = "pgd"
 
     def __post_init__(self):
-        if not (self.eps >= 0 and self.step_size >= 0 and self.steps >= 1):
+        _check_eps(self.name, self.eps)
+        if not (math.isfinite(self.step_size) and self.step_size >= 0 and self.steps >= 1):
             raise InputError(
-                f"{self.name} needs eps >= 0, step_size >= 0 and steps >= 1; got eps={self.eps}, "
-                f"step_size={self.step_size}, steps={self.steps}"
+                f"{self.name} needs step_size >= 0 and steps >= 1; got step_size={self.step_size}, "
+                f"steps={self.steps}"
             )
 
     def perturb(self, loss_fn, images, labels, seed):
@@ -64,10 +89,10 @@ class PGD:
             adversarial = tf.clip_by_value(images + noise, 0.0, 1.0)
 
         def step(_, x):
-            x = x + self.step_size * tf.sign(_input_gradient(loss_fn, x, labels))
-            return tf.clip_by_value(tf.clip_by_value(x, images - self.eps, images + self.eps), 0.0, 1.0)
+            x = x + self.step_size * tf.sign(loss_and_gradient(loss_fn, x, labels)[1])
+            return project_linf(x, images, self.eps)
 
-        return _iterate(step, adversarial, self.steps)
+        return iterate(step, adversarial, self.steps)
 
 
 def fgsm(eps):
@@ -80,8 +105,9 @@ def fast_fgsm(eps):
     return PGD(eps, 1.25 * eps, 1, random_start=True, name="fast_fgsm")
 
 
+@keras.saving.register_keras_serializable(package="rdinet_tf")
 @dataclasses.dataclass(frozen=True)
-class WRM:
+class WRM(AttackMethod):
     """Wasserstein robust method: ascend eps * CE - 0.5 ||x_adv - x||_2^2 with step 1/sqrt(t+2).
 
     Unconstrained in L-inf (only clipped to [0, 1]); ``eps`` weighs the loss
@@ -91,6 +117,10 @@ class WRM:
     eps: float
     steps: int = 15
     name: str = "wrm"
+
+    def __post_init__(self):
+        if not (math.isfinite(self.eps) and self.eps >= 0 and self.steps >= 1):
+            raise InputError(f"wrm needs eps >= 0 and steps >= 1; got eps={self.eps}, steps={self.steps}")
 
     def perturb(self, loss_fn, images, labels, seed):
         del seed  # deterministic: starts from the clean image
@@ -102,42 +132,27 @@ class WRM:
 
         def step(t, x):
             learning_rate = 1.0 / tf.sqrt(tf.cast(t, tf.float32) + 2.0)
-            return tf.clip_by_value(x + learning_rate * _input_gradient(lagrangian, x, labels), 0.0, 1.0)
+            return tf.clip_by_value(x + learning_rate * loss_and_gradient(lagrangian, x, labels)[1], 0.0, 1.0)
 
-        return _iterate(step, images, self.steps)
+        return iterate(step, images, self.steps)
 
 
+@keras.saving.register_keras_serializable(package="rdinet_tf")
 @dataclasses.dataclass(frozen=True)
-class RandomNoise:
+class RandomNoise(AttackMethod):
     """Uniform noise in the L-inf eps-ball: the baseline every attack must beat."""
 
     eps: float
     name: str = "random_noise"
+
+    def __post_init__(self):
+        _check_eps(self.name, self.eps)
 
     def perturb(self, loss_fn, images, labels, seed):
         del loss_fn, labels
         images = tf.convert_to_tensor(images, tf.float32)
         noise = tf.random.stateless_uniform(tf.shape(images), seed, -self.eps, self.eps)
         return tf.clip_by_value(images + noise, 0.0, 1.0)
-
-
-METHODS = {cls.__name__: cls for cls in (PGD, WRM, RandomNoise)}
-
-
-def method_config(method):
-    """A JSON-able config of an attack method (None stays None); :func:`method_from_config` inverts it."""
-    if method is None:
-        return None
-    return {"class_name": type(method).__name__, "config": dataclasses.asdict(method)}
-
-
-def method_from_config(config):
-    """The attack method a :func:`method_config` describes."""
-    if config is None:
-        return None
-    if config.get("class_name") not in METHODS:
-        raise InputError(f"unknown attack method {config.get('class_name')!r}; saved methods are {sorted(METHODS)}")
-    return METHODS[config["class_name"]](**config["config"])
 
 
 def universal_slowdown(model, images, eps, steps=100, step_size=None, batch_size=128, seed=0):
@@ -158,14 +173,14 @@ def universal_slowdown(model, images, eps, steps=100, step_size=None, batch_size
 
     def step(t, perturbation):
         batch_images = tf.gather(images, (t * batch + tf.range(batch)) % count)
-        gradient = _input_gradient(
+        _, gradient = loss_and_gradient(
             lambda delta, _: loss_fn(tf.clip_by_value(batch_images + delta, 0.0, 1.0), None), perturbation, None)
         return tf.clip_by_value(perturbation + step_size * tf.sign(gradient), -eps, eps)
 
-    return tf.function(lambda: _iterate(step, start, steps))()[0]
+    return tf.function(lambda: iterate(step, start, steps))()[0]
 
 
-def _iterate(step, state, steps):
+def iterate(step, state, steps):
     """``state = step(t, state)`` for t in 0..steps-1, as a graph loop; ``state`` may be nested.
 
     No gradient flows out.
@@ -175,17 +190,18 @@ def _iterate(step, state, steps):
     return tf.nest.map_structure(tf.stop_gradient, result)
 
 
-def _loss_and_gradient(loss_fn, images, labels):
+def project_linf(x, images, eps):
+    """``x`` projected onto the L-inf ``eps``-ball around ``images``, then onto [0, 1]."""
+    return tf.clip_by_value(tf.clip_by_value(x, images - eps, images + eps), 0.0, 1.0)
+
+
+def loss_and_gradient(loss_fn, images, labels):
     """Per-sample ``loss_fn(images, labels)`` and the gradient of its sum with respect to ``images``."""
     with tf.GradientTape() as tape:
         tape.watch(images)
         loss = loss_fn(images, labels)
         total = tf.reduce_sum(loss)
     return loss, tape.gradient(total, images)
-
-
-def _input_gradient(loss_fn, images, labels):
-    return _loss_and_gradient(loss_fn, images, labels)[1]
 
 
 def cross_entropy(labels, logits):

@@ -1,7 +1,7 @@
-"""CIFAR MobileNetV2 with 7 exits (reference spec section 4.3)."""
+"""CIFAR MobileNetV2 with 7 exits (the reference architecture)."""
 
-from rdinet_tf.models.blocks import batch_norm, classifier, conv, inverted_residual, relu
-from rdinet_tf.models.multi_exit import chain
+from rdinet_tf.architecture.blocks import batch_norm, classifier, conv, inverted_residual, relu
+from rdinet_tf.architecture.network import chain
 
 # (expansion, out channels, blocks, first stride): blocks are numbered layer2..layer18.
 CONFIG = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2),

@@ -1,10 +1,10 @@
-"""SmallCNN for MNIST with 3 exits (reference spec section 4.1)."""
+"""SmallCNN for MNIST with 3 exits (the reference architecture)."""
 
 import keras
 from keras import layers
 
-from rdinet_tf.models.blocks import DENSE_INIT, conv
-from rdinet_tf.models.multi_exit import chain
+from rdinet_tf.architecture.blocks import DENSE_INIT, conv
+from rdinet_tf.architecture.network import chain
 
 # Kaiming normal, fan-in (PyTorch's kaiming_normal_ default), the SmallCNN conv init.
 _CONV_INIT = keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")

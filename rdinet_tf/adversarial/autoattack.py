@@ -1,7 +1,7 @@
 """AutoAttack-style evaluation (Croce & Hein 2020) in TensorFlow, for multi-exit models.
 
 Attack methods with the ``perturb(loss_fn, images, labels, seed)`` interface of
-:mod:`rdinet_tf.attacks`, so each combines with every exit objective there
+:mod:`rdinet_tf.adversarial.attacks`, so each combines with every exit objective there
 (``exit_k``, ``average``, ``routing`` on the adaptive model's routed output, ...):
 
 * :class:`APGD`: auto-PGD, L-inf, with momentum 0.75, initial step 2 eps and
@@ -18,12 +18,13 @@ classifies correctly, and raises gradient-masking flags.
 import dataclasses
 import math
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from rdinet_tf import attacks
+from rdinet_tf.adversarial import attacks
+from rdinet_tf.adversarial.driver import AttackDriver
 from rdinet_tf.errors import InputError
-from rdinet_tf.policy import exit_entropies, first_confident_exit
 
 DLR_EPS = 1e-12
 FLAG_NAMES = ("square_beats_gradient", "unbounded_eps_not_zero", "more_steps_raise_accuracy")
@@ -84,8 +85,9 @@ def _per_sample(mask):
     return mask[:, None, None, None]
 
 
+@keras.saving.register_keras_serializable(package="rdinet_tf")
 @dataclasses.dataclass(frozen=True)
-class APGD:
+class APGD(attacks.AttackMethod):
     """Auto-PGD (L-inf): step 2 eps halved at checkpoints, momentum; returns the best point.
 
     At checkpoint w_j a sample's step is halved, and it restarts from its best
@@ -103,7 +105,7 @@ class APGD:
     name: str = "apgd"
 
     def __post_init__(self):
-        if not (self.eps >= 0 and self.steps >= 1):
+        if not (math.isfinite(self.eps) and self.eps >= 0 and self.steps >= 1):
             raise InputError(f"{self.name} needs eps >= 0 and steps >= 1; got eps={self.eps}, steps={self.steps}")
 
     def perturb(self, loss_fn, images, labels, seed):
@@ -111,13 +113,13 @@ class APGD:
         images = tf.convert_to_tensor(images, tf.float32)
 
         def project(x):
-            return tf.clip_by_value(tf.clip_by_value(x, images - self.eps, images + self.eps), 0.0, 1.0)
+            return attacks.project_linf(x, images, self.eps)
 
         start = images
         if self.random_start:
             noise = tf.random.stateless_uniform(tf.shape(images), seed, -1.0, 1.0)
             start = project(images + self.eps * noise / tf.reduce_max(tf.abs(noise), [1, 2, 3], keepdims=True))
-        loss, gradient = attacks._loss_and_gradient(loss_fn, start, labels)
+        loss, gradient = attacks.loss_and_gradient(loss_fn, start, labels)
         marks = checkpoints(self.steps)
         lengths = dict(zip(marks, np.diff([0, *marks])))
         interval = tf.constant([float(lengths.get(t + 1, 0)) for t in range(self.steps)])  # 0: no checkpoint
@@ -133,7 +135,7 @@ class APGD:
             towards = project(s["x"] + _per_sample(s["step_size"]) * tf.sign(s["gradient"]))
             weight = tf.where(t > 0, self.momentum, 1.0)
             x = project(s["x"] + weight * (towards - s["x"]) + (1.0 - weight) * (s["x"] - s["previous"]))
-            loss, gradient = attacks._loss_and_gradient(loss_fn, x, labels)
+            loss, gradient = attacks.loss_and_gradient(loss_fn, x, labels)
             successes = s["successes"] + tf.cast(loss > s["loss"], tf.float32)
             improved = loss > s["best_loss"]
             best = tf.where(_per_sample(improved), x, s["best"])
@@ -153,7 +155,7 @@ class APGD:
                 "halved_at_check": tf.where(check, halve, s["halved_at_check"]),
             }
 
-        return attacks._iterate(step, state, self.steps)["best"]
+        return attacks.iterate(step, state, self.steps)["best"]
 
 
 def square_fraction(iteration, queries, p_init=0.8):
@@ -164,8 +166,9 @@ def square_fraction(iteration, queries, p_init=0.8):
     return p_init / 2**halvings
 
 
+@keras.saving.register_keras_serializable(package="rdinet_tf")
 @dataclasses.dataclass(frozen=True)
-class Square:
+class Square(attacks.AttackMethod):
     """Square attack (L-inf, score-based): random squares set to x +- eps, kept when the loss rises.
 
     Starts from vertical stripes of +-eps; each of ``queries`` iterations
@@ -216,7 +219,7 @@ class Square:
             improved = loss > best_loss
             return tf.where(_per_sample(improved), candidate, best), tf.where(improved, loss, best_loss)
 
-        return attacks._iterate(step, (best, loss_fn(best, labels)), self.queries)[0]
+        return attacks.iterate(step, (best, loss_fn(best, labels)), self.queries)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,6 +307,45 @@ def _suite_function(model, method, objective, policy, logit_loss, targeted):
     return run
 
 
+def _suite_plan(settings):
+    """``(name, method, logit loss, targeted)`` of each suite attack, in the standard order."""
+    return [("apgd-ce", APGD(settings.eps, settings.steps), attacks.cross_entropy, False),
+            ("apgd-dlr", APGD(settings.eps, settings.steps), dlr_loss, False),
+            ("apgd-t", APGD(settings.eps, settings.steps), None, True),
+            ("square", Square(settings.eps, settings.queries), margin_loss, False)]
+
+
+def _attack_survivors(driver, run, images, labels, robust, target_ranks):
+    """Attack the samples still ``robust`` with ``run`` once per target rank; update ``robust`` in place."""
+    for target_rank in target_ranks:
+        indices = np.flatnonzero(robust)
+        if indices.size:
+            adversarial = driver.attack(lambda x, y, seed: run(x, y, tf.constant(target_rank), seed),
+                                        images[indices], labels[indices])
+            robust[indices] = driver.still_correct(adversarial, labels[indices])
+
+
+def _masking_checks(driver, images, labels, clean_correct, settings, square_extra):
+    """The numbers behind the gradient-masking flags (shares of the checked clean-correct samples)."""
+    chosen = clean_correct[:settings.check_samples]
+
+    def accuracy(method):
+        """Share of the checked samples that APGD-CE on ``routing`` leaves correct."""
+        if not chosen.size:
+            return 0.0
+        run = _suite_function(driver.model, method, "routing", driver.policy, attacks.cross_entropy, False)
+        adversarial = driver.attack(lambda x, y, seed: run(x, y, tf.constant(0), seed),
+                                    images[chosen], labels[chosen])
+        return float(driver.still_correct(adversarial, labels[chosen]).mean())
+
+    return {
+        "square_extra": square_extra,
+        "unbounded_accuracy": accuracy(APGD(1.0, settings.steps, random_start=False)),
+        "fewer_steps_accuracy": accuracy(APGD(settings.eps, max(settings.steps // 4, 1))),
+        "more_steps_accuracy": accuracy(APGD(settings.eps, settings.steps)),
+    }
+
+
 def evaluate(model, images, labels, settings, policy=None, objectives=None, batch_size=256, seed=0):
     """Run the AutoAttack-style suite against the adaptive ``model`` -> :class:`AutoAttackResult`.
 
@@ -315,80 +357,26 @@ def evaluate(model, images, labels, settings, policy=None, objectives=None, batc
     from the clean image with eps = 1; APGD-CE with a quarter of the steps)
     and Square's extra successes give the gradient-masking flags.
     """
-    policy = policy or model.exit_policy
-    if policy is None:
-        raise InputError("the AutoAttack suite attacks the adaptive model: pass policy=ExitPolicy(...) "
-                         "or set model.exit_policy")
-    images = np.asarray(images, np.float32)
+    driver = AttackDriver(model, policy or model.exit_policy, batch_size, seed)
+    images = model.check_images(images)
     labels = np.asarray(labels).reshape(-1)
-    model.check_images(images)
     objectives = objectives or ["routing", *[f"exit_{k + 1}" for k in range(model.num_exits)], "average"]
     for objective in objectives:
-        attacks.check_objective(objective, model.num_exits, policy)
-    logits_fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    def still_correct(batch_images, batch_labels):
-        correct = []
-        for start in range(0, len(batch_labels), batch_size):
-            logits = logits_fn(tf.constant(batch_images[start:start + batch_size]))
-            routed = first_confident_exit(exit_entropies(logits), policy.thresholds).numpy()
-            stacked = np.stack([np.asarray(z) for z in logits], axis=1)
-            correct.append(stacked[np.arange(len(routed)), routed].argmax(-1) == batch_labels[start:start + batch_size])
-        return np.concatenate(correct) if correct else np.zeros(0, bool)
-
-    def attack(run, indices, target_rank=0):
-        """Adversarial images for ``images[indices]``, in batches."""
-        adversarial = np.empty((len(indices), *images.shape[1:]), np.float32)
-        for i, start in enumerate(range(0, len(indices), batch_size)):
-            chosen = indices[start:start + batch_size]
-            adversarial[start:start + batch_size] = run(
-                tf.constant(images[chosen]), tf.constant(labels[chosen]), tf.constant(target_rank),
-                tf.constant(seed + i))
-        return adversarial
-
-    compiled = {}
-
-    def suite_function(method, objective, logit_loss, targeted=False):
-        key = (method, objective, logit_loss, targeted)
-        if key not in compiled:
-            compiled[key] = _suite_function(model, method, objective, policy, logit_loss, targeted)
-        return compiled[key]
-
-    def survivors_after(method, objective, indices):
-        return still_correct(attack(suite_function(method, objective, attacks.cross_entropy), indices),
-                             labels[indices])
-
-    robust = still_correct(images, labels)
+        attacks.check_objective(objective, model.num_exits, driver.policy)
+    robust = driver.still_correct(images, labels)
     clean_correct = np.flatnonzero(robust)
     num_targets = min(settings.num_targets, int(model.outputs[-1].shape[-1]) - 1)
-    plan = [("apgd-ce", APGD(settings.eps, settings.steps), attacks.cross_entropy, False),
-            ("apgd-dlr", APGD(settings.eps, settings.steps), dlr_loss, False),
-            ("apgd-t", APGD(settings.eps, settings.steps), None, True),
-            ("square", Square(settings.eps, settings.queries), margin_loss, False)]
-    runs, correct_before = [], {}
-    for name, method, logit_loss, targeted in plan:
-        correct_before[name] = int(robust.sum())
+    runs, correct_before_square = [], 0
+    for name, method, logit_loss, targeted in _suite_plan(settings):
+        correct_before_square = int(robust.sum())
         for objective in objectives:
             attacked = int(robust.sum())
-            run = suite_function(method, objective, logit_loss, targeted)
-            for target_rank in range(1, num_targets + 1) if targeted else [0]:
-                indices = np.flatnonzero(robust)
-                if indices.size:
-                    robust[indices] = still_correct(attack(run, indices, target_rank), labels[indices])
+            run = _suite_function(model, method, objective, driver.policy, logit_loss, targeted)
+            _attack_survivors(driver, run, images, labels, robust,
+                              range(1, num_targets + 1) if targeted else [0])
             runs.append(SuiteRun(name, objective, attacked, float(robust.mean())))
-
-    check_indices = clean_correct[:settings.check_samples]
-
-    def check_accuracy(method):
-        """Share of the checked clean-correct samples that APGD-CE on ``routing`` leaves correct."""
-        return float(survivors_after(method, "routing", check_indices).mean()) if check_indices.size else 0.0
-
-    checks = {
-        "square_extra": (correct_before["square"] - int(robust.sum())) / max(clean_correct.size, 1),
-        "unbounded_accuracy": check_accuracy(APGD(1.0, settings.steps, random_start=False)),
-        "fewer_steps_accuracy": check_accuracy(APGD(settings.eps, max(settings.steps // 4, 1))),
-        "more_steps_accuracy": check_accuracy(APGD(settings.eps, settings.steps)),
-    }
+    square_extra = (correct_before_square - int(robust.sum())) / max(clean_correct.size, 1)
+    checks = _masking_checks(driver, images, labels, clean_correct, settings, square_extra)
     return AutoAttackResult(
         settings=dataclasses.asdict(settings), num_samples=len(labels),
         clean_accuracy=clean_correct.size / max(len(labels), 1), robust_accuracy=float(robust.mean()),

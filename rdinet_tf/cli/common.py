@@ -1,0 +1,74 @@
+"""What the Keras-side command lines share: data and attack arguments, presets, attacks, shape checks."""
+
+from rdinet_tf import data
+from rdinet_tf.adversarial import attacks
+from rdinet_tf.cli.base import non_negative_float, positive_int
+from rdinet_tf.errors import InputError
+from rdinet_tf.training import PRESETS
+
+
+def add_data_arguments(parser, required=True, default=None, help="dataset (digits is embedded: no download)"):
+    """``--dataset`` and ``--data-dir``."""
+    parser.add_argument("--dataset", choices=sorted(data.DATASETS), required=required, default=default, help=help)
+    parser.add_argument("--data-dir", help=f"local data directory (else ${data.DATA_DIR_ENV} or tfds)")
+
+
+def add_attack_arguments(parser, training):
+    """``--eps``, ``--step-size`` and the attack steps; ``training`` adds ``--fast`` and the eval steps."""
+    parser.add_argument("--eps", type=non_negative_float, help="L-inf radius (default: the model's preset)")
+    parser.add_argument("--step-size", type=non_negative_float, help="PGD step size (default: preset)")
+    parser.add_argument("--attack-steps", type=positive_int,
+                        help=("training" if training else "evaluation") + " PGD steps (default: preset)")
+    if training:
+        parser.add_argument("--fast", action="store_true",
+                            help="train with FGSM, random start, step 1.25 eps instead of PGD (CPU budget)")
+        parser.add_argument("--eval-attack-steps", type=positive_int, help="evaluation PGD steps (default: preset)")
+
+
+def or_default(value, default):
+    """``value`` unless it was not given (None); 0 is a value, never replaced."""
+    return default if value is None else value
+
+
+def preset_for(image_shape, name=None):
+    """The preset named ``name``, or the reference model's preset for ``image_shape``."""
+    if name is not None:
+        return PRESETS[name]
+    return PRESETS["smallcnn" if tuple(image_shape)[-1] == 1 else "resnet38"]
+
+
+def training_attack(args, preset):
+    """The training attack: fast FGSM with ``--fast``, else PGD with the preset's settings."""
+    eps = or_default(args.eps, preset.eps)
+    if args.fast:
+        return attacks.fast_fgsm(eps)
+    return attacks.PGD(eps, or_default(args.step_size, preset.step_size),
+                       or_default(args.attack_steps, preset.train_attack_steps))
+
+
+def evaluation_attacks(names, eps, step_size, steps):
+    """Attack methods by command-line name (comma-separated): pgd, fgsm, wrm, noise."""
+    makers = {
+        "pgd": lambda: attacks.PGD(eps, step_size, steps),
+        "fgsm": lambda: attacks.fgsm(eps),
+        "wrm": lambda: attacks.WRM(eps, steps),
+        "noise": lambda: attacks.RandomNoise(eps),
+    }
+    names = [n for n in names.split(",") if n]
+    unknown = [n for n in names if n not in makers]
+    if unknown or not names:
+        raise InputError(f"unknown attack {unknown[0] if unknown else names!r}; choose from {sorted(makers)} "
+                         "(comma-separated)")
+    return [makers[n]() for n in names]
+
+
+def objectives(text):
+    """Comma-separated attack objectives, or None for the default set."""
+    return None if text is None else [o for o in text.split(",") if o]
+
+
+def check_dataset_shape(image_shape, dataset, owner):
+    """One clear error when ``dataset``'s images do not have the shape ``owner`` takes."""
+    if data.DATASETS[dataset][0] != tuple(image_shape):
+        raise InputError(f"{owner} takes {tuple(image_shape)} images but {dataset} has "
+                         f"{data.DATASETS[dataset][0]}; pick a matching --dataset")

@@ -1,0 +1,58 @@
+"""Robustness report of a trained model: ``rdinet-evaluate --model run/model.keras --dataset mnist``.
+
+Prints TA, ATA per attack and objective, cost and exit shares of the adaptive
+model (see :mod:`rdinet_tf.evaluate`) and writes the report as JSON with ``--out``.
+"""
+
+from pathlib import Path
+
+from rdinet_tf import data, evaluate, files, models
+from rdinet_tf.adversarial.autoattack import AutoAttack
+from rdinet_tf.cli import base, common
+from rdinet_tf.training import PRESETS
+
+
+def parser():
+    parser = base.ArgumentParser(prog="rdinet-evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a .keras file written by rdinet-train")
+    common.add_data_arguments(parser)
+    parser.add_argument("--attacks", default="pgd", help="comma-separated: pgd,fgsm,wrm,noise")
+    common.add_attack_arguments(parser, training=False)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="attack defaults from this model preset (default: from the image shape)")
+    parser.add_argument("--objectives", help="comma-separated attack objectives (default: every exit, "
+                        "average, max_average, routing)")
+    parser.add_argument("--samples", type=base.positive_int, help="evaluate the first N test images "
+                        "(default: all)")
+    parser.add_argument("--batch-size", type=base.positive_int, default=256)
+    parser.add_argument("--autoattack", action="store_true",
+                        help="also run the AutoAttack-style suite (APGD-CE, APGD-DLR, APGD-T, Square)")
+    parser.add_argument("--autoattack-steps", type=base.positive_int, default=100, help="APGD iterations")
+    parser.add_argument("--autoattack-queries", type=base.positive_int, default=5000, help="Square iterations")
+    parser.add_argument("--autoattack-targets", type=base.positive_int, default=9, help="APGD-T target classes")
+    parser.add_argument("--out", help="write the report as JSON here")
+    return parser
+
+
+@base.command(parser)
+def main(args):
+    model = models.load(args.model)
+    common.check_dataset_shape(model.image_shape, args.dataset, args.model)
+    preset = common.preset_for(model.image_shape, args.preset)
+    eps = common.or_default(args.eps, preset.eps)
+    methods = common.evaluation_attacks(args.attacks, eps, common.or_default(args.step_size, preset.step_size),
+                                        common.or_default(args.attack_steps, preset.eval_attack_steps))
+    suite = (AutoAttack(eps, args.autoattack_steps, args.autoattack_queries, args.autoattack_targets)
+             if args.autoattack else None)
+    splits = data.load(args.dataset, data_dir=args.data_dir)
+    report = evaluate.evaluate_splits(model, splits, methods, args.samples, args.batch_size,
+                                      objectives=common.objectives(args.objectives), autoattack=suite)
+    print(report.table())
+    if args.out:
+        out = Path(args.out)
+        files.publish(out.parent, {out.name: files.json_writer(report.to_dict())})
+        print(f"report written to {out}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

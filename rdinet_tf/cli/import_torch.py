@@ -1,0 +1,39 @@
+"""Import a reference PyTorch checkpoint: ``rdinet-import-torch --checkpoint C --model resnet38 --out m.keras``.
+
+Needs the optional torch dependency (``pip install "rdinet_tf[torch]"``); see
+:mod:`rdinet_tf.import_torch` for what is checked.
+"""
+
+from pathlib import Path
+
+from rdinet_tf import files
+from rdinet_tf.cli import base
+from rdinet_tf.errors import InputError
+from rdinet_tf.import_torch import REFERENCE_NAMES, load_torch_checkpoint
+
+
+def parser():
+    parser = base.ArgumentParser(prog="rdinet-import-torch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="PyTorch checkpoint (.pth / .pth.tar)")
+    parser.add_argument("--model", required=True, choices=sorted(REFERENCE_NAMES))
+    parser.add_argument("--out", required=True, help="output .keras file")
+    return parser
+
+
+@base.command(parser)
+def main(args):
+    out = Path(args.out)
+    if out.suffix != ".keras":
+        raise InputError(f"--out must name a .keras file; got {args.out!r}")
+    if not out.resolve().parent.is_dir():
+        raise InputError(f"the directory of --out {args.out!r} does not exist; create it first")
+    try:
+        model = load_torch_checkpoint(args.checkpoint, args.model)
+    except ImportError as error:
+        raise InputError(f"{error}; install torch with pip install \"rdinet_tf[torch]\"") from error
+    files.publish(out.parent, {out.name: model.save})
+    print(f"wrote {out} ({args.model}, {model.num_exits} exits)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""Train an RDI-Net: ``rdinet-train --model smallcnn --dataset mnist --defense max_average``.
+
+Trains with the model's reference recipe (every part overridable),
+calibrates the exit thresholds on the held-out validation split, evaluates TA
+/ ATA / MFLOPs on the test split, and writes ``model.keras`` (with its
+thresholds) and ``summary.json`` into ``--out``, together. An interrupted run
+started again with the same ``--out`` resumes from its last finished epoch.
+"""
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import keras
+
+from rdinet_tf import data, evaluate, files, flops, models
+from rdinet_tf.accounting import CONVENTIONS
+from rdinet_tf.adversarial import attacks
+from rdinet_tf.cli import base, common
+from rdinet_tf.errors import InputError
+from rdinet_tf.policy import ExitPolicy
+from rdinet_tf.training import DEFENSES, PRESETS, preset_optimizer
+
+MODEL_FILE = "model.keras"
+SUMMARY_FILE = "summary.json"
+
+
+def parser():
+    parser = base.ArgumentParser(prog="rdinet-train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=sorted(PRESETS), default="smallcnn")
+    common.add_data_arguments(parser, required=False, help="default: the model's preset dataset (mnist or cifar10)")
+    parser.add_argument("--defense", choices=DEFENSES, default="max_average")
+    parser.add_argument("--epochs", type=base.positive_int,
+                        help="default: the preset's iterations (full paper schedule)")
+    parser.add_argument("--steps-per-epoch", type=base.positive_int,
+                        help="default: one pass over the training split")
+    parser.add_argument("--batch-size", type=base.positive_int)
+    parser.add_argument("--lr", type=base.positive_float, help="base learning rate (default: preset)")
+    common.add_attack_arguments(parser, training=True)
+    parser.add_argument("--slowdown-weight", type=base.non_negative_float, default=0.0,
+                        help="weight of the slowdown defense term: side-exit CE on slowdown examples "
+                        "made with the training attack (default 0: off)")
+    parser.add_argument("--slowdown-attack-steps", type=base.positive_int,
+                        help="make the slowdown examples with PGD of this many steps (step 2.5 eps / steps) "
+                        "instead of the training attack")
+    parser.add_argument("--eval-attacks", default="pgd", help="comma-separated: pgd,fgsm,wrm,noise")
+    parser.add_argument("--eval-objectives", help="comma-separated attack objectives "
+                        "(default: every exit, average, max_average, routing)")
+    parser.add_argument("--eval-samples", type=base.positive_int, help="attack the first N test images "
+                        "(default: all)")
+    parser.add_argument("--exit-weights", help="comma-separated loss weight per exit (default all 1); "
+                        "e.g. 0,0,1 trains a single-exit baseline")
+    parser.add_argument("--calibration", default="equal_share", choices=["equal_share", "none"],
+                        help="thresholds from the validation split; none: no early exit (all thresholds 0)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/rdinet", help="output directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def parse_args(argv=None):
+    return parser().parse_args(argv)
+
+
+def _exit_weights(text):
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise InputError(f"--exit-weights must be comma-separated numbers, one per exit; got {text!r}") from None
+
+
+def run(args, callbacks=()):
+    """Train, calibrate, evaluate and save as ``args`` says; returns the run summary."""
+    preset = PRESETS[args.model]
+    dataset = args.dataset or preset.dataset
+    common.check_dataset_shape(models.INPUT_SHAPES[args.model], dataset, f"--model {args.model}")
+    if args.slowdown_attack_steps is not None and not args.slowdown_weight > 0:
+        raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
+                         "give it together with --slowdown-weight > 0")
+    exit_weights = _exit_weights(args.exit_weights)
+    attack = common.training_attack(args, preset)
+    eps, step_size = attack.eps, common.or_default(args.step_size, preset.step_size)
+    eval_attacks = common.evaluation_attacks(args.eval_attacks, eps, step_size,
+                                             common.or_default(args.eval_attack_steps, preset.eval_attack_steps))
+    slowdown_attack = (None if args.slowdown_attack_steps is None else
+                       attacks.PGD(eps, 2.5 * eps / args.slowdown_attack_steps, args.slowdown_attack_steps))
+    keras.utils.set_random_seed(args.seed)
+    splits = data.load(dataset, data_dir=args.data_dir, seed=args.seed)
+    batch_size = common.or_default(args.batch_size, preset.batch_size)
+    steps_per_epoch = common.or_default(args.steps_per_epoch, math.ceil(len(splits.x_train) / batch_size))
+    epochs = common.or_default(args.epochs, math.ceil(preset.iterations / steps_per_epoch))
+
+    model = models.build(args.model, num_classes=splits.num_classes)
+    model.compile(optimizer=preset_optimizer(preset, epochs * steps_per_epoch, args.lr),
+                  defense=args.defense, attack=attack, exit_weights=exit_weights, seed=args.seed,
+                  slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack)
+    train_data = data.make_dataset(splits.x_train, splits.y_train, batch_size, shuffle=True,
+                                   augment=preset.augment and dataset == "cifar10", seed=args.seed).repeat()
+    out = Path(args.out)
+    started = time.time()
+    history = model.fit(
+        train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
+        validation_data=data.make_dataset(splits.x_val, splits.y_val, 256),
+        callbacks=[keras.callbacks.BackupAndRestore(str(out / "backup")), *callbacks],
+        verbose=0 if args.quiet else "auto",
+    )
+    train_seconds = time.time() - started
+
+    model.exit_policy = (ExitPolicy([0.0] * (model.num_exits - 1)) if args.calibration == "none"
+                         else ExitPolicy.calibrate(model, splits.x_val, method=args.calibration))
+    report = evaluate.evaluate_splits(model, splits, eval_attacks, args.eval_samples, seed=args.seed,
+                                      objectives=common.objectives(args.eval_objectives), progress=not args.quiet)
+    clean = model.exit_policy.predict(model, splits.x_test)
+    summary = {
+        "args": vars(args),
+        "dataset": {"name": dataset, "source": splits.source, "train": len(splits.x_train),
+                    "validation": len(splits.x_val), "test": len(splits.x_test)},
+        "attack": dataclasses.asdict(attack),
+        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
+        "train_seconds": round(train_seconds, 1),
+        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "exit_costs": {c: flops.exit_costs(model, c).tolist() for c in CONVENTIONS},
+        "thresholds": model.exit_policy.thresholds.tolist(),
+        "test_clean": {"samples": len(splits.x_test), "accuracy": clean.accuracy(splits.y_test),
+                       "mflops": clean.mean_cost, "exit_shares": clean.exit_shares.tolist(),
+                       "paper_mflops": float(flops.exit_costs(model, "paper")[clean.exits].mean())},
+        "report": report.to_dict(),
+    }
+    files.publish(out, {MODEL_FILE: model.save, SUMMARY_FILE: files.json_writer(summary)})
+    print(flops.cost_table(model, report.clean.exit_shares))
+    print()
+    print(report.table())
+    print(f"\nwrote {out / MODEL_FILE} and {out / SUMMARY_FILE}")
+    return summary
+
+
+main = base.command(parser)(run)
+
+if __name__ == "__main__":
+    raise SystemExit(main())
