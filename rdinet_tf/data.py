@@ -370,11 +370,30 @@ def _read_cifar_batches(folder, names):
     return arrays, f"cifar-python: {folder} ({', '.join(train_names)}, test_batch)"
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what an official CIFAR-10 batch holds: dicts, lists, bytes, numbers and numpy arrays.
+
+    (``_codecs.encode`` rebuilds bytes pickled with protocol 2.) Any other global, such as a function a
+    crafted file would call, is refused before it runs.
+    """
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+               ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch holds only "
+                                         "dicts, lists, bytes and numpy arrays")
+        return super().find_class(module, name)
+
+
 def _read_cifar_batch(path):
-    """One pickled CIFAR-10 batch -> (uint8 NHWC images, labels). Only open trusted files."""
+    """One pickled CIFAR-10 batch -> (uint8 NHWC images, labels), read with :class:`_CifarUnpickler`."""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _CifarUnpickler(f, encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"])
         images = data.reshape(len(data), 3, 32, 32).transpose(0, 2, 3, 1)  # CHW rows -> HWC

@@ -162,7 +162,10 @@ class ExitPolicy:
 
 def check_thresholds(thresholds):
     """Thresholds as a float array; one clear error for NaN, negative or non-1-D values."""
-    values = np.asarray(thresholds, dtype=np.float64)
+    try:
+        values = np.asarray(thresholds, dtype=np.float64)
+    except (TypeError, ValueError):
+        values = np.zeros(0)
     if values.ndim != 1 or values.size == 0:
         raise InputError(
             "thresholds must be a non-empty list with one entropy threshold per side exit "

@@ -256,8 +256,14 @@ def objective_loss(model, objective, policy=None, seed=(0, 0), logit_loss=cross_
 
 
 def generate(model, images, labels, attack, objective, policy=None, seed=0, logit_loss=cross_entropy):
-    """Adversarial images for ``model`` by ``attack`` with an exit ``objective`` (see module doc)."""
+    """Adversarial images for ``model`` by ``attack`` with an exit ``objective`` (see module doc).
+
+    Called eagerly, ``images`` are checked (shape, float pixels in [0, 1]); inside a graph they are
+    tensors the caller checked where they entered.
+    """
     exit_index = check_objective(objective, model.num_exits, policy)
+    if tf.executing_eagerly():
+        images = model.check_images(images)
     seed = tf.cast(seed, tf.int32)
     if objective != "max_average":
         # The attack on exit k starts like max-average's k-th candidate (same seed), so a

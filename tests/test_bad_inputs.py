@@ -1,0 +1,110 @@
+"""Bad inputs replayed through the command lines and the API: one clear error, nothing left behind."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from rdinet_tf import data, models
+from rdinet_tf.adversarial import attacks
+from rdinet_tf.cli import evaluate, train
+from rdinet_tf.errors import InputError
+from rdinet_tf.policy import ExitPolicy
+
+TRAIN = ["--dataset", "digits", "--fast", "--epochs", "1", "--steps-per-epoch", "1", "--quiet"]
+
+CLI_CASES = [
+    (train.main, ["--epochs", "0"], "argument --epochs: must be >= 1; got 0"),
+    (train.main, ["--epochs", "-1"], "argument --epochs: must be >= 1; got -1"),
+    (train.main, ["--batch-size", "0"], "argument --batch-size: must be >= 1"),
+    (train.main, ["--steps-per-epoch", "0"], "argument --steps-per-epoch: must be >= 1"),
+    (train.main, ["--attack-steps", "0"], "argument --attack-steps: must be >= 1"),
+    (train.main, ["--batch-size", "-1"], "argument --batch-size: must be >= 1"),
+    (train.main, ["--lr", "0"], "argument --lr: must be > 0"),
+    (train.main, ["--eps", "nan"], "argument --eps: must be >= 0"),
+    (train.main, ["--eps", "5"], "eps in \\[0, 1\\]"),
+    (train.main, ["--exit-weights", "a,b,c"], "--exit-weights must be comma-separated numbers"),
+    (train.main, ["--eval-attacks", "pgdd"], "unknown attack 'pgdd'"),
+    (train.main, ["--model", "resnet38"], "takes \\(32, 32, 3\\) images"),
+    (train.main, ["--slowdown-attack-steps", "3"], "give it together with --slowdown-weight"),
+    (evaluate.main, ["--samples", "-350"], "argument --samples: must be >= 1"),
+    (evaluate.main, ["--samples", "ten"], "argument --samples: 'ten' is not an integer"),
+]
+
+
+@pytest.mark.parametrize("main, extra, message", CLI_CASES, ids=lambda c: " ".join(c) if isinstance(c, list) else "")
+def test_command_line_errors_are_one_line_with_exit_code_2(main, extra, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ([*TRAIN, "--out", str(out)] if main is train.main
+            else ["--model", str(tmp_path / "missing.keras"), "--dataset", "digits"]) + extra
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert __import__("re").search(message, lines[0]), lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: attacks.PGD(1.5, 0.1, 10), lambda: attacks.PGD(float("inf"), 0.1, 10),
+    lambda: attacks.PGD(0.3, 0.01, 0), lambda: attacks.WRM(0.3, steps=0), lambda: attacks.RandomNoise(-0.3),
+    lambda: ExitPolicy(["a"]), lambda: ExitPolicy([float("nan")]),
+])
+def test_bad_attack_and_policy_settings_are_refused(make):
+    with pytest.raises(InputError):
+        make()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return models.build("smallcnn")
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.full((4, 28, 28, 1), 255, np.uint8), "float32 pixels"),
+    (np.full((4, 28, 28, 1), 255.0, np.float32), "pixels must be in \\[0, 1\\]"),
+    (np.full((4, 28, 28, 1), np.nan, np.float32), "NaN"),
+    (np.zeros((4, 32, 32, 3), np.float32), "shape"),
+])
+def test_images_are_checked_where_they_enter(model, images, message):
+    entries = [lambda: ExitPolicy.calibrate(model, images), lambda: ExitPolicy([0.1, 0.1]).predict(model, images),
+               lambda: attacks.generate(model, images, np.zeros(4, np.int32), attacks.fgsm(0.1), "average")]
+    if message != "shape":  # make_dataset takes any image shape
+        entries.append(lambda: data.make_dataset(images, np.zeros(4, np.int32), 2))
+    for enter in entries:
+        with pytest.raises(InputError, match=message):
+            enter()
+
+
+@pytest.mark.parametrize("labels, message", [(np.array([0.5, 1, 2, 3]), "integer class indices"),
+                                             (np.array([0, 1, 2, -1]), "class indices"),
+                                             (np.array([0, 1]), "expected 4 labels")])
+def test_labels_are_checked(labels, message):
+    with pytest.raises(InputError, match=message):
+        data.make_dataset(np.zeros((4, 28, 28, 1), np.float32), labels, 2)
+    with pytest.raises(InputError, match="batch_size must be 1 or more"):
+        data.make_dataset(np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.int32), 0)
+
+
+def test_a_malicious_cifar_batch_is_refused_before_its_payload_runs(tmp_path):
+    marker = tmp_path / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    official = {b"batch_label": b"training batch 1 of 5", b"labels": [3, 5],
+                b"data": np.arange(2 * 3072).astype(np.uint8).reshape(2, 3072), b"filenames": [b"a.png", b"b.png"]}
+    for protocol in (2, pickle.HIGHEST_PROTOCOL):  # the official files are protocol 2
+        (folder / "data_batch_1").write_bytes(pickle.dumps(official, protocol=protocol))
+        images, labels = data._read_cifar_batch(folder / "data_batch_1")
+        assert images.shape == (2, 32, 32, 3) and labels.tolist() == [3, 5]
+        assert images[0, 0, 0].tolist() == [0, 1024 % 256, 2048 % 256]  # CHW rows -> HWC
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Payload(), b"labels": [0]}))
+    with pytest.raises(data.DataError, match="refused to load posix.system"):
+        data.load("cifar10", data_dir=tmp_path, source="local")
+    assert not marker.exists()
