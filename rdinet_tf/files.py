@@ -2,7 +2,8 @@
 
 Every file is written to a temporary name beside its destination and renamed
 into place only when complete; :func:`publish` does so for all outputs of a
-run at once. Files get ordinary permissions (0666 minus the umask, 0644 by
+run at once. Temporaries a killed run left behind are removed by the next
+write to the same place. Files get ordinary permissions (0666 minus the umask, 0644 by
 default), not the 0600 of :func:`tempfile.mkstemp`.
 """
 
@@ -22,8 +23,18 @@ def _umask():
     return mask
 
 
+def _remove_stale(folder, pattern):
+    """Remove what an earlier, killed run left under the temporary names ``pattern``."""
+    for stale in Path(folder).glob(pattern) if Path(folder).is_dir() else []:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 def _temporary_beside(path):
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path.parent, f".{path.stem}.*{path.suffix}")
     fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     os.chmod(temporary, 0o666 & ~_umask())
@@ -88,6 +99,8 @@ def staged_directory(out_dir, overwrite=False):
         raise InputError(f"{out_dir} already exists and is not an empty directory; choose another "
                          "--out or pass --overwrite (overwrite=True)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out_dir.parent, f".{out_dir.name}.tmp-*")
+    _remove_stale(out_dir.parent, f".{out_dir.name}.old-*")
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     os.chmod(staging, 0o777 & ~_umask())
     try:

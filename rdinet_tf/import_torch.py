@@ -187,6 +187,9 @@ def load_state_dict(model, state_dict, model_name):
                         f"checkpoint tensor {key!r} has shape {tensor.shape}, expected "
                         f"{torch_shape} for layer {layer.name!r} of {model_name}"
                     )
+                if not np.isfinite(tensor).all():
+                    raise InputError(f"checkpoint tensor {key!r} holds NaN or infinite values: the checkpoint "
+                                     "is corrupt or from a diverged training; use another checkpoint")
                 values.append(convert(tensor).astype(variable.dtype))
             remaining.pop(f"{module}.num_batches_tracked", None)
             assignments.append((layer, values))

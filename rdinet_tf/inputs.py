@@ -1,4 +1,4 @@
-"""Checks of images and labels where they enter the library (numpy only).
+"""Checks of images, labels and exit thresholds where they enter the library (numpy only).
 
 One implementation for the Keras side and the device runtime: images are
 NHWC floats in [0, 1] with no other preprocessing; labels are integer class
@@ -59,3 +59,21 @@ def check_labels(labels, count, num_classes=None):
         wanted = "non-negative" if num_classes is None else f"in [0, {num_classes - 1}]"
         raise InputError(f"labels must be class indices {wanted}; got values in [{labels.min():g}, {labels.max():g}]")
     return labels.astype(np.int32)
+
+
+def check_thresholds(thresholds):
+    """Thresholds as a float array; one clear error for NaN, negative or non-1-D values."""
+    try:
+        values = np.asarray(thresholds, dtype=np.float64)
+    except (TypeError, ValueError):
+        values = np.zeros(0)
+    if values.ndim != 1 or values.size == 0:
+        raise InputError(
+            "thresholds must be a non-empty list with one entropy threshold per side exit "
+            f"(K-1 values for K exits); got {thresholds!r}"
+        )
+    if np.isnan(values).any() or (values < 0).any():
+        raise InputError(
+            f"thresholds must be non-negative entropies (0 = never leave at that exit); got {thresholds!r}"
+        )
+    return values

@@ -13,6 +13,7 @@ from keras import ops
 from rdinet_tf import flops
 from rdinet_tf.accounting import exit_shares
 from rdinet_tf.errors import InputError
+from rdinet_tf.inputs import check_thresholds
 
 ENTROPY_EPS = 1e-5
 # Smallest calibrated threshold: 0 means "exit disabled", so calibration never returns it.
@@ -158,24 +159,6 @@ class ExitPolicy:
                 "(with shares=[...]) or 'target_cost' (with target_cost=MFLOPs)"
             )
         return cls(thresholds)
-
-
-def check_thresholds(thresholds):
-    """Thresholds as a float array; one clear error for NaN, negative or non-1-D values."""
-    try:
-        values = np.asarray(thresholds, dtype=np.float64)
-    except (TypeError, ValueError):
-        values = np.zeros(0)
-    if values.ndim != 1 or values.size == 0:
-        raise InputError(
-            "thresholds must be a non-empty list with one entropy threshold per side exit "
-            f"(K-1 values for K exits); got {thresholds!r}"
-        )
-    if np.isnan(values).any() or (values < 0).any():
-        raise InputError(
-            f"thresholds must be non-negative entropies (0 = never leave at that exit); got {thresholds!r}"
-        )
-    return values
 
 
 def predict_exit_logits(model, images, batch_size=256):

@@ -18,7 +18,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from rdinet_tf.accounting import exit_shares
 from rdinet_tf.errors import InputError
-from rdinet_tf.inputs import check_images
+from rdinet_tf.inputs import check_images, check_thresholds
 
 FORMAT = "rdinet_tflite_bundle"
 FORMAT_VERSION = 1
@@ -83,6 +83,9 @@ class Segment:
 
     def __init__(self, bundle_dir, entry, num_threads):
         self.file = entry.get("file", "?")
+        if not isinstance(self.file, str) or Path(self.file).name != self.file or self.file in ("", ".", ".."):
+            raise InputError(f"the manifest of {bundle_dir} names the segment file {self.file!r}: bundle files "
+                             f"are plain names inside the bundle directory; {_EXPORT_HINT}")
         path = Path(bundle_dir) / self.file
         if not path.is_file():
             raise InputError(f"{path} listed in the manifest is missing; {_EXPORT_HINT}")
@@ -149,7 +152,10 @@ class EarlyExitRunner:
     def __init__(self, bundle_dir, num_threads=None):
         self.bundle_dir = Path(bundle_dir)
         self.manifest = load_manifest(bundle_dir)
-        self.thresholds = np.asarray(self.manifest["thresholds"], np.float32)
+        try:
+            self.thresholds = check_thresholds(self.manifest["thresholds"]).astype(np.float32)
+        except InputError as error:
+            raise InputError(f"{bundle_dir}/{MANIFEST}: {error}; {_EXPORT_HINT}") from error
         self.num_exits = int(self.manifest["num_exits"])
         entries = self.manifest["segments"]
         if not (len(entries) == self.num_exits == len(self.thresholds) + 1):
