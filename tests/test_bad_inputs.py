@@ -108,3 +108,68 @@ def test_a_malicious_cifar_batch_is_refused_before_its_payload_runs(tmp_path):
     with pytest.raises(data.DataError, match="refused to load posix.system"):
         data.load("cifar10", data_dir=tmp_path, source="local")
     assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    from rdinet_tf.export import export_tflite
+
+    network = models.build("smallcnn")
+    network.exit_policy = ExitPolicy([0.5, 0.5])
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    export_tflite(network, out)
+    return out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(thresholds=[float("nan"), 0.5]), "thresholds must be non-negative"),
+    (lambda m: m.update(thresholds=[-1.0, 0.5]), "thresholds must be non-negative"),
+    (lambda m: (m["segments"][0].update(file="../../other/segment_1.tflite"),
+                m.update(segment_order=[s["file"] for s in m["segments"]])), "plain names inside the bundle"),
+])
+def test_the_runtime_refuses_a_tampered_manifest(bundle_dir, tmp_path, edit, message):
+    import json
+    import shutil
+
+    from rdinet_tf.runtime import EarlyExitRunner
+
+    copy = tmp_path / "edited"
+    shutil.copytree(bundle_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=message):
+        EarlyExitRunner(copy)
+
+
+def test_a_killed_export_leaves_nothing_the_next_one_keeps(bundle_dir, tmp_path):
+    from rdinet_tf import files
+
+    (tmp_path / ".bundle.tmp-killed").mkdir()
+    (tmp_path / ".summary.killed.json").write_text("")
+    with files.staged_directory(tmp_path / "bundle") as staging:
+        (staging / "manifest.json").write_text("{}")
+    files.write_json(tmp_path / "summary.json", {"ok": True})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "summary.json"]
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_the_importer_refuses_nan_weights():
+    from rdinet_tf.import_torch import load_state_dict
+
+    pytest.importorskip("torch")
+    from torch_reference import REFERENCE_MODELS
+
+    state = {k: v.numpy() for k, v in REFERENCE_MODELS["smallcnn"]().state_dict().items()}
+    state["fc3.weight"] = np.full_like(state["fc3.weight"], np.nan)
+    model = models.build("smallcnn")
+    before = [np.array(w) for w in model.get_weights()]
+    with pytest.raises(InputError, match="'fc3.weight' holds NaN"):
+        load_state_dict(model, state, "smallcnn")
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
