@@ -3,27 +3,24 @@
 Trains with the model's reference recipe (every part overridable),
 calibrates the exit thresholds on the held-out validation split, evaluates TA
 / ATA / MFLOPs on the test split, and writes ``model.keras`` (with its
-thresholds) and ``summary.json`` into ``--out``, together. An interrupted run
-started again with the same ``--out`` resumes from its last finished epoch.
+thresholds) and ``summary.json`` into ``--out``, together. A run killed at
+any point and started again with the same arguments resumes where it was
+(see :mod:`rdinet_tf.cli.run_directory`).
 """
 
 import dataclasses
 import math
-import time
-from pathlib import Path
 
 import keras
 
-from rdinet_tf import data, evaluate, files, flops, models
+from rdinet_tf import data, evaluate, flops, models
 from rdinet_tf.accounting import CONVENTIONS
 from rdinet_tf.adversarial import attacks
 from rdinet_tf.cli import base, common
+from rdinet_tf.cli.run_directory import MODEL_FILE, SUMMARY_FILE, RunDirectory
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import ExitPolicy
 from rdinet_tf.training import DEFENSES, PRESETS, preset_optimizer
-
-MODEL_FILE = "model.keras"
-SUMMARY_FILE = "summary.json"
 
 
 def parser():
@@ -55,6 +52,9 @@ def parser():
                         help="thresholds from the validation split; none: no early exit (all thresholds 0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/rdinet", help="output directory")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard an unfinished run in --out (its backup and progress) and train anew")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -87,27 +87,25 @@ def run(args, callbacks=()):
                                              common.or_default(args.eval_attack_steps, preset.eval_attack_steps))
     slowdown_attack = (None if args.slowdown_attack_steps is None else
                        attacks.PGD(eps, 2.5 * eps / args.slowdown_attack_steps, args.slowdown_attack_steps))
+    run_directory = RunDirectory(args.out, args, overwrite=args.overwrite, restart=args.restart)
     keras.utils.set_random_seed(args.seed)
     splits = data.load(dataset, data_dir=args.data_dir, seed=args.seed)
     batch_size = common.or_default(args.batch_size, preset.batch_size)
     steps_per_epoch = common.or_default(args.steps_per_epoch, math.ceil(len(splits.x_train) / batch_size))
     epochs = common.or_default(args.epochs, math.ceil(preset.iterations / steps_per_epoch))
-
-    model = models.build(args.model, num_classes=splits.num_classes)
-    model.compile(optimizer=preset_optimizer(preset, epochs * steps_per_epoch, args.lr),
-                  defense=args.defense, attack=attack, exit_weights=exit_weights, seed=args.seed,
-                  slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack)
-    train_data = data.make_dataset(splits.x_train, splits.y_train, batch_size, shuffle=True,
-                                   augment=preset.augment and dataset == "cifar10", seed=args.seed).repeat()
-    out = Path(args.out)
-    started = time.time()
-    history = model.fit(
-        train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
-        validation_data=data.make_dataset(splits.x_val, splits.y_val, 256),
-        callbacks=[keras.callbacks.BackupAndRestore(str(out / "backup")), *callbacks],
-        verbose=0 if args.quiet else "auto",
-    )
-    train_seconds = time.time() - started
+    model = run_directory.trained_model()
+    if model is None:
+        model = models.build(args.model, num_classes=splits.num_classes)
+        model.compile(optimizer=preset_optimizer(preset, epochs * steps_per_epoch, args.lr),
+                      defense=args.defense, attack=attack, exit_weights=exit_weights, seed=args.seed,
+                      slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack)
+        train_data = data.make_dataset(splits.x_train, splits.y_train, batch_size, shuffle=True,
+                                       augment=preset.augment and dataset == "cifar10", seed=args.seed).repeat()
+        model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
+                  validation_data=data.make_dataset(splits.x_val, splits.y_val, 256),
+                  callbacks=[*run_directory.callbacks(), *callbacks], verbose=0 if args.quiet else "auto")
+        run_directory.save_trained(model)
+    history, train_seconds = run_directory.history()
 
     model.exit_policy = (ExitPolicy([0.0] * (model.num_exits - 1)) if args.calibration == "none"
                          else ExitPolicy.calibrate(model, splits.x_val, method=args.calibration))
@@ -121,7 +119,7 @@ def run(args, callbacks=()):
         "attack": dataclasses.asdict(attack),
         "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
         "train_seconds": round(train_seconds, 1),
-        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "history": history,
         "exit_costs": {c: flops.exit_costs(model, c).tolist() for c in CONVENTIONS},
         "thresholds": model.exit_policy.thresholds.tolist(),
         "test_clean": {"samples": len(splits.x_test), "accuracy": clean.accuracy(splits.y_test),
@@ -129,11 +127,11 @@ def run(args, callbacks=()):
                        "paper_mflops": float(flops.exit_costs(model, "paper")[clean.exits].mean())},
         "report": report.to_dict(),
     }
-    files.publish(out, {MODEL_FILE: model.save, SUMMARY_FILE: files.json_writer(summary)})
+    run_directory.finish(model, summary)
     print(flops.cost_table(model, report.clean.exit_shares))
     print()
     print(report.table())
-    print(f"\nwrote {out / MODEL_FILE} and {out / SUMMARY_FILE}")
+    print(f"\nwrote {run_directory.out / MODEL_FILE} and {run_directory.out / SUMMARY_FILE}")
     return summary
 
 

@@ -1,0 +1,135 @@
+"""The output directory of a training run, made to survive a kill at any point.
+
+Layout of ``--out`` while a run is under way, and what a rerun does with it:
+
+* ``backup/``: Keras's ``BackupAndRestore`` state during ``fit`` (a rerun
+  resumes from the last finished epoch);
+* ``progress.json``: the arguments and every finished epoch's metrics and
+  seconds, so the summary of a resumed run covers all its epochs;
+* ``trained.keras``: the model once ``fit`` has finished (a rerun calibrates,
+  evaluates and writes the outputs from it instead of training again);
+* ``model.keras`` + ``summary.json``: the finished run, written together;
+  the files above are then removed. A finished run is replaced only with
+  ``--overwrite``; ``--restart`` discards an unfinished one.
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import h5py
+import keras
+
+from rdinet_tf import files
+from rdinet_tf.errors import InputError
+
+MODEL_FILE = "model.keras"
+SUMMARY_FILE = "summary.json"
+TRAINED_FILE = "trained.keras"
+PROGRESS_FILE = "progress.json"
+BACKUP_DIR = "backup"
+# Arguments that do not change what is trained: a rerun may differ in them.
+_NOT_TRAINING = {"out", "quiet", "overwrite", "restart", "eval_attacks", "eval_objectives", "eval_samples",
+                 "eval_attack_steps", "calibration"}
+
+
+class RunDirectory:
+    """The state of a training run in ``out``; see the module doc."""
+
+    def __init__(self, out, args, overwrite=False, restart=False):
+        self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"--out {self.out} is a file; pass a directory (it is created if missing)")
+        self.training_args = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_TRAINING}
+        finished = (self.out / MODEL_FILE).exists() or (self.out / SUMMARY_FILE).exists()
+        if finished and not overwrite:
+            raise InputError(f"{self.out} already holds a finished run ({MODEL_FILE}, {SUMMARY_FILE}); pass "
+                             "--overwrite to replace it or choose another --out")
+        if overwrite or restart:
+            self._discard_unfinished()
+        self.epochs = self._resumable_progress()
+        self._check_backup()
+
+    @property
+    def backup(self):
+        return self.out / BACKUP_DIR
+
+    def trained_model(self):
+        """The model saved when ``fit`` finished in an earlier run, or None."""
+        path = self.out / TRAINED_FILE
+        if not path.is_file():
+            return None
+        try:
+            return keras.models.load_model(path)
+        except (OSError, ValueError, KeyError) as error:
+            raise InputError(f"{path} (the model of a finished fit) cannot be read ({error}): delete it, or "
+                             "pass --restart to train again") from error
+
+    def save_trained(self, model):
+        files.publish(self.out, {TRAINED_FILE: model.save})
+        shutil.rmtree(self.backup, ignore_errors=True)
+
+    def callbacks(self):
+        """``BackupAndRestore`` and the callback that records each finished epoch."""
+        return [keras.callbacks.BackupAndRestore(str(self.backup), double_checkpoint=True),
+                _EpochRecorder(self)]
+
+    def record_epoch(self, epoch, logs, seconds):
+        self.epochs[str(epoch)] = {"logs": {k: float(v) for k, v in (logs or {}).items()}, "seconds": seconds}
+        files.write_json(self.out / PROGRESS_FILE, {"args": self.training_args, "epochs": self.epochs})
+
+    def history(self):
+        """``(metric -> value per epoch, seconds of training)`` over every recorded epoch, in order."""
+        ordered = [self.epochs[k] for k in sorted(self.epochs, key=int)]
+        names = sorted({name for epoch in ordered for name in epoch["logs"]})
+        return ({name: [epoch["logs"].get(name, float("nan")) for epoch in ordered] for name in names},
+                sum(epoch["seconds"] for epoch in ordered))
+
+    def finish(self, model, summary):
+        """Write ``model.keras`` and ``summary.json`` together, then remove the run's working files."""
+        files.publish(self.out, {MODEL_FILE: model.save, SUMMARY_FILE: files.json_writer(summary)})
+        self._discard_unfinished()
+
+    def _discard_unfinished(self):
+        shutil.rmtree(self.backup, ignore_errors=True)
+        for name in (TRAINED_FILE, PROGRESS_FILE):
+            (self.out / name).unlink(missing_ok=True)
+
+    def _resumable_progress(self):
+        path = self.out / PROGRESS_FILE
+        if not path.is_file():
+            return {}
+        try:
+            progress = json.loads(path.read_text())
+            args, epochs = progress["args"], dict(progress["epochs"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{path} is corrupt ({error}): pass --restart to train again") from error
+        if args != json.loads(json.dumps(self.training_args)):
+            changed = sorted(k for k in set(args) | set(self.training_args) if args.get(k) != self.training_args.get(k))
+            raise InputError(f"{self.out} holds an unfinished run with other arguments ({', '.join(changed)}); "
+                             "rerun with the same arguments to resume it, pass --restart to discard it, or "
+                             "choose another --out")
+        return epochs
+
+    def _check_backup(self):
+        for path in sorted(self.backup.glob("*.weights.h5")) if self.backup.is_dir() else []:
+            try:
+                h5py.File(path, "r").close()
+            except OSError as error:
+                raise InputError(f"the training backup {path} is corrupt ({error}): delete {self.backup}, or "
+                                 "pass --restart to train again") from error
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    """Records each finished epoch's metrics and seconds in the run directory."""
+
+    def __init__(self, run_directory):
+        super().__init__()
+        self.run_directory = run_directory
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.run_directory.record_epoch(epoch, logs, round(time.time() - self._started, 2))
