@@ -295,7 +295,47 @@ def learning_rate_schedule(preset, total_steps, learning_rate=None):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
+@keras.saving.register_keras_serializable(package="rdinet_tf")
+class ReferenceSGD(keras.optimizers.Optimizer):
+    """SGD with momentum and L2 weight decay exactly as ``torch.optim.SGD(lr, momentum, weight_decay=wd)``.
+
+    Each step ``g = grad + wd * w``, ``buf = momentum * buf + g``, ``w -= lr * buf``:
+    the decay goes through the momentum (about ten times stronger at momentum
+    0.9 than Keras's decoupled ``weight_decay``), and a learning-rate drop
+    scales the whole buffer at once (Keras's ``SGD`` keeps the old rate in its
+    momentum). ``weight_decay`` here is that L2 term, applied to every
+    trainable variable as the reference does; pass ``keras.optimizers.SGD``
+    yourself for Keras's decoupled decay.
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.9, weight_decay=0.0, name="reference_sgd", **kwargs):
+        kwargs.pop("weight_decay", None)
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if not (0 <= momentum < 1 and weight_decay >= 0):
+            raise InputError(f"ReferenceSGD needs 0 <= momentum < 1 and weight_decay >= 0; got momentum={momentum}, "
+                             f"weight_decay={weight_decay}")
+        self.momentum, self.l2_decay = float(momentum), float(weight_decay)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = self.add_optimizer_variables(variables, "momentum")
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = keras.ops.cast(learning_rate, variable.dtype)
+        gradient = keras.ops.cast(gradient, variable.dtype) + self.l2_decay * variable
+        buffer = self.momentums[self._get_variable_index(variable)]
+        self.assign(buffer, buffer * self.momentum + gradient)
+        self.assign_sub(variable, learning_rate * buffer)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(momentum=self.momentum, weight_decay=self.l2_decay)
+        return config
+
+
 def preset_optimizer(preset, total_steps, learning_rate=None):
-    """SGD with momentum 0.9 and the preset's weight decay and step schedule."""
-    return keras.optimizers.SGD(learning_rate_schedule(preset, total_steps, learning_rate),
-                                momentum=0.9, weight_decay=preset.weight_decay)
+    """The reference optimizer: :class:`ReferenceSGD`, momentum 0.9, the preset's weight decay and step schedule."""
+    return ReferenceSGD(learning_rate_schedule(preset, total_steps, learning_rate), momentum=0.9,
+                        weight_decay=preset.weight_decay)
