@@ -2,7 +2,7 @@
 
 Clean TA and MFLOPs are recomputed from each ``model.keras`` on all test
 images (with the current cost accounting); ATA comes from the run's attacked
-report: ``report.json`` (``python -m rdinet_tf.evaluate ... --out``) if present,
+report: ``report.json`` (``python -m rdinet_tf.cli.evaluate ... --out``, i.e. ``rdinet-evaluate``) if present,
 else the one in ``summary.json``.
 
 Usage: python benchmarks/mnist_table.py runs/mnist [--data-dir ../shared/data]
@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rdinet_tf import data, files, flops
+from rdinet_tf import data, flops, models
 
 RUNS = [("single-exit SmallCNN (PGD on exit 3 only)", "single_exit"),
         ("RDI-SmallCNN, defense main", "rdi_main"),
@@ -41,7 +41,7 @@ def main():
         run = Path(args.root) / name
         if not (run / "model.keras").exists():
             continue
-        model = files.load_model(run / "model.keras")
+        model = models.load(run / "model.keras")
         clean = model.exit_policy.predict(model, splits.x_test)
         paper = flops.exit_costs(model, "paper", thresholds=model.exit_policy.thresholds)[clean.exits].mean()
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}

@@ -24,7 +24,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from rdinet_tf import data, files, flops, pruning  # noqa: E402
+from rdinet_tf import data, export, flops, models, pruning  # noqa: E402
 from rdinet_tf.export import export_tflite  # noqa: E402
 from rdinet_tf.runtime import EarlyExitRunner  # noqa: E402
 
@@ -34,7 +34,7 @@ class FinalExit:
 
     def __init__(self, flatbuffer, mflops):
         self.mflops = mflops
-        self.size = f"{len(flatbuffer)} / {pruning.gzip_size(flatbuffer)}"
+        self.size = f"{len(flatbuffer)} / {export.gzip_size(flatbuffer)}"
         self.interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]["index"]
@@ -59,7 +59,7 @@ class EarlyExit:
         self.runner = EarlyExitRunner(bundle_dir, num_threads=1)
         self.costs = flops.exit_costs(model)
         self.size = f"{sum(p.stat().st_size for p in bundle_dir.glob('*.tflite'))} / " + str(
-            sum(pruning.gzip_size(p.read_bytes()) for p in bundle_dir.glob("*.tflite")))
+            sum(export.gzip_size(p.read_bytes()) for p in bundle_dir.glob("*.tflite")))
         self.sparse_tensors = 0
 
     def __call__(self, image):
@@ -70,7 +70,7 @@ class EarlyExit:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dense", required=True, help="single-exit model.keras")
-    parser.add_argument("--pruned", required=True, help="model.keras written by python -m rdinet_tf.prune")
+    parser.add_argument("--pruned", required=True, help="model.keras written by rdinet-prune (python -m rdinet_tf.cli.prune)")
     parser.add_argument("--rdi", help="RDI model.keras (with thresholds): also time its early exit")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--data-dir", help="directory with mnist.npz (e.g. ../shared/data)")
@@ -79,17 +79,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     splits = data.load(args.dataset, data_dir=args.data_dir)
     images, labels = splits.x_test[:args.images], splits.y_test[:args.images]
-    dense, pruned = files.load_model(args.dense), files.load_model(args.pruned)
+    dense, pruned = models.load(args.dense), models.load(args.pruned)
     sparse_cost = pruning.final_exit_cost(pruned, sparse=True)
     variants = {
-        "dense final exit": FinalExit(pruning.final_exit_tflite(dense), pruning.final_exit_cost(dense)),
-        "pruned, dense storage": FinalExit(pruning.final_exit_tflite(pruned), sparse_cost),
-        "pruned, EXPERIMENTAL_SPARSITY": FinalExit(pruning.final_exit_tflite(pruned, sparse_encoding=True),
-                                                   sparse_cost),
+        "dense final exit": FinalExit(export.convert(export.full_model(dense)), pruning.final_exit_cost(dense)),
+        "pruned, dense storage": FinalExit(export.convert(export.full_model(pruned)), sparse_cost),
+        "pruned, EXPERIMENTAL_SPARSITY": FinalExit(
+            export.convert(export.full_model(pruned), sparse_encoding=True), sparse_cost),
     }
     with tempfile.TemporaryDirectory() as work:
         if args.rdi:
-            variants["RDI early exit (segment chain)"] = EarlyExit(files.load_model(args.rdi), Path(work) / "rdi")
+            variants["RDI early exit (segment chain)"] = EarlyExit(models.load(args.rdi), Path(work) / "rdi")
         for image in images[:args.warmup]:
             for run in variants.values():
                 run(image[None])

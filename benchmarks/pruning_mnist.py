@@ -2,9 +2,9 @@
 
 Reads the runs of benchmarks/mnist_rdi.sh (``RUNS/single_exit`` and
 ``RUNS/rdi_max_average``: ``model.keras`` + ``summary.json``, and the RDI
-model's ``report.json`` from ``rdinet_tf.evaluate`` if there is one), prunes the
+model's ``report.json`` from ``rdinet-evaluate`` if there is one), prunes the
 defended single-exit model to the RDI model's average honest cost with
-``python -m rdinet_tf.prune`` (fast adversarial fine-tune), and prints the
+``rdinet-prune`` (:mod:`rdinet_tf.cli.prune`, fast adversarial fine-tune), and prints the
 side-by-side table: TA, worst-case ATA, MFLOPs in both conventions, model size.
 
     python benchmarks/pruning_mnist.py --data-dir ../shared/data [--runs runs/mnist]
@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from rdinet_tf import files, prune, pruning  # noqa: E402
+from rdinet_tf import export, models  # noqa: E402
+from rdinet_tf.cli import prune  # noqa: E402
 from rdinet_tf.errors import InputError  # noqa: E402
 from rdinet_tf.export import export_tflite  # noqa: E402
 from mnist_table import attacked_report  # noqa: E402  (beside this script)
@@ -44,11 +45,11 @@ def segments_gzip_bytes(model):
     """gzip-compressed bytes of the model's float32 TFLite early-exit segments, summed."""
     with tempfile.TemporaryDirectory() as work:
         export_tflite(model, Path(work) / "bundle")
-        return sum(pruning.gzip_size(path.read_bytes()) for path in (Path(work) / "bundle").glob("*.tflite"))
+        return sum(export.gzip_size(path.read_bytes()) for path in (Path(work) / "bundle").glob("*.tflite"))
 
 
 def prune_run(args, source, out, target):
-    """``python -m rdinet_tf.prune`` from ``source`` into ``out`` (skipped with --reuse when done)."""
+    """``rdinet-prune`` from ``source`` into ``out`` (skipped with --reuse when done)."""
     if not (args.reuse and (out / "summary.json").is_file()):
         prune.run(prune.parse_args([
             "--model", str(source), "--dataset", args.dataset,
@@ -76,22 +77,22 @@ def main(argv=None):
     rdi_path, rdi = read_run(runs / "rdi_max_average")
     pruned_path, pruned = prune_run(args, single_path, runs / "pruned_single_exit",
                                     ["--target-mflops", str(rdi["test_clean"]["mflops"])])
-    rows = [("defended single-exit SmallCNN", pruned["source"], files.load_model(single_path), False)]
+    rows = [("defended single-exit SmallCNN", pruned["source"], models.load(single_path), False)]
     if args.control:
         control_path, control = prune_run(args, single_path, runs / "finetuned_single_exit",
                                           ["--target-sparsity", "0"])
-        rows.append(("same + the same fine-tune, unpruned", control["pruned"], files.load_model(control_path),
+        rows.append(("same + the same fine-tune, unpruned", control["pruned"], models.load(control_path),
                      False))
     rows.append((f"same, pruned to {pruned['sparsity']:.1%} sparsity", pruned["pruned"],
-                 files.load_model(pruned_path), True))
+                 models.load(pruned_path), True))
     print(f"| model | TA (test split) | worst-case ATA ({pruned['ata_samples']} images, PGD-40) "
           "| MFLOPs (honest) | MFLOPs (paper) | .keras (bytes) | .tflite gzip (bytes) |")
     print("|" + "---|" * 7)
     for name, row, model, sparse_encoding in rows:
-        tflite_bytes = pruning.gzip_size(pruning.final_exit_tflite(model, sparse_encoding))
+        tflite_bytes = export.gzip_size(export.convert(export.full_model(model), sparse_encoding=sparse_encoding))
         print(f"| {name} | {row['accuracy']:.2%} | {row['ata']:.2%} | {row['mflops']:.3f} | "
               f"{row['paper_mflops']:.3f} | {keras_bytes(model)} | {tflite_bytes} |")
-    rdi_model, clean = files.load_model(rdi_path), rdi["test_clean"]
+    rdi_model, clean = models.load(rdi_path), rdi["test_clean"]
     rdi_report = attacked_report(runs / "rdi_max_average")
     print(f"| RDI-SmallCNN (max_average) | {clean['accuracy']:.2%} | {rdi_report['worst_case_ata']:.2%} "
           f"({rdi_report['num_samples']} images) | "

@@ -26,12 +26,14 @@ import numpy as np
 
 from tqdm.auto import tqdm
 
-from rdinet_tf import attacks, flops
+from rdinet_tf import flops
+from rdinet_tf.accounting import expected_cost
+from rdinet_tf.adversarial import attacks
 from rdinet_tf.import_torch import load_torch_checkpoint
 from rdinet_tf.policy import ExitPolicy, exit_entropies, predict_exit_logits, thresholds_for_counts
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-# The reference's hand adjustments of T1..T5 for the ResNet-38 max-average model (spec section 2).
+# The reference's hand adjustments of T1..T5 for the ResNet-38 max-average model (from the authors' code).
 REFERENCE_ADJUSTMENT = (0.15, 0.2, 0.25, 0.05, 0.05, 0.0)
 
 
@@ -45,7 +47,7 @@ def load_cifar(data_dir):
 
 def reference_policies(test_logits, num_test):
     """The reference's test-set calibration, raw and with its hand adjustments."""
-    entropies = exit_entropies(test_logits).numpy()
+    entropies = np.asarray(exit_entropies(test_logits))
     num_exits = len(test_logits)
     calibrated = thresholds_for_counts(entropies, [num_test // num_exits] * (num_exits - 1))
     adjusted = np.maximum(calibrated - np.array(REFERENCE_ADJUSTMENT), 0.0)
@@ -70,10 +72,10 @@ def input_sets(model, x_test, y_test, args, policy):
 
 def policy_row(policy, logits, labels, costs):
     """Adaptive accuracy, exit shares and average paper / honest MFLOPs of ``policy``."""
-    routed, exits = policy.route(logits)
-    shares = np.bincount(exits.numpy(), minlength=len(logits)) / len(labels)
-    accuracy = float(np.mean(routed.numpy().argmax(-1) == labels))
-    return accuracy, shares, *(flops.expected_cost(c, shares) for c in costs)
+    routed, exits = (np.asarray(t) for t in policy.route(logits))
+    shares = np.bincount(exits, minlength=len(logits)) / len(labels)
+    accuracy = float(np.mean(routed.argmax(-1) == labels))
+    return accuracy, shares, *(expected_cost(c, shares) for c in costs)
 
 
 def main(argv=None):

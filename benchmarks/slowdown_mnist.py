@@ -1,4 +1,4 @@
-"""Slowdown attack and defense on real MNIST (issue 8): savings kept under attack, with and without the defense.
+"""Slowdown attack and defense on real MNIST: savings kept under attack, with and without the defense.
 
 Trains RDI-SmallCNN once per slowdown weight on one small CPU budget (1 epoch
 of fast adversarial training, batch 128), evaluates on the first test images
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rdinet_tf import attacks, data, evaluate, files, flops, train
+from rdinet_tf import data, evaluate, files, flops, models
+from rdinet_tf.adversarial import attacks
+from rdinet_tf.cli import train
 
 
 def train_args(data_dir, out, weight, defense, eval_samples, slowdown_steps):
@@ -30,9 +32,10 @@ def train_args(data_dir, out, weight, defense, eval_samples, slowdown_steps):
 
 def universal_cost(run_dir, data_dir, eps, samples):
     """Cost of the first test images under a universal slowdown perturbation trained on the validation split."""
-    model = files.load_model(run_dir / "model.keras")
+    model = models.load(run_dir / "model.keras")
     splits = data.load("mnist", data_dir=data_dir)
-    perturbation = attacks.universal_slowdown(model, splits.x_val[:2048], eps, steps=100, seed=0).numpy()
+    perturbation = attacks.universal_slowdown(model, splits.x_val[:2048], eps, steps=100, seed=0)
+    perturbation = np.asarray(perturbation)
     images = np.clip(splits.x_test[:samples] + perturbation, 0.0, 1.0)
     result = model.exit_policy.predict(model, images)
     return {"mflops": result.mean_cost, "accuracy": result.accuracy(splits.y_test[:samples]),

@@ -22,7 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rdinet_tf import attacks, models
+from rdinet_tf import models
+from rdinet_tf.adversarial import attacks
 from rdinet_tf.models import MultiExitModel
 from rdinet_tf.training import PRESETS
 
@@ -54,7 +55,7 @@ def step_seconds(model, images, labels, steps):
 def attack_seconds(model, images, labels, attack, objective, repeats):
     """Median seconds of ``repeats`` compiled attacks after one warm-up (seed a tensor: no retracing)."""
     run = attacks.attack_function(model, attack, objective)
-    return median_seconds(lambda seed: run(images, labels, tf.constant(seed)).numpy(), repeats)
+    return median_seconds(lambda seed: np.asarray(run(images, labels, tf.constant(seed))), repeats)
 
 
 def attack_table(names, batch_size, repeats):
@@ -65,7 +66,7 @@ def attack_table(names, batch_size, repeats):
     rng = np.random.default_rng(0)
     for name in names:
         preset = PRESETS[name]
-        images = tf.constant(rng.random((batch_size, *models.MODELS[name][1]), dtype=np.float32))
+        images = tf.constant(rng.random((batch_size, *models.INPUT_SHAPES[name]), dtype=np.float32))
         labels = tf.constant(rng.integers(0, 10, batch_size))
         attack = attacks.PGD(preset.eps, preset.step_size, 10)
         base = models.build(name)
@@ -93,7 +94,7 @@ def main():
     rng = np.random.default_rng(0)
     for name in args.models.split(","):
         preset = PRESETS[name]
-        shape = models.MODELS[name][1]
+        shape = models.INPUT_SHAPES[name]
         images = rng.random((args.batch_size, *shape), dtype=np.float32)
         labels = rng.integers(0, 10, args.batch_size)
         attack = attacks.PGD(preset.eps, preset.step_size, 10)

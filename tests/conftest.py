@@ -1,4 +1,8 @@
-"""Shared fixtures: small deterministic models and images (CPU, no network)."""
+"""Shared fixtures: small deterministic models and images (CPU, no network).
+
+Every model here is built or trained once per session and shared; a test
+that changes a shared model (its policy, a monkeypatched stage) restores it.
+"""
 
 import keras
 import numpy as np
@@ -30,15 +34,50 @@ def cifar_like():
 
 @pytest.fixture(scope="session")
 def digits():
+    """The embedded digits (28x28x1, no download), split 0."""
     return data.load("digits")
 
 
-def train_on_digits(splits, epochs):
-    """A SmallCNN trained briefly (clean) on the embedded digits, with a calibrated policy."""
-    keras.utils.set_random_seed(0)
-    model = models.build("smallcnn")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), defense="none")
-    model.fit(data.make_dataset(splits.x_train, splits.y_train, 64, shuffle=True, seed=0),
-              epochs=epochs, verbose=0)
-    model.exit_policy = ExitPolicy.calibrate(model, splits.x_val)
+@pytest.fixture(scope="session")
+def train_digits(digits):
+    """``train_digits(defense="none", attack=None)``: a SmallCNN trained briefly on the embedded digits
+    (Adam 1e-3, batch 64, 4 epochs, seed 0); each setting is trained once per session and shared."""
+    trained = {}
+
+    def train(defense="none", attack=None):
+        key = (defense, None if defense == "none" else attack)
+        if key not in trained:
+            keras.utils.set_random_seed(0)
+            model = models.build("smallcnn")
+            model.compile(optimizer=keras.optimizers.Adam(1e-3), defense=defense, attack=key[1])
+            model.fit(data.make_dataset(digits.x_train, digits.y_train, 64, shuffle=True, seed=0),
+                      epochs=4, verbose=0)
+            trained[key] = model
+        return trained[key]
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def digits_model(train_digits, digits):
+    """The clean digits SmallCNN, with a policy calibrated on the validation split."""
+    model = train_digits("none")
+    model.exit_policy = ExitPolicy.calibrate(model, digits.x_val)
     return model
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(main, argv)``: run a command line expecting its error convention (exit code 2, one line
+    ``error: <message>`` on stderr, no traceback); returns the message."""
+
+    def run(main, argv):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, err
+        assert err.endswith("\n") and err.count("\n") == 1 and err.startswith("error: "), err
+        return err[len("error: "):-1]
+
+    return run

@@ -1,26 +1,18 @@
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import attacks, data, evaluate, models
+from rdinet_tf import evaluate
+from rdinet_tf.adversarial import attacks
 from rdinet_tf.errors import InputError
-from rdinet_tf.policy import ExitPolicy
 
 ALL_OBJECTIVES = ["exit_1", "exit_2", "main", "average", "max_average", "random_average", "routing"]
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """A SmallCNN trained briefly (clean) on the embedded digits, with a policy."""
-    keras.utils.set_random_seed(0)
-    splits = data.load("digits")
-    model = models.build("smallcnn")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), defense="none")
-    model.fit(data.make_dataset(splits.x_train, splits.y_train, 64, shuffle=True, seed=0),
-              epochs=4, verbose=0)
-    model.exit_policy = ExitPolicy.calibrate(model, splits.x_val)
-    return model, splits.x_test[:128], splits.y_test[:128]
+def trained(digits_model, digits):
+    """The clean digits SmallCNN with its policy, and 128 test images."""
+    return digits_model, digits.x_test[:128], digits.y_test[:128]
 
 
 def adaptive_accuracy(model, images, labels):

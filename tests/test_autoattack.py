@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import train_on_digits
-from rdinet_tf import attacks, autoattack, evaluate
-from rdinet_tf.models.multi_exit import MultiExitModel
+from rdinet_tf import evaluate
+from rdinet_tf.adversarial import attacks, autoattack
+from rdinet_tf.models import MultiExitModel
 
 SUITE = autoattack.AutoAttack(0.3, steps=10, queries=150, num_targets=1)
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
-    return train_on_digits(digits, epochs=2)
+def trained(digits_model):
+    return digits_model
 
 
 def gradient_masked(model):
@@ -101,7 +101,7 @@ def test_square_fools_the_model_from_loss_values_alone(trained, digits, monkeypa
     def forbidden(*_):
         raise AssertionError("Square must not take gradients")
 
-    monkeypatch.setattr(attacks, "_loss_and_gradient", forbidden)
+    monkeypatch.setattr(attacks, "loss_and_gradient", forbidden)
     square = tf.function(lambda x, y: autoattack.Square(0.3, queries=150).perturb(no_gradient_loss, x, y, [0, 0]))
     adversarial = square(images, labels).numpy()
     assert np.abs(adversarial - images).max() <= 0.3 + 1e-6 and adversarial.min() >= 0 and adversarial.max() <= 1

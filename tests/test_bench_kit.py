@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rdinet_tf import bench_kit
+from rdinet_tf.cli import bench
 from rdinet_tf.errors import InputError
 
 # benchmark_model on a phone (recent LiteRT: warm-up line, then the measured run with percentiles).
@@ -74,10 +75,12 @@ def test_expected_latency_pays_segments_up_to_the_exit():
     # exit 1: 100; exit 2: 100 + 200; exit 3: 100 + 200 + 50
     assert bench_kit.expected_latency([100, 200, 50], [2, 1, 1]) == pytest.approx(
         (2 * 100 + 300 + 350) / 4)
-    with pytest.raises(InputError, match="one latency and one exit share"):
+    with pytest.raises(InputError, match=r"needs 2 non-negative counts or shares \(one per exit\).*\[1.0, 1.0, 1.0\]"):
         bench_kit.expected_latency([100, 200], [1, 1, 1])
     with pytest.raises(InputError, match="non-negative"):
         bench_kit.expected_latency([100, 200], [0, 0])
+    with pytest.raises(InputError, match="one non-negative latency per segment"):
+        bench_kit.expected_latency([100, -200], [1, 1])
 
 
 def test_combine_rows_and_ratios():
@@ -113,7 +116,7 @@ def test_images_from_npz(tmp_path):
         bench_kit.images_from_npz(path, "x_train", (28, 28, 1))
 
 
-def test_command_line_writes_the_csv(tmp_path):
+def test_command_line_writes_the_csv(tmp_path, cli_error):
     bundle, logs = tmp_path / "bundle", tmp_path / "logs"
     bundle.mkdir()
     logs.mkdir()
@@ -124,10 +127,19 @@ def test_command_line_writes_the_csv(tmp_path):
     for name, avg in (("segment_1", 100), ("segment_2", 200), ("segment_3", 50), ("full_model", 300)):
         (logs / f"{name}.log").write_text(ANDROID_LOG.replace("218.75", str(avg)))
     out = tmp_path / "latency.csv"
-    assert bench_kit.main(["--bundle", str(bundle), "--logs", str(logs), "--out", str(out)]) == 0
+    assert bench.main(["--bundle", str(bundle), "--logs", str(logs), "--out", str(out)]) == 0
     rows = {r["row"]: r for r in csv.DictReader(out.open())}
     assert float(rows["early_exit_expected"]["latency_us"]) == pytest.approx(212.5)
     assert float(rows["full_model"]["latency_us"]) == 300
     (logs / "segment_2.log").write_text("Segmentation fault\n")
-    with pytest.raises(SystemExit):
-        bench_kit.main(["--bundle", str(bundle), "--logs", str(logs), "--out", str(out)])
+    message = cli_error(bench.main, ["--bundle", str(bundle), "--logs", str(logs), "--out", str(out)])
+    assert "segment_2.log" in message and "benchmark_model" in message
+    assert float({r["row"]: r for r in csv.DictReader(out.open())}["full_model"]["latency_us"]) == 300  # kept
+
+
+def test_log_timing_names_the_log(tmp_path):
+    (tmp_path / "segment_1.log").write_text(ANDROID_LOG)
+    assert bench_kit.log_timing(tmp_path, "segment_1.tflite").avg_us == 218.75
+    (tmp_path / "segment_1.log").write_text("killed\n")
+    with pytest.raises(InputError, match="segment_1.log: no 'Inference"):
+        bench_kit.log_timing(tmp_path, "segment_1.tflite")

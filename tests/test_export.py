@@ -2,15 +2,19 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import export, flops, models
+from rdinet_tf import flops, models
+from rdinet_tf.accounting import CONVENTIONS
+from rdinet_tf.cli import export as export_cli
 from rdinet_tf.errors import InputError
-from rdinet_tf.export import compare_with_keras, export_tflite
+from rdinet_tf.export import compare_with_keras, export_tflite, tflite
 from rdinet_tf.policy import ExitPolicy
 from rdinet_tf.runtime import EarlyExitRunner
 
@@ -121,7 +125,7 @@ def test_manifest_describes_the_bundle(model, bundles):
     for inputs, outputs in shapes:
         assert outputs["probs"]["shape"] == [1, 10] and outputs["entropy"]["shape"] == [1]
         assert all(t["dtype"] == "float32" and t["tensor"] for t in {**inputs, **outputs}.values())
-    for convention in flops.CONVENTIONS:
+    for convention in CONVENTIONS:
         cumulative = [s["cost_mflops"][convention]["cumulative"] for s in manifest["segments"]]
         np.testing.assert_allclose(cumulative, flops.exit_costs(model, convention))
     honest_segments = [s["cost_mflops"]["honest"]["segment"] for s in manifest["segments"]]
@@ -151,7 +155,7 @@ def test_export_needs_thresholds_and_int8_needs_images(tmp_path, model):
 
 
 def test_failed_export_leaves_no_bundle(tmp_path, model, monkeypatch):
-    real_convert, calls = export.convert, []
+    real_convert, calls = tflite.convert, []
 
     def fail_on_second_segment(*args, **kwargs):
         calls.append(1)
@@ -159,7 +163,7 @@ def test_failed_export_leaves_no_bundle(tmp_path, model, monkeypatch):
             raise RuntimeError("simulated converter failure")
         return real_convert(*args, **kwargs)
 
-    monkeypatch.setattr(export, "convert", fail_on_second_segment)
+    monkeypatch.setattr(tflite, "convert", fail_on_second_segment)
     with pytest.raises(RuntimeError, match="simulated"):
         export_tflite(model, tmp_path / "bundle")
     assert os.listdir(tmp_path) == []  # neither the bundle nor the staging directory
@@ -171,7 +175,7 @@ def test_failed_overwrite_keeps_the_old_bundle(tmp_path, model, monkeypatch):
     (out / "old.txt").write_text("old bundle")
     with pytest.raises(InputError, match="overwrite"):
         export_tflite(model, out)
-    monkeypatch.setattr(export, "convert", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(tflite, "convert", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         export_tflite(model, out, overwrite=True)
     assert os.listdir(tmp_path) == ["bundle"] and os.listdir(out) == ["old.txt"]
@@ -186,15 +190,30 @@ def test_overwrite_replaces_the_bundle(tmp_path, model):
     assert os.listdir(tmp_path) == ["bundle"]
 
 
-def test_command_line_export(tmp_path, model, capsys):
+def test_command_line_export(tmp_path, model, capsys, cli_error):
     path = tmp_path / "model.keras"
     model.save(path)
-    assert export.main(["--tflite", "--model", str(path), "--out", str(tmp_path / "cli")]) == 0
+    assert export_cli.main(["--tflite", "--model", str(path), "--out", str(tmp_path / "cli")]) == 0
     assert "3 segments" in capsys.readouterr().out
     assert EarlyExitRunner(tmp_path / "cli").num_exits == 3
-    with pytest.raises(SystemExit):
-        export.main(["--tflite", "--model", str(path), "--out", str(tmp_path / "cli")])
-    assert "already exists" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        export.main(["--tflite", "--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "x")])
-    assert "no .keras model file" in capsys.readouterr().err
+    assert "already exists" in cli_error(
+        export_cli.main, ["--tflite", "--model", str(path), "--out", str(tmp_path / "cli")])
+    assert "no .keras model file" in cli_error(
+        export_cli.main, ["--tflite", "--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "x")])
+    assert "--representative: must be >= 1" in cli_error(
+        export_cli.main, ["--tflite", "--model", str(path), "--out", str(tmp_path / "y"), "--representative", "0"])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.slow
+def test_python_m_export_runs_the_command_line(tmp_path, model):
+    path = tmp_path / "model.keras"
+    model.save(path)
+    completed = subprocess.run([sys.executable, "-m", "rdinet_tf.export", "--tflite", "--model", str(path),
+                                "--out", str(tmp_path / "bundle")], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "3 segments" in completed.stdout and EarlyExitRunner(tmp_path / "bundle").num_exits == 3
+    completed = subprocess.run([sys.executable, "-m", "rdinet_tf.export", "--tflite", "--model", str(path),
+                                "--out", str(tmp_path / "bundle")], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    assert completed.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -13,9 +13,10 @@ import numpy as np  # noqa: E402
 from torch_reference import REFERENCE_MODELS, randomized  # noqa: E402
 
 from rdinet_tf import import_torch  # noqa: E402
+from rdinet_tf.cli import import_torch as import_cli  # noqa: E402
 from rdinet_tf.errors import InputError  # noqa: E402
+from rdinet_tf.models import INPUT_SHAPES  # noqa: E402
 
-INPUT_SHAPES = {"smallcnn": (28, 28, 1), "resnet38": (32, 32, 3), "mobilenetv2": (32, 32, 3)}
 PUBLIC_CHECKPOINT = (pathlib.Path(__file__).resolve().parents[2]
                      / "shared/models/resnet38_triple_wins.pth.tar")
 
@@ -62,7 +63,7 @@ def test_imported_logits_match_reference(name, wrapped, tmp_path):
 
 
 def test_reference_layout_matches_spec():
-    """The test's PyTorch models have the sizes stated in spec sections 4-5."""
+    """The test's PyTorch models have the parameter counts of the reference architectures."""
     resnet = REFERENCE_MODELS["resnet38"]().state_dict()
     assert (len(resnet), sum(t.numel() for t in resnet.values())) == (296, 695_909)
     mobilenet = REFERENCE_MODELS["mobilenetv2"]()
@@ -100,7 +101,7 @@ def test_without_torch_the_error_says_how_to_install(monkeypatch, smallcnn_check
 def test_cli_writes_a_loadable_model(smallcnn_checkpoint, tmp_path, capsys):
     path, reference = smallcnn_checkpoint
     out = tmp_path / "smallcnn.keras"
-    import_torch.main(["--checkpoint", str(path), "--model", "smallcnn", "--out", str(out)])
+    assert import_cli.main(["--checkpoint", str(path), "--model", "smallcnn", "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path)) == ["smallcnn.keras"]
     model = keras.models.load_model(out)
@@ -109,14 +110,16 @@ def test_cli_writes_a_loadable_model(smallcnn_checkpoint, tmp_path, capsys):
         assert np.abs(a - e).max() <= 1e-4
 
 
-def test_cli_failure_leaves_no_file(smallcnn_checkpoint, tmp_path, capsys):
+def test_cli_failure_leaves_no_file(smallcnn_checkpoint, tmp_path, cli_error):
     out = tmp_path / "out" / "model.keras"
     out.parent.mkdir()
-    with pytest.raises(SystemExit) as exit_info:
-        import_torch.main(["--checkpoint", str(smallcnn_checkpoint[0]), "--model", "resnet38",
-                           "--out", str(out)])
-    assert exit_info.value.code != 0
-    assert "error: checkpoint tensor 'conv1.weight' has shape (32, 1, 3, 3)" in capsys.readouterr().err
+    message = cli_error(import_cli.main, ["--checkpoint", str(smallcnn_checkpoint[0]), "--model", "resnet38",
+                                          "--out", str(out)])
+    assert message.startswith("checkpoint tensor 'conv1.weight' has shape (32, 1, 3, 3)")
+    assert os.listdir(out.parent) == []
+    assert "must name a .keras file" in cli_error(
+        import_cli.main, ["--checkpoint", str(smallcnn_checkpoint[0]), "--model", "smallcnn",
+                          "--out", str(tmp_path / "out" / "model.h5")])
     assert os.listdir(out.parent) == []
 
 

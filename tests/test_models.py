@@ -2,9 +2,10 @@ import keras
 import numpy as np
 import pytest
 
-from rdinet_tf import flops, models
+from rdinet_tf import architecture, flops, models
+from rdinet_tf.accounting import expected_cost
+from rdinet_tf.architecture.resnet import exit_blocks
 from rdinet_tf.errors import InputError
-from rdinet_tf.models.resnet import exit_blocks
 
 # Spec section 3 (paper convention) and section 4 (trainable parameters).
 PAPER_COSTS = {
@@ -51,14 +52,14 @@ def test_honest_costs_add_rejected_heads_and_dense_layers(smallcnn):
     assert heads[0].dense == 576 * 200 + 200 * 200 + 200 * 10
 
 
-def test_expected_cost_of_a_distribution():
+def test_expected_cost_of_a_distribution(smallcnn):
     costs = [1.0, 4.0, 10.0]
-    assert flops.expected_cost(costs, [2, 1, 1]) == pytest.approx(4.0)
-    assert flops.expected_cost(costs, [0.0, 0.0, 1.0]) == pytest.approx(10.0)
+    assert expected_cost(costs, [2, 1, 1]) == pytest.approx(4.0)
+    assert expected_cost(costs, [0.0, 0.0, 1.0]) == pytest.approx(10.0)
     with pytest.raises(InputError, match="3 non-negative"):
-        flops.expected_cost(costs, [1, 1])
+        expected_cost(costs, [1, 1])
     with pytest.raises(InputError, match="convention"):
-        flops.exit_costs(models.build("smallcnn"), "gflops")
+        flops.exit_costs(smallcnn, "gflops")
 
 
 def test_truncated_forward_matches_full_model(smallcnn, resnet38, mnist_like, cifar_like):
@@ -101,6 +102,27 @@ def test_wrong_image_shape_is_named(smallcnn):
         smallcnn.check_images(np.zeros((4, 32, 32, 3), np.float32))
     with pytest.raises(InputError, match="exit indices \\[5\\]"):
         smallcnn.exit_logits(np.zeros((1, 28, 28, 1), np.float32), [5])
+
+
+def test_check_images_refuses_values_and_dtypes_and_returns_float32(smallcnn):
+    images = np.random.default_rng(0).random((2, 28, 28, 1))
+    checked = smallcnn.check_images(images)
+    assert checked.dtype == np.float32 and checked.shape == (2, 28, 28, 1)
+    np.testing.assert_allclose(checked, images, rtol=1e-6)
+    for bad, message in ((images * 255, r"\[0, 1\]"), (np.full_like(images, np.nan), "NaN"),
+                         ((images * 255).astype(np.uint8), "float32"), (images - 1, r"\[0, 1\]")):
+        with pytest.raises(InputError, match=message):
+            smallcnn.check_images(bad)
+
+
+def test_architecture_is_the_network_and_models_make_it_trainable(mnist_like):
+    network = architecture.smallcnn()
+    assert type(network) is architecture.MultiExitNetwork and network.num_classes == 10
+    model = models.MultiExitModel.from_network(network)
+    assert isinstance(model, architecture.MultiExitNetwork) and model.stages[0] is network.stages[0]
+    np.testing.assert_allclose(model(mnist_like[:4])[-1], network(mnist_like[:4])[-1], atol=1e-6)
+    assert models.INPUT_SHAPES == {name: shape for name, (_, shape) in architecture.BACKBONES.items()}
+    assert models.INPUT_SHAPES["smallcnn"] == (28, 28, 1) == models.build("smallcnn").image_shape
 
 
 def test_attach_exits_to_keras_application(tmp_path):

@@ -52,6 +52,7 @@ def test_every_notebook_is_here():
     assert [path.name for path in NOTEBOOKS] == EXPECTED
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_notebook_runs_in_fast_mode(path, kernel_dir, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")

@@ -1,11 +1,12 @@
+import json
+
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from rdinet_tf import flops
 from rdinet_tf.errors import InputError
-from rdinet_tf.policy import ExitPolicy, entropy, first_confident_exit, thresholds_for_counts
+from rdinet_tf.policy import ExitPolicy, entropy, first_confident_exit, routed_logits, thresholds_for_counts
 
 
 def test_entropy_matches_reference_formula():
@@ -17,13 +18,13 @@ def test_entropy_matches_reference_formula():
 
 def test_first_confident_exit_and_last_exit_always_answers():
     entropies = np.array([[0.1, 0.1, 2.0], [0.9, 0.2, 2.0], [0.9, 0.9, 0.0]], np.float32)
-    exits = first_confident_exit(entropies, [0.5, 0.5]).numpy()
+    exits = np.asarray(first_confident_exit(entropies, [0.5, 0.5]))
     assert exits.tolist() == [0, 1, 2]
 
 
 def test_zero_threshold_disables_an_exit_and_its_head_cost(smallcnn, mnist_like):
     entropies = np.array([[-1e-6, 0.1, 2.0]], np.float32)  # a hair below 0 still cannot leave
-    assert first_confident_exit(entropies, [0.0, 0.5]).numpy().tolist() == [1]
+    assert np.asarray(first_confident_exit(entropies, [0.0, 0.5])).tolist() == [1]
     single_exit = ExitPolicy([0.0, 0.0]).predict(smallcnn, mnist_like)
     stages, heads = flops.segment_macs(smallcnn)
     backbone = sum(s.total for s in stages) + heads[-1].total
@@ -36,7 +37,7 @@ def test_calibration_keeps_exits_of_fully_confident_samples_enabled():
     entropies = np.full((30, 3), -1e-5)  # softmax exactly 1 everywhere
     thresholds = thresholds_for_counts(entropies, [10, 10])
     assert (thresholds > 0).all()
-    assert first_confident_exit(entropies, thresholds).numpy().tolist() == [0] * 30
+    assert np.asarray(first_confident_exit(entropies, thresholds)).tolist() == [0] * 30
 
 
 def test_equal_share_walks_exits_like_the_reference():
@@ -46,7 +47,7 @@ def test_equal_share_walks_exits_like_the_reference():
     assert thresholds[0] == np.sort(entropies[:, 0])[30]
     left = entropies[entropies[:, 0] >= thresholds[0]]
     assert thresholds[1] == np.sort(left[:, 1])[30]
-    exits = first_confident_exit(entropies, thresholds).numpy()
+    exits = np.asarray(first_confident_exit(entropies, thresholds))
     assert np.bincount(exits).tolist() == [30, 30, 30]
 
 
@@ -75,8 +76,9 @@ def test_predict_is_consistent_with_route(smallcnn, mnist_like):
     policy = ExitPolicy([0.5, 1.0])
     result = policy.predict(smallcnn, mnist_like)
     routed, exits = policy.route(smallcnn(mnist_like))
-    np.testing.assert_array_equal(result.exits, exits.numpy())
-    np.testing.assert_array_equal(result.predictions, tf.argmax(routed, -1).numpy())
+    np.testing.assert_array_equal(result.exits, np.asarray(exits))
+    np.testing.assert_array_equal(result.predictions, np.asarray(routed).argmax(-1))
+    np.testing.assert_array_equal(np.asarray(policy.exits(smallcnn(mnist_like))), result.exits)
     np.testing.assert_allclose(result.costs, flops.exit_costs(smallcnn)[result.exits])
 
 
@@ -84,14 +86,29 @@ def test_save_load_round_trip_keeps_outputs_and_thresholds(smallcnn, mnist_like,
     policy = ExitPolicy.calibrate(smallcnn, mnist_like)
     smallcnn.exit_policy = policy
     path = tmp_path / "model.keras"
-    smallcnn.save(path)
+    try:
+        smallcnn.save(path)
+    finally:
+        smallcnn.exit_policy = None  # the model is shared by the session
     restored = keras.models.load_model(path)
     np.testing.assert_array_equal(restored.exit_policy.thresholds, policy.thresholds)
     for a, b in zip(restored.predict(mnist_like, verbose=0), smallcnn.predict(mnist_like, verbose=0)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(restored.exit_policy.predict(restored, mnist_like).exits,
                                   policy.predict(smallcnn, mnist_like).exits)
-    smallcnn.exit_policy = None
+
+
+def test_policy_is_keras_serializable():
+    policy = ExitPolicy([0.25, 1.5])
+    config = keras.saving.serialize_keras_object(policy)
+    restored = keras.saving.deserialize_keras_object(json.loads(json.dumps(config)))
+    assert type(restored) is ExitPolicy and restored.thresholds.tolist() == [0.25, 1.5]
+
+
+def test_routed_logits_pick_each_samples_exit():
+    logits = [np.full((3, 2), k, np.float32) for k in range(3)]
+    routed = np.asarray(routed_logits(logits, np.array([2, 0, 1])))
+    np.testing.assert_array_equal(routed, [[2, 2], [0, 0], [1, 1]])
 
 
 @pytest.mark.parametrize("thresholds, message", [

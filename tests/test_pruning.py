@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,16 +13,14 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from rdinet_tf import attacks, data, evaluate, files, flops, models, prune, pruning
+from rdinet_tf import evaluate, files, flops, models, pruning
+from rdinet_tf.adversarial import attacks
+from rdinet_tf.architecture import chain
+from rdinet_tf.cli import prune
 from rdinet_tf.errors import InputError
 from rdinet_tf.models import MultiExitModel
 
 SPARSITY = 0.5
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +31,14 @@ def source():
     fc3 = model.heads[-1].get_layer("fc3")
     fc3.kernel.assign(np.random.default_rng(0).normal(0, 0.05, fc3.kernel.shape))
     return model
+
+
+@pytest.fixture(scope="module")
+def source_path(source, tmp_path_factory):
+    """The source model saved once, as the prune command line reads it."""
+    path = tmp_path_factory.mktemp("source") / "source.keras"
+    source.save(path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +57,8 @@ def tiny_model():
     def head(x):
         return layers.Dense(3, name=f"head_{x.shape[-1]}")(layers.Flatten()(x))
 
-    return models.chain([(lambda x: layers.Conv2D(4, 3, name="conv_a")(x), head),
-                         (lambda x: layers.Conv2D(8, 3, name="conv_b")(x), head)], (6, 6, 1), "tiny")
+    return chain([(lambda x: layers.Conv2D(4, 3, name="conv_a")(x), head),
+                  (lambda x: layers.Conv2D(8, 3, name="conv_b")(x), head)], (6, 6, 1), "tiny")
 
 
 def test_sparsity_is_reached_after_fine_tune(result):
@@ -70,8 +77,8 @@ def test_pruned_model_is_a_keras3_multi_exit_model(result, source, digits, tmp_p
     # side heads are copied; the source is unchanged
     np.testing.assert_array_equal(model.heads[0].get_weights()[0], source.heads[0].get_weights()[0])
     assert pruning.measured_sparsity(source)[0] == 0
-    files.save_model(model, tmp_path / "pruned.keras")
-    loaded = files.load_model(tmp_path / "pruned.keras")
+    files.publish(tmp_path, {"pruned.keras": model.save})
+    loaded = models.load(tmp_path / "pruned.keras")
     assert isinstance(loaded, MultiExitModel)
     np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])
     report = evaluate.robustness_report(loaded, digits.x_test[:16], digits.y_test[:16],
@@ -86,8 +93,9 @@ def test_sparse_cost_halves_a_half_sparse_conv():
     kernel = np.ones(conv.kernel.shape, np.float32)
     kernel.reshape(-1)[::2] = 0  # 18 of 36 weights
     conv.kernel.assign(kernel)
-    dense, sparse = flops.layer_macs(model.stages[0]), flops.layer_macs(model.stages[0], sparse=True)
+    dense, sparse = flops.segment_macs_of(model.stages[0]), flops.segment_macs_of(model.stages[0], sparse=True)
     assert dense.conv == 36 * 16 and sparse.conv == dense.conv // 2
+    assert flops.layer_macs(conv) == dense.conv and flops.layer_macs(conv, sparse=True) == sparse.conv
     costs, sparse_costs = flops.exit_costs(model), flops.exit_costs(model, sparse=True)
     np.testing.assert_allclose(costs - sparse_costs, 18 * 16 / 1e6)
     assert flops.cost_table(model, sparse=True).endswith("(sparse: non-zero weights only)")
@@ -124,16 +132,17 @@ def test_pruning_leaves_the_process_on_keras3(result, environment_before):
     assert all(type(layer).__module__.startswith("keras.") for layer in model.stages[0].layers)
 
 
-def test_cli_in_a_fresh_process_writes_outputs_and_stays_on_keras3(source, tmp_path):
-    files.save_model(source, tmp_path / "source.keras")
+@pytest.mark.slow
+def test_cli_in_a_fresh_process_writes_outputs_and_stays_on_keras3(source_path, source, tmp_path):
     script = textwrap.dedent(f"""
         import os, sys
-        import rdinet_tf.pruning, rdinet_tf.prune
+        import rdinet_tf.pruning, rdinet_tf.cli.prune
         assert "tensorflow_model_optimization" not in sys.modules  # imported lazily
-        rdinet_tf.prune.main(["--model", {str(tmp_path / "source.keras")!r}, "--dataset", "digits",
+        code = rdinet_tf.cli.prune.main(["--model", {str(source_path)!r}, "--dataset", "digits",
             "--out", {str(tmp_path / "out")!r}, "--target-mflops", "4", "--epochs", "1",
             "--steps-per-epoch", "2", "--batch-size", "16", "--fast", "--eval-attack-steps", "1",
             "--eval-samples", "16", "--quiet"])
+        assert code == 0
         assert "tensorflow_model_optimization" in sys.modules
         assert "TF_USE_LEGACY_KERAS" not in os.environ
         import keras, tensorflow as tf
@@ -152,23 +161,23 @@ def test_cli_in_a_fresh_process_writes_outputs_and_stays_on_keras3(source, tmp_p
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["pruned"]["mflops"] == pytest.approx(4.0, rel=0.01)
     assert summary["source"]["mflops"] == pytest.approx(pruning.final_exit_cost(source))
-    assert isinstance(files.load_model(tmp_path / "out" / "model.keras"), MultiExitModel)
+    assert isinstance(models.load(tmp_path / "out" / "model.keras"), MultiExitModel)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.keras", "summary.json"]
 
 
-def test_cli_failure_leaves_nothing(result, source, tmp_path, monkeypatch):
-    files.save_model(source, tmp_path / "source.keras")
+def test_cli_failure_leaves_nothing(result, source_path, tmp_path, monkeypatch, cli_error):
     monkeypatch.setattr(pruning, "prune_final_exit", lambda *args, **kwargs: result)
     monkeypatch.setattr(prune, "evaluate_final_exit", lambda *args, **kwargs: {})
+    saved = []
 
-    def fail(*args):
+    def fail(path):
+        saved.extend(os.listdir(tmp_path / "out"))  # the model is written first, then removed again
         raise OSError("disk full")
 
-    monkeypatch.setattr(files, "write_json", fail)
-    with pytest.raises(SystemExit, match="disk full"):
-        prune.main(["--model", str(tmp_path / "source.keras"), "--dataset", "digits",
-                    "--out", str(tmp_path / "out"), "--target-sparsity", "0.5"])
-    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(files, "json_writer", lambda data: fail)
+    assert "disk full" in cli_error(prune.main, ["--model", str(source_path), "--dataset", "digits",
+                                                 "--out", str(tmp_path / "out"), "--target-sparsity", "0.5"])
+    assert len(saved) == 2 and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -176,22 +185,29 @@ def test_cli_failure_leaves_nothing(result, source, tmp_path, monkeypatch):
     (["--target-sparsity", "-0.1"], "sparsity must be in \\[0, 1\\)"),
     (["--target-mflops", "0.001"], "below what pruning can reach"),
     (["--target-mflops", "50"], "above the unpruned final-exit cost"),
+    (["--target-mflops", "0"], "argument --target-mflops: must be > 0"),
+    (["--target-sparsity", "0.5", "--epochs", "0"], "argument --epochs: must be >= 1"),
     (["--target-sparsity", "0.5", "--dataset", "cifar10"], "pick a matching --dataset"),
     (["--target-sparsity", "0.5", "--model", "missing.keras"], "no .keras model file"),
     (["--target-sparsity", "0.5", "--dataset", "mnist", "--data-dir", "no/such/dir"], "no/such/dir"),
 ])
-def test_cli_errors_are_clear(source, tmp_path, arguments, message):
-    path = tmp_path / "source.keras"
-    files.save_model(source, path)
-    argv = ["--model", str(path), "--dataset", "digits", "--out", str(tmp_path / "out"), *arguments]
-    with pytest.raises(SystemExit, match=message):
-        prune.main(argv)
+def test_cli_errors_are_clear(source_path, tmp_path, cli_error, arguments, message):
+    argv = ["--model", str(source_path), "--dataset", "digits", "--out", str(tmp_path / "out"), *arguments]
+    assert re.search(message, cli_error(prune.main, argv))
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_rejects_a_file_as_out(source, tmp_path):
-    files.save_model(source, tmp_path / "source.keras")
+def test_cli_rejects_a_file_as_out(source_path, tmp_path, cli_error):
     (tmp_path / "out").write_text("")
-    with pytest.raises(SystemExit, match="is a file"):
-        prune.main(["--model", str(tmp_path / "source.keras"), "--out", str(tmp_path / "out"),
-                    "--target-sparsity", "0.5"])
+    assert "is a file" in cli_error(prune.main, ["--model", str(source_path), "--out", str(tmp_path / "out"),
+                                                 "--target-sparsity", "0.5"])
+
+
+def test_pruned_final_exit_is_smaller_as_tflite(result, source):
+    """The pruned model's final-exit TFLite file (sparse encoding) downloads smaller than the source's."""
+    from rdinet_tf import export
+
+    dense = export.convert(export.full_model(source))
+    pruned = export.convert(export.full_model(result.model), sparse_encoding=True)
+    assert export.gzip_size(pruned) < 0.8 * export.gzip_size(dense)
+    assert export.gzip_size(dense) < len(dense)

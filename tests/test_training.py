@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -8,14 +9,11 @@ import keras
 import numpy as np
 import pytest
 
-from rdinet_tf import attacks, data, evaluate, models, train
+from rdinet_tf import data, models
+from rdinet_tf.adversarial import attacks
+from rdinet_tf.cli import evaluate, train
 from rdinet_tf.errors import InputError
-from rdinet_tf.training import PRESETS, learning_rate_schedule
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
+from rdinet_tf.training import PRESETS, learning_rate_schedule, rdi_loss
 
 
 def small_batches(splits, count=256, batch_size=64):
@@ -50,19 +48,15 @@ def test_rdi_loss_is_the_weighted_clean_plus_adversarial_sum(digits):
     ce_adv = [np.mean(attacks.cross_entropy(labels, z).numpy()) for z in adversarial]
     expected = sum(w * (0.5 * a + 0.5 * b) for w, a, b in zip([1.0, 0.5, 2.0], ce, ce_adv))
     assert float(model.rdi_loss(labels, clean, adversarial)) == pytest.approx(expected, rel=1e-5)
+    assert float(rdi_loss(labels, clean, adversarial, [1.0, 0.5, 2.0], 0.5)) == pytest.approx(expected, rel=1e-5)
 
 
-def test_adversarial_training_makes_the_model_more_robust(digits):
+def test_adversarial_training_makes_the_model_more_robust(digits, train_digits):
     """Same budget, same seed: PGD training beats clean training under PGD."""
     robust_accuracy = {}
     test_x, test_y = digits.x_test[:160], digits.y_test[:160]
     for defense in ("none", "max_average"):
-        keras.utils.set_random_seed(0)
-        model = models.build("smallcnn")
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), defense=defense,
-                      attack=attacks.fast_fgsm(0.1))
-        model.fit(data.make_dataset(digits.x_train, digits.y_train, 64, shuffle=True, seed=0),
-                  epochs=4, verbose=0)
+        model = train_digits(defense, attacks.fast_fgsm(0.1))
         adversarial = attacks.generate(model, test_x, test_y, attacks.PGD(0.1, 0.025, 10), "exit_2")
         robust_accuracy[defense] = np.mean(np.argmax(model.exit_logits(adversarial, [1])[0], -1) == test_y)
     assert robust_accuracy["max_average"] > robust_accuracy["none"] + 0.15
@@ -114,7 +108,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
-    from rdinet_tf import attacks, data, models
+    from rdinet_tf import data, models
+    from rdinet_tf.adversarial import attacks
     splits = data.load("digits")
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
@@ -127,6 +122,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_train_step_runs_under_mirrored_strategy_on_two_cpus():
     result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True,
                             timeout=600)
@@ -153,27 +149,61 @@ def test_train_cli_writes_model_and_summary_and_resumes(tmp_path, capsys):
         train.run(train.parse_args(argv), callbacks=[Interrupt()])
     assert not (out / "model.keras").exists() and (out / "backup").exists()
 
-    summary = train.run(train.parse_args(argv))
-    assert len(summary["history"]["loss"]) == 1  # resumed at epoch 2: epoch 1 was not repeated
-    assert (out / "model.keras").exists() and not (out / "backup").exists()
+    class Epochs(keras.callbacks.Callback):
+        ran = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.ran.append(epoch)
+
+    summary = train.run(train.parse_args(argv), callbacks=[Epochs()])
+    assert Epochs.ran == [1]  # resumed at epoch 2: epoch 1 was not repeated
+    assert len(summary["history"]["loss"]) == 2  # the summary still covers both epochs
+    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "summary.json"]  # no backup left
     saved = json.loads((out / "summary.json").read_text())
     assert saved["report"]["num_samples"] == 40
     restored = keras.models.load_model(out / "model.keras")
     assert restored.exit_policy.thresholds.tolist() == saved["thresholds"]
     assert "worst case" in capsys.readouterr().out
 
-    evaluate.main(["--model", str(out / "model.keras"), "--dataset", "digits", "--samples", "24",
-                   "--attacks", "pgd,fgsm", "--attack-steps", "2", "--out", str(tmp_path / "r.json")])
+    assert evaluate.main(["--model", str(out / "model.keras"), "--dataset", "digits", "--samples", "24",
+                          "--attacks", "pgd,fgsm", "--attack-steps", "2", "--out", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     names = [a["name"] for a in report["attacks"]]
     assert "fgsm max_average" in names and "pgd routing" in names and len(names) == 12
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="takes \\(32, 32, 3\\) images"):
-        train.main(["--model", "resnet38", "--dataset", "digits", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="no .keras model file"):
-        evaluate.main(["--model", str(tmp_path / "missing.keras"), "--dataset", "digits"])
-    with pytest.raises(SystemExit, match="no data files|not found|does not exist"):
-        train.main(["--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+@pytest.mark.slow
+def test_python_m_train_runs_the_command_line(tmp_path):
+    completed = subprocess.run([sys.executable, "-m", "rdinet_tf.train", "--dataset", "digits", "--epochs", "0",
+                                "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr, completed.stderr[-3000:]
+    assert completed.stderr.strip().splitlines()[-1].startswith("error: argument --epochs: must be >= 1")
     assert not any(tmp_path.iterdir())
+
+
+def test_cli_errors_are_one_line(tmp_path, cli_error):
+    assert "takes (32, 32, 3) images" in cli_error(
+        train.main, ["--model", "resnet38", "--dataset", "digits", "--out", str(tmp_path)])
+    assert "no .keras model file" in cli_error(
+        evaluate.main, ["--model", str(tmp_path / "missing.keras"), "--dataset", "digits"])
+    assert re.search("no data files|not found|does not exist", cli_error(
+        train.main, ["--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)]))
+    assert not any(tmp_path.iterdir())
+
+
+def test_zero_is_a_value_not_the_preset(monkeypatch, tmp_path):
+    """--eps 0 and --step-size 0 are used as given, never replaced by the preset's values."""
+    compiled = {}
+
+    class Compiled(Exception):
+        pass
+
+    def record(self, **kwargs):
+        compiled.update(kwargs)
+        raise Compiled
+
+    monkeypatch.setattr(models.MultiExitModel, "compile", record)
+    with pytest.raises(Compiled):
+        train.run(train.parse_args(["--dataset", "digits", "--eps", "0", "--step-size", "0", "--attack-steps", "3",
+                                    "--out", str(tmp_path)]))
+    assert compiled["attack"] == attacks.PGD(0.0, 0.0, 3)

@@ -1,4 +1,4 @@
-"""PyTorch versions of the reference architectures (spec section 4), with the reference's
+"""PyTorch versions of the reference architectures, with the reference's
 module names, so that their state dicts have the layout of the authors' checkpoints.
 
 Each model's ``forward`` returns the list of all exits' logits, exit 1 first.
