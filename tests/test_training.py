@@ -51,6 +51,7 @@ def test_rdi_loss_is_the_weighted_clean_plus_adversarial_sum(digits):
     assert float(rdi_loss(labels, clean, adversarial, [1.0, 0.5, 2.0], 0.5)) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow  # 4 epochs of max-average adversarial training: the longest fit of the suite
 def test_adversarial_training_makes_the_model_more_robust(digits, train_digits):
     """Same budget, same seed: PGD training beats clean training under PGD."""
     robust_accuracy = {}
@@ -138,7 +139,8 @@ def test_train_cli_writes_model_and_summary_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["--model", "smallcnn", "--dataset", "digits", "--defense", "main", "--fast",
             "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "32",
-            "--eval-attack-steps", "2", "--eval-samples", "40", "--out", str(out), "--quiet"]
+            "--eval-attack-steps", "2", "--eval-samples", "40", "--eval-objectives", "exit_1,main",
+            "--out", str(out), "--quiet"]
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -161,6 +163,7 @@ def test_train_cli_writes_model_and_summary_and_resumes(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["model.keras", "summary.json"]  # no backup left
     saved = json.loads((out / "summary.json").read_text())
     assert saved["report"]["num_samples"] == 40
+    assert [a["name"] for a in saved["report"]["attacks"]] == ["pgd exit_1", "pgd main"]
     restored = keras.models.load_model(out / "model.keras")
     assert restored.exit_policy.thresholds.tolist() == saved["thresholds"]
     assert "worst case" in capsys.readouterr().out
