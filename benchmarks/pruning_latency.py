@@ -70,7 +70,8 @@ class EarlyExit:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dense", required=True, help="single-exit model.keras")
-    parser.add_argument("--pruned", required=True, help="model.keras written by rdinet-prune (python -m rdinet_tf.cli.prune)")
+    parser.add_argument("--pruned", required=True,
+                        help="model.keras written by rdinet-prune (python -m rdinet_tf.cli.prune)")
     parser.add_argument("--rdi", help="RDI model.keras (with thresholds): also time its early exit")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--data-dir", help="directory with mnist.npz (e.g. ../shared/data)")

@@ -23,7 +23,7 @@ EXTRA_FLAGS=${EXTRA_FLAGS:-}
 PYTHON=${PYTHON:-python3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
-[[ -f "$bundle/manifest.json" ]] || { echo "error: no $bundle/manifest.json (export with python -m rdinet_tf.export --tflite ...)" >&2; exit 2; }
+[[ -f "$bundle/manifest.json" ]] || { echo "error: no $bundle/manifest.json (export with rdinet-export --tflite ... or python -m rdinet_tf.export --tflite ...)" >&2; exit 2; }
 [[ -f "$binary" ]] || { echo "error: benchmark_model binary $binary not found" >&2; exit 2; }
 
 "$ADB" shell "rm -rf $DEVICE_DIR && mkdir -p $DEVICE_DIR/logs"
@@ -48,7 +48,7 @@ mkdir -p "$logs"
 "$ADB" shell "getprop ro.product.model; getprop ro.board.platform" > "$logs/device.txt" 2>/dev/null || true
 echo "logs in $logs"
 
-PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m rdinet_tf.bench_kit \
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m rdinet_tf.cli.bench \
   --bundle "$bundle" --logs "$logs" --out "$logs/latency.csv" \
   ${DISTRIBUTION:+--distribution "$DISTRIBUTION"}
 exit $failed

@@ -8,12 +8,13 @@ writes the per-segment CSV of :mod:`rdinet_tf.bench_kit`.
     python3 export/edge_benchmark.py --bundle BUNDLE [--images test.npz --key x_test]
         [--count 500] [--threads 1] [--out edge_latency.csv]
 
-Needs only numpy, ai-edge-litert and this checkout's ``rdinet_tf`` package (no
-TensorFlow). Without --images it uses uniform random images and the exit
-distribution recorded in the manifest.
+Needs only numpy, ai-edge-litert and the ``rdinet_tf`` package, either this
+checkout (the script puts the checkout first on ``sys.path``) or ``pip install
+--no-deps`` of it; it imports no TensorFlow and no Keras (see export/README.md).
+Without --images it uses uniform random images and the exit distribution
+recorded in the manifest. Errors: one line ``error: ...`` on stderr, exit code 2.
 """
 
-import argparse
 import json
 import platform
 import sys
@@ -24,18 +25,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from rdinet_tf import bench_kit  # noqa: E402
+from rdinet_tf.cli import base  # noqa: E402  (argument parsing and the error convention; no TensorFlow)
 from rdinet_tf.errors import InputError  # noqa: E402
 from rdinet_tf.runtime import EarlyExitRunner  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = base.ArgumentParser(prog="edge_benchmark.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True, help="exported bundle directory")
     parser.add_argument("--images", help=".npz of test images (uint8 0..255 or float 0..1)")
     parser.add_argument("--key", default="x_test", help="array name in --images (default x_test)")
-    parser.add_argument("--count", type=int, default=500, help="images to time (default 500)")
-    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed warm-up images (default 20)")
+    parser.add_argument("--count", type=base.positive_int, default=500, help="images to time (default 500)")
+    parser.add_argument("--threads", type=base.positive_int, default=1, help="interpreter threads (default 1)")
+    parser.add_argument("--warmup", type=base.non_negative_int, default=20,
+                        help="untimed warm-up images (default 20)")
     parser.add_argument("--out", default="edge_latency.csv", help="CSV to write")
     args = parser.parse_args(argv)
     try:
@@ -47,11 +50,11 @@ def main(argv=None):
         result = bench_kit.benchmark_bundle(runner, images, args.warmup)
         shares = (result["exit_shares"] if args.images
                   else bench_kit.manifest_distribution(runner.manifest))
-    except InputError as error:
-        parser.exit(2, f"error: {error}\n")
-    full_us = None if result["full_ms"] is None else result["full_ms"]["mean"] * 1e3
-    rows = bench_kit.combine(runner.manifest, result["segment_us"], shares, full_us)
-    bench_kit.write_csv(rows, args.out)
+        full_us = None if result["full_ms"] is None else result["full_ms"]["mean"] * 1e3
+        rows = bench_kit.combine(runner.manifest, result["segment_us"], shares, full_us)
+        bench_kit.write_csv(rows, args.out)
+    except (InputError, OSError) as error:
+        base.fail(error)
     early, full = result["early_exit_ms"], result["full_ms"]
     print(f"{platform.machine()} {platform.platform()}, {args.threads} thread(s), "
           f"{len(images)} images, precision {runner.manifest['precision']}")

@@ -1,0 +1,195 @@
+"""The device side runs with numpy and ai-edge-litert alone: no TensorFlow, no Keras.
+
+A "board" is simulated exactly as export/README.md section 3 tells a real one to be set up:
+
+1. a fresh venv (``python -m venv``) with only ``pip install numpy ai-edge-litert==2.3.0``
+   (pip's cache and configuration as usual; skipped only when pip cannot reach an index);
+2. the checkout's ``rdinet_tf/`` and ``export/`` copied into a board directory, which is
+   the venv's ``PYTHONPATH`` (rdinet_tf is not pip-installed there);
+3. a bundle exported here, in the main environment, from a fresh
+   ``rdinet_tf.models.build("smallcnn")`` with thresholds that split the test images
+   over the exits, plus ``test_images.npz`` (uint8, key ``x_test``).
+
+In the venv, ``import tensorflow`` and ``import keras`` fail, ``EarlyExitRunner`` gives
+the same exits, predictions and probabilities as the main environment's runner, and
+``export/edge_benchmark.py`` and ``export/combine.py`` run. About 15 s on a 2-core machine
+(venv and pip install about 6 s, with or without pip's cache).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+DEVICE_REQUIREMENTS = ["numpy", "ai-edge-litert==2.3.0"]  # what export/README.md tells a board to install
+PIP_TIMEOUT_S = 300  # the whole install; each connection attempt also times out (--timeout)
+RUN_TIMEOUT_S = 120
+NUM_IMAGES = 16
+# pip output meaning "no index could be reached" (then the test is skipped, not failed)
+OFFLINE_MARKERS = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable",
+                   "Name or service not known", "ConnectTimeoutError", "ProxyError", "Max retries exceeded",
+                   "No matching distribution found", "Could not find a version that satisfies")
+
+
+def _board_environment(board):
+    """The venv's environment: nothing of the main interpreter's paths, the board directory on PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")}
+    env.update(PYTHONPATH=str(board), PYTHONNOUSERSITE="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
+               PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def _run(command, env, cwd, timeout=RUN_TIMEOUT_S):
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _checked(result):
+    assert result.returncode == 0, (f"{result.args!r} failed ({result.returncode}):\n"
+                                    f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    """(venv python, board directory, environment) of a venv holding only numpy and ai-edge-litert."""
+    root = tmp_path_factory.mktemp("device")
+    venv, board_dir = root / "venv", root / "board"
+    _checked(subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT_S))
+    python = venv / "bin" / "python"
+    env = _board_environment(board_dir)
+    command = [str(python), "-m", "pip", "install", "--timeout", "30", "--retries", "2", *DEVICE_REQUIREMENTS]
+    try:
+        install = _run(command, env, root, timeout=PIP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"pip install {' '.join(DEVICE_REQUIREMENTS)} did not finish in {PIP_TIMEOUT_S} s "
+                    "(no package index reachable?)")
+    if install.returncode != 0:
+        output = install.stdout + install.stderr
+        if any(marker in output for marker in OFFLINE_MARKERS):
+            last = output.strip().splitlines()[-1] if output.strip() else ""
+            pytest.skip(f"pip cannot reach a package index for {' '.join(DEVICE_REQUIREMENTS)}: {last}")
+        _checked(install)
+    # The package as a board gets it: the checkout's rdinet_tf/ and export/ (export/README.md, section 3).
+    for folder in ("rdinet_tf", "export"):
+        shutil.copytree(REPO / folder, board_dir / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return python, board_dir, env
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """(bundle dir, test_images.npz, the main environment's BatchResult on those images)."""
+    import keras
+
+    from rdinet_tf import models
+    from rdinet_tf.bench_kit import images_from_npz
+    from rdinet_tf.export import export_tflite
+    from rdinet_tf.policy import ExitPolicy, exit_entropies, predict_exit_logits
+    from rdinet_tf.runtime import EarlyExitRunner
+
+    root = tmp_path_factory.mktemp("host")
+    keras.utils.set_random_seed(0)
+    model = models.build("smallcnn")
+    pixels = np.random.default_rng(0).integers(0, 256, (NUM_IMAGES, 28, 28), dtype=np.uint8)
+    images_path = root / "test_images.npz"
+    np.savez(images_path, x_test=pixels)
+    images = images_from_npz(images_path, "x_test", (28, 28, 1))
+    # Fixed thresholds between the side exits' entropies, so the images spread over the exits
+    # (random weights: every entropy is close to log 10).
+    entropies = np.asarray(exit_entropies(predict_exit_logits(model, images)))
+    model.exit_policy = ExitPolicy([float(np.quantile(entropies[:, 0], 0.3)),
+                                    float(np.quantile(entropies[:, 1], 0.6))])
+    bundle_dir = root / "bundle_smallcnn"
+    export_tflite(model, bundle_dir, representative_images=images, include_full=True)
+    expected = EarlyExitRunner(bundle_dir, num_threads=1).run_batch(images)
+    assert len(set(expected.exits.tolist())) > 1, f"the images should take several exits: {expected.exits}"
+    return bundle_dir, images_path, expected
+
+
+def test_venv_has_no_tensorflow_or_keras(board):
+    python, board_dir, env = board
+    for module in ("tensorflow", "keras"):
+        result = _run([str(python), "-c", f"import {module}"], env, board_dir)
+        assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr, \
+            f"the device venv should not have {module}:\n{result.stdout}{result.stderr}"
+
+
+RUNNER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from rdinet_tf.runtime import EarlyExitRunner
+    from rdinet_tf.bench_kit import images_from_npz
+    bundle, images_path, out = sys.argv[1:]
+    runner = EarlyExitRunner(bundle, num_threads=1)
+    result = runner.run_batch(images_from_npz(images_path, "x_test", runner.image_shape))
+    np.savez(out, exits=result.exits, predictions=result.predictions, probabilities=result.probabilities)
+    print(json.dumps({"loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")),
+                      "rdinet_tf": sys.modules["rdinet_tf"].__file__}))
+""")
+
+
+def test_runner_in_venv_matches_main_environment(board, bundle, tmp_path):
+    python, board_dir, env = board
+    bundle_dir, images_path, expected = bundle
+    out = tmp_path / "device_result.npz"
+    result = _checked(_run([str(python), "-c", RUNNER_SCRIPT, str(bundle_dir), str(images_path), str(out)],
+                           env, board_dir))
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["loaded"] == [], f"the runtime imported {report['loaded']}"
+    assert Path(report["rdinet_tf"]).resolve().is_relative_to(board_dir.resolve()), report  # the board copy
+    with np.load(out) as device:
+        np.testing.assert_array_equal(device["exits"], expected.exits)
+        np.testing.assert_array_equal(device["predictions"], expected.predictions)
+        np.testing.assert_allclose(device["probabilities"], expected.probabilities, rtol=0, atol=1e-6)
+
+
+def test_edge_benchmark_in_venv(board, bundle, tmp_path):
+    python, board_dir, env = board
+    bundle_dir, images_path, expected = bundle
+    csv_path = tmp_path / "edge_latency.csv"
+    result = _checked(_run([str(python), "export/edge_benchmark.py", "--bundle", str(bundle_dir),
+                            "--images", str(images_path), "--key", "x_test", "--count", str(NUM_IMAGES),
+                            "--warmup", "2", "--threads", "1", "--out", str(csv_path)], env, board_dir))
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    shares = np.bincount(expected.exits, minlength=3) / NUM_IMAGES
+    np.testing.assert_allclose(summary["exit_shares"], shares)
+    assert summary["images"] == NUM_IMAGES and summary["full_ms"] is not None
+    rows = [line.split(",")[0] for line in csv_path.read_text().splitlines()]
+    assert rows == ["row", "segment_1", "segment_2", "segment_3", "early_exit_expected", "full_model",
+                    "early_exit_over_full"]
+
+    for wrong in (["--bundle", str(tmp_path / "missing")],
+                  ["--bundle", str(bundle_dir), "--images", str(images_path), "--key", "x_train"]):
+        error = _run([str(python), "export/edge_benchmark.py", *wrong, "--out", str(tmp_path / "no.csv")],
+                     env, board_dir)
+        # LiteRT's C++ side may log "INFO: Created TensorFlow Lite XNNPACK delegate" first; the script's
+        # own output is one last line "error: ...", with no traceback.
+        lines = error.stderr.splitlines()
+        assert error.returncode == 2 and lines and lines[-1].startswith("error: "), error.stderr
+        assert "Traceback" not in error.stderr and sum(line.startswith("error: ") for line in lines) == 1, \
+            error.stderr
+
+
+def test_combine_in_venv(board, bundle, tmp_path):
+    """export/combine.py (rdinet-bench) on benchmark_model-style logs, in the TF-free venv."""
+    python, board_dir, env = board
+    bundle_dir, _, _ = bundle
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for index, tflite in enumerate(sorted(bundle_dir.glob("*.tflite"))):
+        (logs / f"{tflite.stem}.log").write_text(f"Inference timings in us: Init: 1, First inference: 2, "
+                                                 f"Warmup (avg): 3, Inference (avg): {100 * (index + 1)}\n")
+    out = tmp_path / "latency.csv"
+    _checked(_run([str(python), "export/combine.py", "--bundle", str(bundle_dir), "--logs", str(logs),
+                   "--out", str(out)], env, board_dir))
+    assert out.read_text().splitlines()[0].startswith("row,file,latency_us")
