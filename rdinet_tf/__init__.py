@@ -21,8 +21,8 @@ import importlib.util
 
 __version__ = "0.1.0"
 
-# With Keras installed, register the model, policy and attack classes so that
+# With Keras and TensorFlow installed, register the model, policy and attack classes so that
 # ``keras.models.load_model("model.keras")`` works after ``import rdinet_tf``.
 # On a device with only numpy and ai-edge-litert this is skipped, and the runtime imports alone.
-if importlib.util.find_spec("keras") is not None:
+if importlib.util.find_spec("keras") is not None and importlib.util.find_spec("tensorflow") is not None:
     from rdinet_tf import models  # noqa: F401
