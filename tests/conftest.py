@@ -81,3 +81,29 @@ def cli_error(capsys):
         return err[len("error: "):-1]
 
     return run
+
+
+@pytest.fixture
+def train_compile_arguments(monkeypatch, tmp_path):
+    """``f(argv) -> kwargs``: the arguments ``rdinet-train argv`` passes to ``compile``, stopping there."""
+    from rdinet_tf import models
+    from rdinet_tf.cli import train
+
+    class Compiled(Exception):
+        pass
+
+    compiled = {}
+
+    def record(self, **kwargs):
+        compiled.update(kwargs)
+        raise Compiled
+
+    monkeypatch.setattr(models.MultiExitModel, "compile", record)
+
+    def arguments(argv):
+        compiled.clear()
+        with pytest.raises(Compiled):
+            train.run(train.parse_args([*argv, "--out", str(tmp_path / "run")]))
+        return dict(compiled)
+
+    return arguments

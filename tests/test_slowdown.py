@@ -126,24 +126,12 @@ def test_report_gives_the_slowdown_cost_and_savings_kept_in_both_conventions(tra
     assert without.slowdown == []
 
 
-def test_train_cli_passes_the_slowdown_weight_to_compile(monkeypatch, tmp_path, cli_error):
-    compiled = {}
-
-    class Compiled(Exception):
-        pass
-
-    def record(self, **kwargs):
-        compiled.update(kwargs)
-        raise Compiled
-
-    monkeypatch.setattr(models.MultiExitModel, "compile", record)
-    with pytest.raises(Compiled):
-        train.run(train.parse_args(["--dataset", "digits", "--slowdown-weight", "0.5", "--out", str(tmp_path)]))
+def test_train_cli_passes_the_slowdown_weight_to_compile(train_compile_arguments, tmp_path, cli_error):
+    compiled = train_compile_arguments(["--dataset", "digits", "--slowdown-weight", "0.5"])
     assert compiled["slowdown_weight"] == 0.5 and compiled["slowdown_attack"] is None
     assert train.parse_args([]).slowdown_weight == 0.0
-    with pytest.raises(Compiled):
-        train.run(train.parse_args(["--dataset", "digits", "--slowdown-weight", "1", "--slowdown-attack-steps", "4",
-                                    "--eps", "0.2", "--out", str(tmp_path)]))
+    compiled = train_compile_arguments(["--dataset", "digits", "--slowdown-weight", "1", "--slowdown-attack-steps", "4",
+                                        "--eps", "0.2"])
     assert compiled["slowdown_attack"] == attacks.PGD(0.2, 0.125, 4)
     with pytest.raises(InputError, match="together with --slowdown-weight"):
         train.run(train.parse_args(["--dataset", "digits", "--slowdown-attack-steps", "4", "--out", str(tmp_path)]))

@@ -194,19 +194,7 @@ def test_cli_errors_are_one_line(tmp_path, cli_error):
     assert not any(tmp_path.iterdir())
 
 
-def test_zero_is_a_value_not_the_preset(monkeypatch, tmp_path):
+def test_zero_is_a_value_not_the_preset(train_compile_arguments):
     """--eps 0 and --step-size 0 are used as given, never replaced by the preset's values."""
-    compiled = {}
-
-    class Compiled(Exception):
-        pass
-
-    def record(self, **kwargs):
-        compiled.update(kwargs)
-        raise Compiled
-
-    monkeypatch.setattr(models.MultiExitModel, "compile", record)
-    with pytest.raises(Compiled):
-        train.run(train.parse_args(["--dataset", "digits", "--eps", "0", "--step-size", "0", "--attack-steps", "3",
-                                    "--out", str(tmp_path)]))
+    compiled = train_compile_arguments(["--dataset", "digits", "--eps", "0", "--step-size", "0", "--attack-steps", "3"])
     assert compiled["attack"] == attacks.PGD(0.0, 0.0, 3)
