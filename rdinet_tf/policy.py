@@ -164,7 +164,7 @@ class ExitPolicy:
 def predict_exit_logits(model, images, batch_size=256):
     """All exits' logits as a list of K numpy arrays (N, C), batched, without a progress bar."""
     if hasattr(images, "shape"):
-        model.check_images(images)
+        images = model.check_images(images)
     logits = model.predict(images, batch_size=batch_size, verbose=0)
     return [np.asarray(x) for x in logits]
 
