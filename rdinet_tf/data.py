@@ -15,14 +15,16 @@ Supported datasets (see ``DATASETS``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import os
 import pickle
 import re
+import socket
+import zipfile
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -41,6 +43,14 @@ SOURCES = ("auto", "tfds", "digits", "local")
 
 #: Environment variable naming a local data directory (same role as ``--data-dir``).
 DATA_DIR_ENV = "RDINET_DATA_DIR"
+
+#: Where tensorflow-datasets downloads each dataset from: probed first, so an
+#: offline machine gets its error in seconds instead of minutes of retries.
+DOWNLOAD_HOSTS = {"mnist": ("storage.googleapis.com", 443), "cifar10": ("www.cs.toronto.edu", 443)}
+REACH_TIMEOUT = 5.0  # seconds
+
+#: Zero padding of the ``make_dataset(augment=True)`` crops (the standard CIFAR augmentation).
+AUGMENT_PAD = 4
 
 _SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _DIGITS_TEST_FRACTION = 0.2
@@ -96,7 +106,10 @@ def load(dataset, data_dir=None, source="auto", validation_size=0.1, seed=0) -> 
               stratified 80/20 train/test split.
             - "local": ``data_dir`` (or $RDINET_DATA_DIR) holding one of
               (a) ``<dataset>*.npz`` files that together provide x_train, y_train,
-              x_test, y_test (uint8 images); (b) for mnist, the four IDX files
+              x_test, y_test (uint8 images); where several hold a key, the one whose
+              array has the most images is used (so ``cifar10_train.npz``, 50,000
+              images, wins over ``cifar10_train_10k.npz``) and a tie is an error;
+              ``source`` names the files used; (b) for mnist, the four IDX files
               (optionally .gz); (c) for cifar10, the python batches
               ``data_batch_1..5`` (any non-empty subset) and ``test_batch``,
               directly in the directory or in ``cifar-10-batches-py/``.
@@ -152,13 +165,13 @@ def make_dataset(x, y, batch_size, shuffle=False, augment=False, seed=None, drop
     """Build a prefetching ``tf.data.Dataset`` of ``(images, labels)`` batches (``(images, labels, weights)``
     with ``sample_weight``, which ``fit`` applies to every loss term and metric).
 
-    ``augment=True`` applies the standard CIFAR augmentation with Keras layers
-    (``ZeroPadding2D(4)`` -> ``RandomCrop(h, w)`` -> ``RandomFlip("horizontal")``)
-    to each image separately, so every image gets its own crop and flip (Keras'
-    RandomCrop draws one crop offset per call, so calling it on a whole batch
-    would shift all images alike). With a ``seed``, shuffling and augmentation
-    are reproducible, and the augmentation runs sequentially to stay so;
-    without one it runs in parallel.
+    ``augment=True`` applies the standard CIFAR augmentation to each batch at once (:func:`_pad_crop_flip`):
+    zero-pad by 4, crop back to the original size at a random offset and flip horizontally with
+    probability 1/2, offsets and flip drawn per image. Its draws are stateless, seeded per batch from a
+    ``Dataset.random`` stream that is re-randomised at every iteration, so the map runs in parallel yet the
+    same ``seed`` gives the same batches, and each epoch of a ``.repeat()`` gets fresh crops. With
+    ``seed=None`` the augmentation seed comes from OS entropy, so runs differ even under a global TensorFlow
+    or Keras seed (shuffling with ``seed=None`` follows the global seed, as ``Dataset.shuffle`` does).
     """
     x = check_images(x, np.shape(x)[1:], "make_dataset")
     y = check_labels(y, len(x))
@@ -174,21 +187,31 @@ def make_dataset(x, y, batch_size, shuffle=False, augment=False, seed=None, drop
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if augment:
-        height, width = x.shape[1:3]
-        augmenter = keras.Sequential(
-            [
-                keras.layers.ZeroPadding2D(4),
-                keras.layers.RandomCrop(height, width, seed=seed),
-                keras.layers.RandomFlip("horizontal", seed=seed),
-            ]
-        )
+        augment_seed = int(np.random.default_rng().integers(2**63)) if seed is None else seed
+        batch_seeds = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, batch_seeds).map(
+            lambda batch, batch_seed: (_pad_crop_flip(batch[0], batch_seed), *batch[1:]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
-        def _augment(image, *rest):
-            return augmenter(image[None], training=True)[0], *rest
 
-        ds = ds.map(_augment, num_parallel_calls=None if seed is not None else tf.data.AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+def _pad_crop_flip(images, seed, pad=AUGMENT_PAD):
+    """Zero-pad NHWC ``images`` by ``pad``, then take each image's window of the original size at its own
+    offset (rows and columns uniform in 0..2*pad), mirrored left-right with probability 1/2.
+
+    ``seed`` (shape (2,)) seeds the stateless draws. The crop and the flip are one pair of gathers of
+    row and column indices, the flip reversing the column indices.
+    """
+    count, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    offset_seed, flip_seed = tf.unstack(tf.random.split(seed, 2))
+    offsets = tf.random.stateless_uniform((count, 2), offset_seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32)
+    flips = tf.random.stateless_uniform((count, 1), flip_seed, minval=0, maxval=2, dtype=tf.int32) == 1
+    rows = offsets[:, :1] + tf.range(height)
+    cols = offsets[:, 1:] + tf.where(flips, tf.range(width - 1, -1, -1), tf.range(width))
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
 
 
 # --------------------------------------------------------------------------- sources
@@ -197,17 +220,24 @@ def make_dataset(x, y, batch_size, shuffle=False, augment=False, seed=None, drop
 def _load_tfds(dataset, data_dir):
     if dataset == "digits":
         raise DataError("the digits dataset is not in tensorflow-datasets; use source 'digits'")
-    try:
-        import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds
 
+    offline = (f"If you are offline, point to a local copy with --data-dir DIR or the {DATA_DIR_ENV} "
+               f"environment variable ({_layouts(dataset)}), or use --dataset digits, which needs no download.")
+    if not tfds.builder(dataset, data_dir=data_dir).is_prepared():
+        host, port = DOWNLOAD_HOSTS[dataset]
+        try:
+            socket.create_connection((host, port), timeout=REACH_TIMEOUT).close()
+        except OSError as exc:
+            raise DataError(f"{dataset!r} is not in the tensorflow-datasets cache and its download host "
+                            f"{host}:{port} cannot be reached ({exc}). {offline}") from None
+    try:
         train, test = tfds.as_numpy(
             tfds.load(dataset, split=["train", "test"], as_supervised=True, batch_size=-1, data_dir=data_dir)
         )
     except Exception as exc:  # download/network/cache failures come in many types
         raise DataError(
-            f"tensorflow-datasets could not download or load {dataset!r} ({type(exc).__name__}: {exc}). "
-            f"If you are offline, point to a local copy with --data-dir DIR or the {DATA_DIR_ENV} "
-            f"environment variable ({_layouts(dataset)}), or use --dataset digits, which needs no download."
+            f"tensorflow-datasets could not download or load {dataset!r} ({type(exc).__name__}: {exc}). {offline}"
         ) from exc
     return {"x_train": train[0], "y_train": train[1], "x_test": test[0], "y_test": test[1]}, f"tfds: {dataset}"
 
@@ -278,28 +308,56 @@ def _layouts(dataset):
 
 
 def _read_npz_files(dataset, root, paths):
-    arrays, owner = {}, {}
-    for path in paths:
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                contents = {key: npz[key] for key in npz.files if key in _SPLIT_KEYS}
-        except (OSError, ValueError) as exc:
-            raise DataError(f"could not read {str(path)!r} as an .npz archive: {exc}") from exc
-        for key, value in contents.items():
-            if key in arrays:
-                raise DataError(
-                    f"key {key!r} appears in both {owner[key].name} and {path.name} in {str(root)!r}; "
-                    f"keep only one {dataset}*.npz file per key"
-                )
-            arrays[key], owner[key] = value, path
-    missing = [key for key in _SPLIT_KEYS if key not in arrays]
+    """Each split key from the file whose array of it has the most images; a tie for the most is an error."""
+    lengths = {path: _npz_lengths(path) for path in paths}
+    best = {}  # key -> path
+    for key in _SPLIT_KEYS:
+        holders = sorted((counts[key], path) for path, counts in lengths.items() if key in counts)
+        if len(holders) > 1 and holders[-1][0] == holders[-2][0]:
+            raise DataError(
+                f"key {key!r} has {holders[-1][0]} images in both {holders[-2][1].name} and {holders[-1][1].name} "
+                f"in {str(root)!r}; remove one of them (of several {dataset}*.npz files holding a key, the one "
+                f"with the most images is used)"
+            )
+        if holders:
+            best[key] = holders[-1][1]
+    missing = [key for key in _SPLIT_KEYS if key not in best]
     if missing:
         found = ", ".join(p.name for p in paths)
         raise DataError(
             f"{found} in {str(root)!r} lack the key(s) {', '.join(missing)}; the {dataset}*.npz "
             f"file(s) there must together provide {', '.join(_SPLIT_KEYS)}"
         )
-    return arrays, "npz: " + ", ".join(str(p) for p in paths)
+    used = sorted(set(best.values()))
+    arrays = {}
+    for path in used:
+        with _npz_errors(path), np.load(path, allow_pickle=False) as npz:
+            arrays.update({key: npz[key] for key, owner in best.items() if owner == path})
+    return arrays, "npz: " + ", ".join(str(p) for p in used)
+
+
+def _npz_lengths(path):
+    """``{split key: number of images}`` of an .npz file, read from the .npy headers without loading arrays."""
+    lengths = {}
+    with _npz_errors(path), zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if member.removesuffix(".npy") in _SPLIT_KEYS:
+                with archive.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape = read_header(f)[0]
+                lengths[member.removesuffix(".npy")] = shape[0] if shape else 0
+    return lengths
+
+
+@contextlib.contextmanager
+def _npz_errors(path):
+    """Turn a failure to read ``path`` as an .npz archive into a DataError naming it."""
+    try:
+        yield
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"could not read {str(path)!r} as an .npz archive: {exc}") from exc
 
 
 def _idx_name(base, magic):

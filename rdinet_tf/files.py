@@ -41,6 +41,30 @@ def _temporary_beside(path):
     return Path(temporary)
 
 
+def check_output(path, directory=True, option="--out"):
+    """One clear error, before any work, if outputs cannot be written at ``path``.
+
+    ``path`` is a directory to create or fill (``directory=True``) or a file
+    to write; it must not be the other kind, and the nearest existing folder
+    on its way must accept new files (probed by creating one).
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a directory" if path.is_dir() else "a file"
+        raise InputError(f"{option} {path} is {kind}; pass a {'directory' if directory else 'file path'} "
+                         "(it is created if missing)")
+    folder = path if directory else path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"{option} {path} lies under {folder}, which is a file; choose another {option}")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise InputError(f"{option} {path}: cannot write into {folder} ({error.strerror}); "
+                         f"choose a writable {option}") from None
+
+
 def publish(out_dir, writers):
     """Write every output of a run into ``out_dir``, all of them or none.
 
@@ -51,8 +75,7 @@ def publish(out_dir, writers):
     removed again).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir} is a file; pass a directory (it is created if missing)")
+    check_output(out_dir, option="output directory")
     created = not out_dir.exists()
     staged = {}
     try:
@@ -87,6 +110,15 @@ def write_json(path, data):
     publish(path.parent, {path.name: json_writer(data)})
 
 
+def check_replaceable(out_dir, overwrite=False):
+    """What :func:`staged_directory` requires of ``out_dir``, checked before any work."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise InputError(f"{out_dir} already exists and is not an empty directory; choose another "
+                         "--out or pass --overwrite (overwrite=True)")
+    check_output(out_dir.parent, option="the folder of")
+
+
 @contextlib.contextmanager
 def staged_directory(out_dir, overwrite=False):
     """Yield an empty temporary directory that replaces ``out_dir`` if the block succeeds.
@@ -95,9 +127,7 @@ def staged_directory(out_dir, overwrite=False):
     directory is removed only after the new one is in place.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise InputError(f"{out_dir} already exists and is not an empty directory; choose another "
-                         "--out or pass --overwrite (overwrite=True)")
+    check_replaceable(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out_dir.parent, f".{out_dir.name}.tmp-*")
     _remove_stale(out_dir.parent, f".{out_dir.name}.old-*")

@@ -6,6 +6,7 @@ does the same for a user's functional Keras backbone; ``load`` reads a saved
 ``.keras`` file with one clear error for a wrong path.
 """
 
+import zipfile
 from pathlib import Path
 
 import keras
@@ -39,12 +40,25 @@ def attach_exits(backbone, attach_layers, head_builder, final_head=None, name=No
 
 
 def load(path):
-    """``keras.models.load_model(path)`` for a ``.keras`` model file, with one clear error for a wrong path."""
+    """The :class:`MultiExitModel` saved at ``path`` (a ``.keras`` file), with one clear error for anything else."""
     path = Path(path)
+    remake = "pass the model.keras written by `rdinet-train --out DIR` (DIR/model.keras) or by model.save"
     if path.suffix != ".keras" or not path.is_file():
-        raise InputError(f"no .keras model file at {path}; pass the model.keras written by "
-                         "`rdinet-train --out DIR` (DIR/model.keras)")
-    return keras.models.load_model(path)
+        raise InputError(f"no .keras model file at {path}; {remake}")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path} is not a .keras archive (truncated or not a Keras file); {remake}")
+    with zipfile.ZipFile(path) as archive:
+        missing = sorted({"config.json", "model.weights.h5"} - set(archive.namelist()))
+    if missing:
+        raise InputError(f"{path} is not a complete .keras file (it lacks {', '.join(missing)}); {remake}")
+    try:
+        model = keras.models.load_model(path)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path} cannot be loaded ({type(error).__name__}: {error}); {remake}") from error
+    if not isinstance(model, MultiExitModel):
+        raise InputError(f"{path} holds a {type(model).__name__}, not an rdinet_tf multi-exit model; build one "
+                         "with rdinet_tf.models.build or attach_exits, or train one with rdinet-train")
+    return model
 
 
 __all__ = ["INPUT_SHAPES", "MultiExitModel", "attach_exits", "build", "cifar_resnet", "exit_name", "load"]

@@ -25,8 +25,14 @@ every input run the whole network.
 Sample weights (``fit(x, y, sample_weight=w)`` or a dataset of
 ``(x, y, w)``) weight every term and every metric, with Keras's
 ``"sum_over_batch_size"`` reduction: ``sum(w * CE) / batch size``.
+
+Mixed precision: :func:`set_precision` before building a model. The layers
+then compute in 16 bits, the logits, L_RDI and the attacks in float32; under
+``mixed_float16`` ``compile`` wraps the optimizer in Keras's
+``LossScaleOptimizer`` (``train_step`` scales the loss through it).
 """
 
+import contextlib
 import dataclasses
 import warnings
 
@@ -39,6 +45,7 @@ from rdinet_tf.architecture.network import MultiExitNetwork
 from rdinet_tf.errors import InputError
 
 DEFENSES = ("none", "main", "average", "max_average")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 _RDI_COMPILE_ARGS = ("defense", "attack", "exit_weights", "adversarial_weight", "seed", "slowdown_weight",
                      "slowdown_attack")
 # keras.Model.compile arguments that L_RDI replaces: refused with a pointer to what to use instead.
@@ -47,12 +54,26 @@ _REFUSED_COMPILE_ARGS = {
     "loss_weights": "weight the exits with exit_weights=[w_1, ..., w_K]",
     "weighted_metrics": "metrics=[...] are already weighted by the sample weights",
 }
-_CROSS_ENTROPY = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def weighted_cross_entropy(labels, logits, sample_weight=None):
-    """Mean cross-entropy of one exit, ``sum(w * CE) / batch size`` as Keras reduces a weighted loss."""
-    return _CROSS_ENTROPY(labels, logits, sample_weight=sample_weight)
+    """Mean cross-entropy of one exit, ``sum(w * CE) / batch size`` as Keras reduces a weighted loss.
+
+    Unlike a ``keras.losses.Loss`` object, it does not divide by the replicas of a
+    ``tf.distribute`` strategy: ``train_step`` does that once, for the whole loss.
+    """
+    losses = attacks.cross_entropy(labels, logits)
+    if sample_weight is not None:
+        losses *= tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
+    return tf.reduce_sum(losses) / tf.cast(tf.size(losses), losses.dtype)
+
+
+def check_exit_weights(exit_weights, num_exits):
+    """``exit_weights`` as a list of ``num_exits`` floats (all 1 when None); one clear error otherwise."""
+    weights = np.ones(num_exits) if exit_weights is None else np.asarray(exit_weights, float)
+    if weights.shape != (num_exits,) or not np.isfinite(weights).all() or (weights < 0).any():
+        raise InputError(f"exit_weights must be {num_exits} non-negative numbers (one per exit); got {exit_weights!r}")
+    return [float(w) for w in weights]
 
 
 def rdi_loss(labels, clean_logits, adversarial_logits, exit_weights, adversarial_weight, sample_weight=None):
@@ -104,11 +125,7 @@ class MultiExitModel(MultiExitNetwork):
             raise InputError(f"unknown defense {defense!r}; choose one of {DEFENSES}")
         if defense != "none" and attack is None:
             raise InputError(f"defense {defense!r} needs an attack, e.g. attack=PGD(eps, step_size, steps)")
-        weights = np.ones(self.num_exits) if exit_weights is None else np.asarray(exit_weights, float)
-        if weights.shape != (self.num_exits,) or (weights < 0).any():
-            raise InputError(
-                f"exit_weights must be {self.num_exits} non-negative numbers (one per exit); got {exit_weights!r}"
-            )
+        weights = check_exit_weights(exit_weights, self.num_exits)
         if not 0 <= adversarial_weight <= 1:
             raise InputError(f"adversarial_weight must be in [0, 1]; got {adversarial_weight}")
         if not slowdown_weight >= 0:
@@ -119,7 +136,7 @@ class MultiExitModel(MultiExitNetwork):
                 raise InputError("slowdown_weight needs an attack: pass slowdown_attack=PGD(eps, step_size, steps)")
             attacks.check_objective("slowdown", self.num_exits)
         self.defense, self.attack = defense, attack
-        self.exit_weights = [float(w) for w in weights]
+        self.exit_weights = weights
         self.adversarial_weight = float(adversarial_weight if defense != "none" else 0.0)
         self.attack_seed = int(seed)
         self.slowdown_weight, self.slowdown_attack = float(slowdown_weight), slowdown_attack
@@ -193,6 +210,19 @@ class MultiExitModel(MultiExitNetwork):
         seed = self.attack_seed + tf.cast(self.optimizer.iterations, tf.int32)
         return attacks.generate(self, images, labels, self.attack, self.defense, seed=seed)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Build the optimizer, the one thing left unbuilt before ``fit`` (the network is built when made,
+        and L_RDI needs no compiled loss or metrics).
+
+        Replaces Keras's version, which under a ``tf.distribute`` strategy draws a batch of
+        the training stream to build from (so the training then starts at the next batch) and
+        under ``MultiWorkerMirroredStrategy`` fails to reduce it (Keras 3.15).
+        """
+        del iterator, data_batch
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     def train_step(self, data):
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         adversarial = self.adversarial_batch(images, labels)
@@ -213,14 +243,27 @@ class MultiExitModel(MultiExitNetwork):
         gradients = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         self._rdi_metrics.update(loss, labels, sample_weight, clean_logits, adversarial_logits, slowdown_term)
-        return {m.name: m.result() for m in self.metrics}
+        return _logs(self.metrics)
 
     def test_step(self, data):
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         clean_logits = self(images, training=False)
         loss = self.rdi_loss(labels, clean_logits, None, sample_weight)
         self._rdi_metrics.update(loss, labels, sample_weight, clean_logits)
-        return {m.name: m.result() for m in self._rdi_metrics.evaluated}
+        return _logs(self._rdi_metrics.evaluated)
+
+
+def _logs(metrics):
+    """A step's logs: each metric's result, as Keras can reduce it over the replicas.
+
+    Across workers, Keras 3.15 averages the replicas' logs along axis 0 (``strategy.reduce("MEAN", axis=0)``),
+    which a scalar lacks: there each result is returned with a leading axis of size 1 (reduced to a scalar).
+    """
+    logs = {m.name: m.result() for m in metrics}
+    strategy = tf.distribute.get_strategy()
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.cluster_resolver.cluster_spec():
+        logs = {name: value[None] for name, value in logs.items()}
+    return logs
 
 
 class _RDIMetrics:
@@ -261,6 +304,28 @@ def _exit_metric(spec, exit_label):
     config = metric.get_config()
     config["name"] = f"{exit_label}_{config.get('name') or metric.name}"
     return type(metric).from_config(config)
+
+
+def set_precision(precision):
+    """Make the models built from now on compute in ``precision``, one of ``PRECISIONS``.
+
+    Sets Keras's global dtype policy; variables stay float32. A model keeps the precision it was built with,
+    also when saved and loaded; ``set_precision("float32")`` restores the default.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    keras.config.set_dtype_policy(precision)
+
+
+@contextlib.contextmanager
+def precision_scope(precision):
+    """:func:`set_precision` for the models built inside the block; the previous policy is restored after."""
+    previous = keras.config.dtype_policy()
+    set_precision(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 @dataclasses.dataclass(frozen=True)

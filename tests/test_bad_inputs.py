@@ -2,13 +2,17 @@
 
 import os
 import pickle
+import re
+import socket
+import time
+import zipfile
 
 import numpy as np
 import pytest
 
 from rdinet_tf import data, models
 from rdinet_tf.adversarial import attacks
-from rdinet_tf.cli import evaluate, train
+from rdinet_tf.cli import evaluate, export, prune, train
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import ExitPolicy
 
@@ -28,6 +32,11 @@ CLI_CASES = [
     (train.main, ["--eval-attacks", "pgdd"], "unknown attack 'pgdd'"),
     (train.main, ["--model", "resnet38"], "takes \\(32, 32, 3\\) images"),
     (train.main, ["--slowdown-attack-steps", "3"], "give it together with --slowdown-weight"),
+    (train.main, ["--exit-weights", "1,2"], "exit_weights must be 3 non-negative numbers"),
+    (train.main, ["--eval-objectives", "exit_9"], "unknown attack objective 'exit_9'"),
+    (train.main, ["--eval-objectives", ","], "--eval-objectives names no objective"),
+    (train.main, ["--eval-samples", "0"], "argument --eval-samples: must be >= 1"),
+    (train.main, ["--out", "/sys/rdinet-run"], "cannot write into /sys"),
     (evaluate.main, ["--samples", "-350"], "argument --samples: must be >= 1"),
     (evaluate.main, ["--samples", "ten"], "argument --samples: 'ten' is not an integer"),
 ]
@@ -43,7 +52,7 @@ def test_command_line_errors_are_one_line_with_exit_code_2(main, extra, message,
     assert stop.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert __import__("re").search(message, lines[0]), lines[0]
+    assert re.search(message, lines[0]), lines[0]
     assert not out.exists()
 
 
@@ -173,3 +182,99 @@ def test_the_importer_refuses_nan_weights():
     with pytest.raises(InputError, match="'fc3.weight' holds NaN"):
         load_state_dict(model, state, "smallcnn")
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+@pytest.fixture
+def no_data_load(monkeypatch):
+    """Make any data loading fail the test: the checks must come before it."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("data was loaded before the arguments were checked")
+
+    monkeypatch.setattr(data, "load", refuse)
+
+
+@pytest.fixture(scope="module")
+def bad_model_files(tmp_path_factory, digits_model):
+    """A .keras path per way a model file can be wrong, with the error it must give."""
+    folder = tmp_path_factory.mktemp("bad_models")
+    good = folder / "good.keras"
+    digits_model.save(good)
+    cases = {}
+    truncated = folder / "truncated.keras"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cases[truncated] = "is not a .keras archive"
+    noise = folder / "random.keras"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    cases[noise] = "is not a .keras archive"
+    no_config = folder / "no_config.keras"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(no_config, "w") as target:
+        for name in source.namelist():
+            if name != "config.json":
+                target.writestr(name, source.read(name))
+    cases[no_config] = "lacks config.json"
+    plain = folder / "plain.keras"
+    import keras
+
+    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(plain)
+    cases[plain] = "holds a Sequential, not an rdinet_tf multi-exit model"
+    return cases
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export", "prune"])
+def test_a_bad_model_file_is_named_with_the_fix(command, bad_model_files, tmp_path, cli_error, no_data_load):
+    out = tmp_path / "out"
+    for path, message in bad_model_files.items():
+        argv = {"evaluate": (evaluate.main, ["--model", str(path), "--dataset", "digits"]),
+                "export": (export.main, ["--tflite", "--model", str(path), "--out", str(out)]),
+                "prune": (prune.main, ["--model", str(path), "--dataset", "digits", "--out", str(out),
+                                       "--target-sparsity", "0.5"])}[command]
+        error = cli_error(*argv)
+        assert message in error and str(path) in error, error
+        assert not out.exists()
+
+
+def test_output_locations_are_checked_before_any_data_is_loaded(tmp_path, digits_model, cli_error, no_data_load):
+    model_file = tmp_path / "model.keras"
+    digits_model.save(model_file)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    (folder / "kept").write_text("")
+    cases = [
+        (evaluate.main, ["--model", str(model_file), "--dataset", "digits", "--out", str(folder)], "is a directory"),
+        (evaluate.main, ["--model", str(model_file), "--dataset", "digits", "--out", str(a_file / "r.json")],
+         "which is a file"),
+        (evaluate.main, ["--model", str(model_file), "--dataset", "digits", "--objectives", "exit_7"],
+         "unknown attack objective 'exit_7'"),
+        (export.main, ["--tflite", "--model", str(model_file), "--out", str(folder), "--dataset", "digits"],
+         "not an empty directory"),
+        (prune.main, ["--model", str(model_file), "--dataset", "digits", "--out", str(a_file),
+                      "--target-sparsity", "0.5"], "is a file"),
+        (train.main, [*TRAIN, "--out", str(a_file)], "is a file"),
+    ]
+    for main, argv, message in cases:
+        assert message in cli_error(main, argv)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "folder", "model.keras"]
+    assert [p.name for p in folder.iterdir()] == ["kept"]
+
+
+def test_an_empty_validation_split_stops_training_before_it_starts(tmp_path, cli_error):
+    images = np.zeros((4, 28, 28), np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_train=images, y_train=np.arange(4), x_test=images, y_test=np.arange(4))
+    out = tmp_path / "run"
+    error = cli_error(train.main, [*TRAIN[2:], "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(out)])
+    assert "validation split of mnist" in error and "is empty" in error
+    assert not out.exists()
+
+
+def test_an_unreachable_download_host_fails_within_seconds(tmp_path, monkeypatch):
+    with socket.socket() as probe:  # a port nobody listens on: connections are refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setitem(data.DOWNLOAD_HOSTS, "mnist", ("127.0.0.1", port))
+    start = time.monotonic()
+    with pytest.raises(data.DataError, match="127.0.0.1:.* cannot be reached.*--data-dir DIR"):
+        data.load("mnist", source="tfds", data_dir=str(tmp_path / "tfds"))
+    assert time.monotonic() - start < 30

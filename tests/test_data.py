@@ -5,6 +5,7 @@ import pickle
 import sys
 import types
 
+import keras
 import numpy as np
 import pytest
 
@@ -155,6 +156,46 @@ def test_local_split_npz_files_merge(tmp_path):
     np.testing.assert_array_equal(splits.y_test, np.arange(5))
 
 
+def _cifar_npz(path, first, count, key="train", compressed=False):
+    """An npz of ``count`` CIFAR images; image i has value ``first + i`` at pixel [0, 0, 0] and label i % 10."""
+    x = np.zeros((count, 32, 32, 3), np.uint8)
+    x[:, 0, 0, 0] = first + np.arange(count)
+    (np.savez_compressed if compressed else np.savez)(path, **{f"x_{key}": x, f"y_{key}": np.arange(count) % 10})
+
+
+@pytest.mark.parametrize("full, subset", [("cifar10_train.npz", "cifar10_train_10k.npz"),
+                                          ("cifar10_train_all.npz", "cifar10_train.npz")])
+def test_local_npz_prefers_the_file_with_more_images(tmp_path, full, subset):
+    _cifar_npz(tmp_path / full, 0, 12, compressed=True)
+    _cifar_npz(tmp_path / subset, 0, 4)  # its first images, like cifar10_train_10k.npz
+    _cifar_npz(tmp_path / "cifar10_test.npz", 100, 3, key="test")
+    splits = data.load("cifar10", data_dir=tmp_path, validation_size=0)
+    assert splits.source == f"npz: {tmp_path / 'cifar10_test.npz'}, {tmp_path / full}"
+    np.testing.assert_array_equal(np.rint(splits.x_train[:, 0, 0, 0] * 255), np.arange(12))
+    np.testing.assert_array_equal(splits.y_train, np.arange(12) % 10)
+    assert len(splits.x_test) == 3
+
+    (tmp_path / full).unlink()  # the subset alone still works
+    splits = data.load("cifar10", data_dir=tmp_path, validation_size=1)
+    assert splits.source == f"npz: {tmp_path / 'cifar10_test.npz'}, {tmp_path / subset}"
+    assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (3, 1, 3)
+
+
+def test_local_npz_tie_and_corrupt_file_are_clear_errors(tmp_path):
+    _cifar_npz(tmp_path / "cifar10_train.npz", 0, 4)
+    _cifar_npz(tmp_path / "cifar10_train_copy.npz", 10, 4)
+    _cifar_npz(tmp_path / "cifar10_train_full.npz", 20, 6)
+    _cifar_npz(tmp_path / "cifar10_test.npz", 100, 3, key="test")
+    assert str(tmp_path / "cifar10_train_full.npz") in data.load("cifar10", data_dir=tmp_path).source  # no tie for most
+    (tmp_path / "cifar10_train_full.npz").unlink()
+    with pytest.raises(DataError, match="key 'x_train' has 4 images in both cifar10_train.npz and "
+                                        "cifar10_train_copy.npz .*remove one of them"):
+        data.load("cifar10", data_dir=tmp_path)
+    (tmp_path / "cifar10_train_copy.npz").write_bytes(b"not a zip archive")
+    with pytest.raises(DataError, match="cifar10_train_copy.npz' as an .npz archive"):
+        data.load("cifar10", data_dir=tmp_path)
+
+
 def test_env_var_is_honoured(tmp_path, monkeypatch):
     np.savez(tmp_path / "mnist.npz", **_fake_mnist())
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
@@ -271,13 +312,18 @@ def test_unknown_names_and_bad_validation_size(tmp_path):
             data.load("digits", validation_size=bad)
 
 
+def _prepared_builder(name, data_dir=None):
+    """A fake tfds builder whose dataset is in the cache (so no download host is probed)."""
+    return types.SimpleNamespace(is_prepared=lambda: True)
+
+
 def test_tfds_failure_is_one_clear_error(monkeypatch):
     fake = types.ModuleType("tensorflow_datasets")
 
     def fail(*args, **kwargs):
         raise ConnectionError("Failed to resolve storage.googleapis.com")
 
-    fake.load, fake.as_numpy = fail, lambda tree: tree
+    fake.load, fake.as_numpy, fake.builder = fail, lambda tree: tree, _prepared_builder
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
     with pytest.raises(DataError) as err:
         data.load("cifar10")
@@ -297,7 +343,7 @@ def test_tfds_success_path_with_fake_module(monkeypatch):
         calls.append((name, kwargs))
         return [(arrays["x_train"][..., None], arrays["y_train"]), (arrays["x_test"][..., None], arrays["y_test"])]
 
-    fake.load, fake.as_numpy = fake_load, lambda tree: tree
+    fake.load, fake.as_numpy, fake.builder = fake_load, lambda tree: tree, _prepared_builder
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
     splits = data.load("mnist", validation_size=0)
     assert calls == [("mnist", {"split": ["train", "test"], "as_supervised": True, "batch_size": -1, "data_dir": None})]
@@ -337,21 +383,78 @@ def _crop_candidates(image):
             yield (dy, dx, True), crop[:, ::-1]
 
 
-def test_make_dataset_augment_is_per_image_pad_crop_flip():
-    x = np.random.default_rng(0).uniform(0.01, 1.0, (16, 32, 32, 3)).astype(np.float32)
-    y = np.arange(16) % 10
-    xs, ys = _collect(data.make_dataset(x, y, batch_size=8, augment=True, seed=3))
-    augmented = np.concatenate(xs)
+def _augmented(x, y, batch_size=8, epochs=1, **kwargs):
+    """All batches of ``epochs`` passes of an augmented dataset, concatenated per column."""
+    ds = data.make_dataset(x, y, batch_size, augment=True, **kwargs).repeat(epochs)
+    return [np.concatenate(column) for column in zip(*[[t.numpy() for t in batch] for batch in ds])]
+
+
+def _coordinate_images(n):
+    """Images whose channels hold (row + 1) / 64, (col + 1) / 64 and (index + 1) / 1024 (exact in float32)."""
+    rows, cols = np.meshgrid(np.arange(1, 33) / 64, np.arange(1, 33) / 64, indexing="ij")
+    ids = np.arange(1, n + 1)[:, None, None] / 1024 * np.ones((32, 32))
+    return np.stack([np.broadcast_to(rows, ids.shape), np.broadcast_to(cols, ids.shape), ids], -1).astype(np.float32)
+
+
+def _decode(images):
+    """(index, row offset, column offset, flipped) of each augmented ``_coordinate_images`` image.
+
+    Pixel (16, 15..16) is always inside the original image: row 12 + dy; columns 11 + dx, 12 + dx
+    unflipped, or 12 + dx, 11 + dx flipped.
+    """
+    coords = np.rint(images[:, 16, 15:17, :2] * 64).astype(int) - 1
+    flipped = coords[:, 1, 1] < coords[:, 0, 1]
+    ids = np.rint(images[:, 16, 16, 2] * 1024).astype(int) - 1
+    return ids, coords[:, 1, 0] - 12, coords[:, 1, 1] - 12 + flipped, flipped
+
+
+def test_augment_is_a_pad_crop_flip_of_each_image():
+    x = np.random.default_rng(0).uniform(0.01, 1.0, (6, 32, 32, 3)).astype(np.float32)
+    augmented, labels = _augmented(x, np.arange(6), batch_size=6, seed=3)
     assert augmented.shape == x.shape and augmented.dtype == np.float32
-    assert augmented.min() >= 0.0 and augmented.max() <= 1.0
-    np.testing.assert_array_equal(np.concatenate(ys), y)
+    np.testing.assert_array_equal(labels, np.arange(6))
     transforms = []
     for original, image in zip(x, augmented):
-        matches = [t for t, crop in _crop_candidates(original) if np.allclose(crop, image, atol=1e-6)]
-        assert matches, "augmented image is not a pad-4 crop (+ optional flip) of its input"
-        transforms.append(matches[0])
-    assert any(t != (4, 4, False) for t in transforms)  # some images changed
-    assert len(set(transforms)) > 1  # crop/flip drawn per image, not once per batch
+        matches = [t for t, crop in _crop_candidates(original) if np.array_equal(crop, image)]
+        assert len(matches) == 1, "augmented image is not a pad-4 crop (+ optional flip) of its input"
+        transforms += matches
+    assert len(set(transforms)) > 1  # drawn per image, not once per batch
 
-    again = np.concatenate(_collect(data.make_dataset(x, y, batch_size=8, augment=True, seed=3))[0])
-    np.testing.assert_array_equal(augmented, again)
+
+def test_augment_draws_every_offset_and_flips_half_per_image_with_aligned_labels():
+    n = 300
+    x = _coordinate_images(n)
+    y = np.arange(n) % 10
+    images, labels, weights = _augmented(x, y, batch_size=64, shuffle=True, seed=1, sample_weight=np.arange(n) / n)
+    ids, dy, dx, flipped = _decode(images)
+    assert sorted(ids) == list(range(n)) and not np.array_equal(ids, np.arange(n))  # shuffled
+    np.testing.assert_array_equal(labels, ids % 10)
+    np.testing.assert_array_equal(weights, (ids / n).astype(np.float32))
+    for image, i, row, col, flip in zip(images, ids, dy, dx, flipped):  # the decoded transform explains every pixel
+        crop = np.pad(x[i], ((4, 4), (4, 4), (0, 0)))[row : row + 32, col : col + 32]
+        np.testing.assert_array_equal(image, crop[:, ::-1] if flip else crop)
+    assert set(dy) == set(dx) == set(range(9))
+    assert 0.4 < flipped.mean() < 0.6
+    for batch in range(0, n, 64):  # every batch mixes offsets and flips
+        transforms = set(zip(dy[batch : batch + 64], dx[batch : batch + 64], flipped[batch : batch + 64]))
+        assert len(transforms) > 10
+
+
+def test_augment_is_reproducible_per_seed_and_fresh_per_epoch():
+    x = _coordinate_images(40)
+    y = np.arange(40) % 10
+    first = _augmented(x, y, epochs=2, seed=3)[0]
+    np.testing.assert_array_equal(first, _augmented(x, y, epochs=2, seed=3)[0])
+    assert not np.array_equal(first[:40], first[40:])  # the second epoch gets new crops
+    assert not np.array_equal(first, _augmented(x, y, epochs=2, seed=4)[0])
+    assert not np.array_equal(_augmented(x, y)[0], _augmented(x, y)[0])  # no seed: differs run to run
+
+
+def test_augment_without_seed_ignores_the_global_seed():
+    x = _coordinate_images(40)
+    y = np.arange(40) % 10
+    runs = []
+    for _ in range(2):
+        keras.utils.set_random_seed(0)
+        runs.append(_augmented(x, y)[0])
+    assert not np.array_equal(*runs)

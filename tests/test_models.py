@@ -148,3 +148,19 @@ def test_attach_exits_to_keras_application(tmp_path):
         models.attach_exits(backbone, ["nope"], head)
     with pytest.raises(InputError, match="single tensor crosses"):
         models.attach_exits(backbone, ["block_2_expand"], head)
+
+
+@pytest.mark.parametrize("name", ["smallcnn", "resnet38"])
+def test_initial_weights_follow_the_seed_and_differ_between_layers(name):
+    def initial(seed):
+        keras.utils.set_random_seed(seed)
+        return [np.asarray(w) for w in models.build(name).get_weights()]
+
+    first, again, other = initial(0), initial(0), initial(1)
+    kernels = [i for i, w in enumerate(first) if w.ndim >= 2 and w.std() > 0]
+    assert all(np.array_equal(first[i], again[i]) for i in kernels)
+    assert not any(np.array_equal(first[i], other[i]) for i in kernels)
+    by_shape = {}
+    for i in kernels:
+        by_shape.setdefault(first[i].shape, []).append(first[i])
+    assert not any(np.array_equal(a, b) for same in by_shape.values() for a, b in zip(same, same[1:]))

@@ -26,7 +26,10 @@ graph step loop), :func:`loss_and_gradient` and :func:`project_linf`.
 
 Everything is batched TensorFlow, usable inside ``tf.function``; attacks run
 the model in inference mode and never change its weights. The same integer
-``seed`` gives the same adversarial batch.
+``seed`` gives the same adversarial batch. Under any dtype policy, images,
+adversarial images and losses are float32 (a mixed-precision network's logits
+are, see :mod:`rdinet_tf.architecture.network`) and the input gradient is
+loss-scaled against float16 underflow (:func:`loss_and_gradient`).
 """
 
 import dataclasses
@@ -39,6 +42,9 @@ from rdinet_tf.errors import InputError
 from rdinet_tf.policy import entropy
 
 OBJECTIVES = ("main", "average", "max_average", "random_average", "routing", "slowdown")
+# Loss scale of the attacks' input gradients (:func:`loss_and_gradient`): Keras's initial
+# mixed_float16 loss scale.
+LOSS_SCALE = 2.0**15
 
 
 class AttackMethod:
@@ -59,6 +65,24 @@ class AttackMethod:
 def _check_eps(method, eps):
     if not (math.isfinite(eps) and 0 <= eps <= 1):
         raise InputError(f"{method} needs an eps in [0, 1] (pixels are in [0, 1]); got eps={eps}")
+
+
+def uniform_noise(images, seed, eps):
+    """Noise uniform in [-eps, eps], shaped like ``images``, that depends only on the global batch.
+
+    Inside a ``tf.distribute`` replica holding one even share of a global
+    batch, the noise is this replica's slice of the noise the whole batch gets
+    on one device, so a step trains on the same examples however many
+    replicas share it.
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = 1 if context is None else context.num_replicas_in_sync
+    if replicas == 1:
+        return tf.random.stateless_uniform(tf.shape(images), seed, -eps, eps)
+    shape = tf.shape(images)
+    start = tf.cast(context.replica_id_in_sync_group, tf.int32) * shape[0]
+    whole = tf.random.stateless_uniform(tf.concat([[shape[0] * replicas], shape[1:]], 0), seed, -eps, eps)
+    return whole[start:start + shape[0]]
 
 
 @keras.saving.register_keras_serializable(package="rdinet_tf")
@@ -85,8 +109,7 @@ class PGD(AttackMethod):
         images = tf.convert_to_tensor(images, tf.float32)
         adversarial = images
         if self.random_start:
-            noise = tf.random.stateless_uniform(tf.shape(images), seed, -self.eps, self.eps)
-            adversarial = tf.clip_by_value(images + noise, 0.0, 1.0)
+            adversarial = tf.clip_by_value(images + uniform_noise(images, seed, self.eps), 0.0, 1.0)
 
         def step(_, x):
             x = x + self.step_size * tf.sign(loss_and_gradient(loss_fn, x, labels)[1])
@@ -151,8 +174,7 @@ class RandomNoise(AttackMethod):
     def perturb(self, loss_fn, images, labels, seed):
         del loss_fn, labels
         images = tf.convert_to_tensor(images, tf.float32)
-        noise = tf.random.stateless_uniform(tf.shape(images), seed, -self.eps, self.eps)
-        return tf.clip_by_value(images + noise, 0.0, 1.0)
+        return tf.clip_by_value(images + uniform_noise(images, seed, self.eps), 0.0, 1.0)
 
 
 def universal_slowdown(model, images, eps, steps=100, step_size=None, batch_size=128, seed=0):
@@ -196,12 +218,22 @@ def project_linf(x, images, eps):
 
 
 def loss_and_gradient(loss_fn, images, labels):
-    """Per-sample ``loss_fn(images, labels)`` and the gradient of its sum with respect to ``images``."""
+    """Per-sample ``loss_fn(images, labels)`` and the gradient of its sum with respect to ``images``.
+
+    Every attack's gradient comes from here, loss-scaled: the sum is multiplied
+    by :data:`LOSS_SCALE` before differentiation and the gradient divided by it
+    afterwards. A power of two, this is exact in float32 and bfloat16;
+    in a ``mixed_float16`` model it keeps small backward values from
+    underflowing to zero. Entries that overflow (not finite) are 0: the attack
+    leaves those pixels alone for one step, as Keras's ``LossScaleOptimizer``
+    skips a training step, and nothing non-finite reaches the images.
+    """
     with tf.GradientTape() as tape:
         tape.watch(images)
         loss = loss_fn(images, labels)
-        total = tf.reduce_sum(loss)
-    return loss, tape.gradient(total, images)
+        total = tf.reduce_sum(loss) * LOSS_SCALE
+    gradient = tape.gradient(total, images) / LOSS_SCALE
+    return loss, tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))
 
 
 def cross_entropy(labels, logits):

@@ -9,15 +9,24 @@ BatchNorm uses PyTorch's epsilon 1e-5 and momentum 0.1 (Keras momentum 0.9).
 import keras
 from keras import layers
 
-# Kaiming normal, fan-out: normal(0, sqrt(2 / (kh * kw * out_ch))), the reference's conv init.
-CONV_INIT = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
-# PyTorch's default Linear init: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-DENSE_INIT = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+# Initializers are made afresh for every layer: a Keras initializer instance draws its seed
+# once, when it is made, so a shared instance would give every layer of one shape the same
+# weights, and one made at import would not follow keras.utils.set_random_seed.
+
+
+def conv_init(fan="fan_out"):
+    """Kaiming normal: normal(0, sqrt(2 / (kh * kw * channels on the ``fan`` side))), the reference's conv init."""
+    return keras.initializers.VarianceScaling(2.0, fan, "untruncated_normal")
+
+
+def dense_init():
+    """PyTorch's default Linear init: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def conv(x, filters, kernel, stride=1, padding=0, use_bias=False, name=None,
-         depthwise=False, kernel_initializer=CONV_INIT):
-    """A conv with PyTorch's symmetric zero padding ``padding`` on every side."""
+         depthwise=False, fan="fan_out"):
+    """A conv with PyTorch's symmetric zero padding ``padding`` on every side, Kaiming-initialised on ``fan``."""
     if padding and (stride > 1 or padding != kernel // 2):
         x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
         mode = "valid"
@@ -25,9 +34,9 @@ def conv(x, filters, kernel, stride=1, padding=0, use_bias=False, name=None,
         mode = "same" if padding else "valid"
     if depthwise:
         return layers.DepthwiseConv2D(kernel, stride, mode, use_bias=use_bias, name=name,
-                                      depthwise_initializer=kernel_initializer)(x)
+                                      depthwise_initializer=conv_init(fan))(x)
     return layers.Conv2D(filters, kernel, stride, mode, use_bias=use_bias, name=name,
-                         kernel_initializer=kernel_initializer)(x)
+                         kernel_initializer=conv_init(fan))(x)
 
 
 def batch_norm(x, name):
@@ -69,4 +78,4 @@ def classifier(x, num_classes, name, pool=True):
     """Global average pool (optional) and a dense layer giving the logits."""
     if pool:
         x = layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
-    return layers.Dense(num_classes, kernel_initializer=DENSE_INIT, name=f"{name}_fc")(x)
+    return layers.Dense(num_classes, kernel_initializer=dense_init(), name=f"{name}_fc")(x)

@@ -4,6 +4,12 @@ Exit k (0-based ``exit_index`` in code, named ``exit_{k+1}``) reads the feature
 map left by stage k. The last exit is the backbone's own classifier. Because
 the network is a chain of segments, code can run only the stages up to exit k
 (:meth:`MultiExitModel.exit_logits`) and export each segment on its own.
+
+Under a mixed dtype policy (``keras.config.set_dtype_policy("mixed_bfloat16")``
+or ``"mixed_float16"`` before building) the layers compute in 16 bits and keep
+float32 variables; every exit's logits leave the network in float32 (see
+:func:`float32_logits`), so the losses, entropies, routing and attacks built on
+them compute in float32.
 """
 
 import keras
@@ -27,31 +33,39 @@ class MultiExitNetwork(keras.Model):
     Args:
         stages: K functional sub-models; stage k maps the output of stage k-1
             (stage 0 maps the image) to the feature map exit k reads.
-        heads: K functional sub-models; head k maps stage k's output to logits.
+        heads: K functional sub-models; head k maps stage k's output to logits
+            (a head with 16-bit logits gets a float32 cast: :func:`float32_logits`).
         exit_policy: optional Keras-serializable exit policy (e.g.
             :class:`rdinet_tf.policy.ExitPolicy`), saved and loaded with the model.
+        dtype: the model's own dtype policy (default: the global one), saved with
+            it, so that a ``mixed_float16`` model compiles with loss scaling
+            wherever it is loaded.
     """
 
-    def __init__(self, stages, heads, exit_policy=None, **kwargs):
+    def __init__(self, stages, heads, exit_policy=None, dtype=None, **kwargs):
         if len(stages) != len(heads) or not stages:
             raise ValueError(
                 f"a multi-exit model needs one head per stage; got {len(stages)} "
                 f"stages and {len(heads)} heads"
             )
+        heads = [float32_logits(head) for head in heads]
         image = keras.Input(shape=tuple(stages[0].inputs[0].shape[1:]), name="image")
         features, logits = image, []
         for stage, head in zip(stages, heads):
             features = stage(features)
             logits.append(head(features))
         super().__init__(inputs=image, outputs=logits, **kwargs)
+        if dtype is not None:
+            self.dtype_policy = dtype  # a functional model ignores the dtype argument
         self.stages = list(stages)
-        self.heads = list(heads)
+        self.heads = heads
         self.exit_policy = exit_policy
 
     @classmethod
     def from_network(cls, network):
         """This class over the stages, heads and policy of another network (weights shared)."""
-        return cls(network.stages, network.heads, exit_policy=network.exit_policy, name=network.name)
+        return cls(network.stages, network.heads, exit_policy=network.exit_policy, dtype=network.dtype_policy,
+                   name=network.name)
 
     @property
     def num_exits(self):
@@ -93,6 +107,7 @@ class MultiExitNetwork(keras.Model):
         return {
             "name": self.name,
             "trainable": self.trainable,
+            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
             "stages": [keras.saving.serialize_keras_object(s) for s in self.stages],
             "heads": [keras.saving.serialize_keras_object(h) for h in self.heads],
             "exit_policy": keras.saving.serialize_keras_object(self.exit_policy),
@@ -108,7 +123,20 @@ class MultiExitNetwork(keras.Model):
             ]
         config["exit_policy"] = keras.saving.deserialize_keras_object(
             config.get("exit_policy"), custom_objects=custom_objects)
+        config["dtype"] = keras.saving.deserialize_keras_object(config.get("dtype"))
         return cls(**config)
+
+
+def float32_logits(head):
+    """``head`` if its logits are float32, else the same head (same layers) ending in a float32 cast.
+
+    Keras's advice for mixed precision: the model's outputs are float32, so a
+    16-bit softmax never saturates and small loss gradients survive.
+    """
+    if head.outputs[0].dtype == "float32":
+        return head
+    logits = keras.layers.Activation("linear", dtype="float32", name="float32_logits")(head.outputs[0])
+    return keras.Model(head.inputs, logits, name=head.name)
 
 
 def chain(segment_builders, input_shape, name):

@@ -1,22 +1,18 @@
 """SmallCNN for MNIST with 3 exits (the reference architecture)."""
 
-import keras
 from keras import layers
 
-from rdinet_tf.architecture.blocks import DENSE_INIT, conv
+from rdinet_tf.architecture.blocks import conv, dense_init
 from rdinet_tf.architecture.network import chain
 
-# Kaiming normal, fan-in (PyTorch's kaiming_normal_ default), the SmallCNN conv init.
-_CONV_INIT = keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
-
-
 def _conv_relu(x, filters, name, stride=1):
-    x = conv(x, filters, 3, stride, use_bias=True, name=name, kernel_initializer=_CONV_INIT)
+    """Conv with Kaiming normal fan-in init (PyTorch's kaiming_normal_ default, the SmallCNN conv init) + ReLU."""
+    x = conv(x, filters, 3, stride, use_bias=True, name=name, fan="fan_in")
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
 def _dense(x, units, name, **kwargs):
-    return layers.Dense(units, kernel_initializer=DENSE_INIT, name=name, **kwargs)(x)
+    return layers.Dense(units, kernel_initializer=dense_init(), name=name, **kwargs)(x)
 
 
 def _side_head(x, prefix, num_classes):
@@ -27,7 +23,7 @@ def _side_head(x, prefix, num_classes):
 
 
 def _exit_1(x, num_classes):
-    x = conv(x, 16, 3, 2, use_bias=True, name="exit1_conv", kernel_initializer=_CONV_INIT)
+    x = conv(x, 16, 3, 2, use_bias=True, name="exit1_conv", fan="fan_in")
     return _side_head(layers.MaxPooling2D(2, name="exit1_pool")(x), "exit1", num_classes)
 
 

@@ -62,9 +62,21 @@ def evaluation_attacks(names, eps, step_size, steps):
     return [makers[n]() for n in names]
 
 
-def objectives(text):
-    """Comma-separated attack objectives, or None for the default set."""
-    return None if text is None else [o for o in text.split(",") if o]
+def objectives(text, num_exits, option="--objectives"):
+    """Comma-separated attack objectives, checked for a model of ``num_exits`` exits; None: the default set.
+
+    The command lines always have an exit policy to route with (train
+    calibrates one; ``evaluate_splits`` calibrates a model saved without), so
+    ``routing`` is always accepted.
+    """
+    if text is None:
+        return None
+    names = [o for o in text.split(",") if o]
+    if not names:
+        raise InputError(f"{option} names no objective; give e.g. exit_1,average,max_average,routing or leave it out")
+    for name in names:
+        attacks.check_objective(name, num_exits, policy=True)
+    return names
 
 
 def check_dataset_shape(image_shape, dataset, owner):

@@ -36,8 +36,11 @@ def parser():
 
 @base.command(parser)
 def main(args):
+    if args.out:
+        files.check_output(args.out, directory=False)
     model = models.load(args.model)
     common.check_dataset_shape(model.image_shape, args.dataset, args.model)
+    objectives = common.objectives(args.objectives, model.num_exits)
     preset = common.preset_for(model.image_shape, args.preset)
     eps = common.or_default(args.eps, preset.eps)
     methods = common.evaluation_attacks(args.attacks, eps, common.or_default(args.step_size, preset.step_size),
@@ -46,7 +49,7 @@ def main(args):
              if args.autoattack else None)
     splits = data.load(args.dataset, data_dir=args.data_dir)
     report = evaluate.evaluate_splits(model, splits, methods, args.samples, args.batch_size,
-                                      objectives=common.objectives(args.objectives), autoattack=suite)
+                                      objectives=objectives, autoattack=suite)
     print(report.table())
     if args.out:
         out = Path(args.out)

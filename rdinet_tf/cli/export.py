@@ -8,7 +8,7 @@ split.
 
 import numpy as np
 
-from rdinet_tf import data, models
+from rdinet_tf import data, files, models
 from rdinet_tf.cli import base, common
 from rdinet_tf.export import CLASS_NAMES, PRECISIONS, compare_with_keras, export_tflite
 
@@ -35,6 +35,7 @@ def parser():
 
 @base.command(parser)
 def main(args):
+    files.check_replaceable(args.out, args.overwrite)
     model = models.load(args.model)
     splits = None
     if args.dataset is not None:

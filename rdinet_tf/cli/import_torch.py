@@ -25,8 +25,7 @@ def main(args):
     out = Path(args.out)
     if out.suffix != ".keras":
         raise InputError(f"--out must name a .keras file; got {args.out!r}")
-    if not out.resolve().parent.is_dir():
-        raise InputError(f"the directory of --out {args.out!r} does not exist; create it first")
+    files.check_output(out, directory=False)
     try:
         model = load_torch_checkpoint(args.checkpoint, args.model)
     except ImportError as error:

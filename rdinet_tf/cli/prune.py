@@ -26,7 +26,6 @@ import numpy as np
 from rdinet_tf import data, evaluate, files, models, pruning
 from rdinet_tf.adversarial import attacks
 from rdinet_tf.cli import base, common
-from rdinet_tf.errors import InputError
 from rdinet_tf.policy import predict_exit_logits
 
 MODEL_FILE = "model.keras"
@@ -65,8 +64,7 @@ def run(args):
     if args.target_sparsity is not None:
         pruning.check_sparsity(args.target_sparsity)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; pass a directory (it is created if missing)")
+    files.check_output(out)
     source = models.load(args.model)
     pruning.check_model(source)
     common.check_dataset_shape(source.image_shape, args.dataset, args.model)

@@ -11,8 +11,13 @@ Layout of ``--out`` while a run is under way, and what a rerun does with it:
 * ``model.keras`` + ``summary.json``: the finished run, written together;
   the files above are then removed. A finished run is replaced only with
   ``--overwrite``; ``--restart`` discards an unfinished one.
+
+A non-chief worker of a multi-worker run keeps the same state in
+``.worker_<index>/`` and removes it when its training is done: only the chief
+writes outputs.
 """
 
+import contextlib
 import json
 import shutil
 import time
@@ -37,10 +42,12 @@ _NOT_TRAINING = {"out", "quiet", "overwrite", "restart", "eval_attacks", "eval_o
 class RunDirectory:
     """The state of a training run in ``out``; see the module doc."""
 
-    def __init__(self, out, args, overwrite=False, restart=False):
-        self.out = Path(out)
-        if self.out.exists() and not self.out.is_dir():
-            raise InputError(f"--out {self.out} is a file; pass a directory (it is created if missing)")
+    def __init__(self, out, args, overwrite=False, restart=False, worker=None):
+        self.root = Path(out)
+        files.check_output(self.root)
+        # A non-chief worker of a multi-worker run keeps its own resumable state in a private
+        # folder (removed by finish_worker) and writes no outputs.
+        self.out = self.root if worker is None else self.root / f".worker_{worker}"
         self.training_args = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_TRAINING}
         finished = (self.out / MODEL_FILE).exists() or (self.out / SUMMARY_FILE).exists()
         if finished and not overwrite:
@@ -90,6 +97,12 @@ class RunDirectory:
         """Write ``model.keras`` and ``summary.json`` together, then remove the run's working files."""
         files.publish(self.out, {MODEL_FILE: model.save, SUMMARY_FILE: files.json_writer(summary)})
         self._discard_unfinished()
+
+    def finish_worker(self):
+        """End a non-chief worker's run: remove its private state (and ``out`` if that leaves it empty)."""
+        shutil.rmtree(self.out, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.root.rmdir()
 
     def _discard_unfinished(self):
         shutil.rmtree(self.backup, ignore_errors=True)

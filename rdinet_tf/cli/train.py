@@ -12,27 +12,39 @@ import dataclasses
 import math
 
 import keras
+import tensorflow as tf
 
-from rdinet_tf import data, evaluate, flops, models
+from rdinet_tf import data, distribution, evaluate, flops, models
 from rdinet_tf.accounting import CONVENTIONS
 from rdinet_tf.adversarial import attacks
 from rdinet_tf.cli import base, common
 from rdinet_tf.cli.run_directory import MODEL_FILE, SUMMARY_FILE, RunDirectory
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import ExitPolicy
-from rdinet_tf.training import DEFENSES, PRESETS, preset_optimizer
+from rdinet_tf.training import (DEFENSES, PRECISIONS, PRESETS, check_exit_weights, precision_scope,
+                                preset_optimizer)
 
 
 def parser():
     parser = base.ArgumentParser(prog="rdinet-train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(PRESETS), default="smallcnn")
+    parser.add_argument("--preset", choices=["paper"], default="paper",
+                        help="training recipe: paper, the reference's full schedule for --model (default)")
     common.add_data_arguments(parser, required=False, help="default: the model's preset dataset (mnist or cifar10)")
     parser.add_argument("--defense", choices=DEFENSES, default="max_average")
     parser.add_argument("--epochs", type=base.positive_int,
                         help="default: the preset's iterations (full paper schedule)")
     parser.add_argument("--steps-per-epoch", type=base.positive_int,
                         help="default: one pass over the training split")
-    parser.add_argument("--batch-size", type=base.positive_int)
+    parser.add_argument("--batch-size", type=base.positive_int,
+                        help="global batch, split evenly over the replicas (default: preset)")
+    parser.add_argument("--distribute", choices=distribution.STRATEGIES, default="none",
+                        help="tf.distribute strategy: mirrored (local GPUs, or --cpu-devices), multi_worker "
+                        "(MultiWorkerMirroredStrategy from TF_CONFIG; run the command on every worker)")
+    parser.add_argument("--cpu-devices", type=base.positive_int,
+                        help="with --distribute mirrored: mirror over N logical CPU devices (for testing)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="Keras dtype policy of the model; attacks and losses compute in float32")
     parser.add_argument("--lr", type=base.positive_float, help="base learning rate (default: preset)")
     common.add_attack_arguments(parser, training=True)
     parser.add_argument("--slowdown-weight", type=base.non_negative_float, default=0.0,
@@ -63,61 +75,104 @@ def parse_args(argv=None):
     return parser().parse_args(argv)
 
 
-def _exit_weights(text):
+def _exit_weights(text, num_exits):
     if text is None:
         return None
     try:
-        return [float(w) for w in text.split(",")]
+        weights = [float(w) for w in text.split(",")]
     except ValueError:
         raise InputError(f"--exit-weights must be comma-separated numbers, one per exit; got {text!r}") from None
+    return check_exit_weights(weights, num_exits)
 
 
 def run(args, callbacks=()):
-    """Train, calibrate, evaluate and save as ``args`` says; returns the run summary."""
+    """Train, calibrate, evaluate and save as ``args`` says; returns the run summary (None on a non-chief worker).
+
+    Every argument and the output location are checked before any data is
+    loaded. Training runs under ``--distribute``'s strategy; the chief then
+    calibrates and evaluates the saved model on its own.
+    """
     preset = PRESETS[args.model]
     dataset = args.dataset or preset.dataset
     common.check_dataset_shape(models.INPUT_SHAPES[args.model], dataset, f"--model {args.model}")
     if args.slowdown_attack_steps is not None and not args.slowdown_weight > 0:
         raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
                          "give it together with --slowdown-weight > 0")
-    exit_weights = _exit_weights(args.exit_weights)
-    attack = common.training_attack(args, preset)
-    eps, step_size = attack.eps, common.or_default(args.step_size, preset.step_size)
-    eval_attacks = common.evaluation_attacks(args.eval_attacks, eps, step_size,
-                                             common.or_default(args.eval_attack_steps, preset.eval_attack_steps))
-    slowdown_attack = (None if args.slowdown_attack_steps is None else
-                       attacks.PGD(eps, 2.5 * eps / args.slowdown_attack_steps, args.slowdown_attack_steps))
-    run_directory = RunDirectory(args.out, args, overwrite=args.overwrite, restart=args.restart)
-    keras.utils.set_random_seed(args.seed)
-    splits = data.load(dataset, data_dir=args.data_dir, seed=args.seed)
-    batch_size = common.or_default(args.batch_size, preset.batch_size)
-    steps_per_epoch = common.or_default(args.steps_per_epoch, math.ceil(len(splits.x_train) / batch_size))
-    epochs = common.or_default(args.epochs, math.ceil(preset.iterations / steps_per_epoch))
-    model = run_directory.trained_model()
-    if model is None:
-        model = models.build(args.model, num_classes=splits.num_classes)
-        model.compile(optimizer=preset_optimizer(preset, epochs * steps_per_epoch, args.lr),
-                      defense=args.defense, attack=attack, exit_weights=exit_weights, seed=args.seed,
-                      slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack)
-        train_data = data.make_dataset(splits.x_train, splits.y_train, batch_size, shuffle=True,
-                                       augment=preset.augment and dataset == "cifar10", seed=args.seed).repeat()
-        model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
-                  validation_data=data.make_dataset(splits.x_val, splits.y_val, 256),
-                  callbacks=[*run_directory.callbacks(), *callbacks], verbose=0 if args.quiet else "auto")
-        run_directory.save_trained(model)
+    distribution.check(args.distribute, args.cpu_devices)
+    placement = distribution.place(args.distribute, args.cpu_devices)
+    global_batch = common.or_default(args.batch_size, preset.batch_size)
+    per_replica_batch = placement.per_replica_batch(global_batch)
+    with precision_scope(args.precision):
+        keras.utils.set_random_seed(args.seed)
+        with placement.strategy.scope():
+            model = models.build(args.model, num_classes=data.DATASETS[dataset][1])
+        exit_weights = _exit_weights(args.exit_weights, model.num_exits)
+        attack = common.training_attack(args, preset)
+        eps, step_size = attack.eps, common.or_default(args.step_size, preset.step_size)
+        eval_attacks = common.evaluation_attacks(args.eval_attacks, eps, step_size,
+                                                 common.or_default(args.eval_attack_steps, preset.eval_attack_steps))
+        eval_objectives = common.objectives(args.eval_objectives, model.num_exits, "--eval-objectives")
+        slowdown_attack = (None if args.slowdown_attack_steps is None else
+                           attacks.PGD(eps, 2.5 * eps / args.slowdown_attack_steps, args.slowdown_attack_steps))
+        run_directory = RunDirectory(args.out, args, overwrite=args.overwrite, restart=args.restart,
+                                     worker=None if placement.is_chief else placement.worker)
+        splits = data.load(dataset, data_dir=args.data_dir, seed=args.seed)
+        if len(splits.x_val) == 0:
+            raise InputError(f"the validation split of {dataset} ({splits.source}) is empty: training validates "
+                             "and calibrates the exits on it; use a dataset with more training images")
+        steps_per_epoch = common.or_default(args.steps_per_epoch, math.ceil(len(splits.x_train) / global_batch))
+        epochs = common.or_default(args.epochs, math.ceil(preset.iterations / steps_per_epoch))
+        if run_directory.trained_model() is None:
+            with placement.strategy.scope():
+                model.compile(optimizer=preset_optimizer(preset, epochs * steps_per_epoch, args.lr),
+                              defense=args.defense, attack=attack, exit_weights=exit_weights, seed=args.seed,
+                              slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack)
+            train_data = data.make_dataset(splits.x_train, splits.y_train, global_batch, shuffle=True,
+                                           augment=preset.augment and dataset == "cifar10", seed=args.seed)
+            model.fit(_sharded(train_data.repeat(), placement), epochs=epochs, steps_per_epoch=steps_per_epoch,
+                      shuffle=False, validation_data=_sharded(data.make_dataset(splits.x_val, splits.y_val, 256),
+                                                              placement),
+                      callbacks=[*run_directory.callbacks(), *callbacks], verbose=0 if args.quiet else "auto")
+            run_directory.save_trained(model)
+        if not placement.is_chief:
+            run_directory.finish_worker()
+            print(f"worker {placement.worker}: training done; the chief writes the outputs")
+            placement.wait_for_all()
+            return None
+        model = run_directory.trained_model()  # outside the strategy: the chief evaluates on its own
+        summary = _finish(args, model, splits, dataset, attack, eval_attacks, eval_objectives, run_directory,
+                          {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": global_batch,
+                           "distribution": {**placement.to_dict(), "global_batch": global_batch,
+                                            "per_replica_batch": per_replica_batch},
+                           "precision": args.precision})
+        placement.wait_for_all()
+        return summary
+
+
+def _sharded(dataset, placement):
+    """``dataset`` with each worker reading its own share of every batch (``DATA`` sharding)."""
+    if placement.workers == 1:
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def _finish(args, model, splits, dataset, attack, eval_attacks, eval_objectives, run_directory, schedule):
+    """Calibrate, evaluate, print and write the outputs of a trained ``model``; returns the summary."""
     history, train_seconds = run_directory.history()
 
     model.exit_policy = (ExitPolicy([0.0] * (model.num_exits - 1)) if args.calibration == "none"
                          else ExitPolicy.calibrate(model, splits.x_val, method=args.calibration))
     report = evaluate.evaluate_splits(model, splits, eval_attacks, args.eval_samples, seed=args.seed,
-                                      objectives=common.objectives(args.eval_objectives), progress=not args.quiet)
+                                      objectives=eval_objectives, progress=not args.quiet)
     clean = model.exit_policy.predict(model, splits.x_test)
     summary = {
         "args": vars(args),
         "dataset": {"name": dataset, "source": splits.source, "train": len(splits.x_train),
                     "validation": len(splits.x_val), "test": len(splits.x_test)},
         "attack": dataclasses.asdict(attack),
-        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
+        **schedule,
         "train_seconds": round(train_seconds, 1),
         "history": history,
         "exit_costs": {c: flops.exit_costs(model, c).tolist() for c in CONVENTIONS},

@@ -30,6 +30,7 @@ from ai_edge_litert.interpreter import Interpreter
 from rdinet_tf import files, flops
 from rdinet_tf.accounting import CONVENTIONS
 from rdinet_tf.architecture import MultiExitNetwork
+from rdinet_tf.architecture.graph import flat_layers
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import entropy, predict_exit_logits
 from rdinet_tf.runtime import FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, EarlyExitRunner
@@ -80,7 +81,8 @@ def segment_model(model, index):
     input_name = "image" if index == 0 else "features"
     inputs = keras.Input(batch_shape=(1, *stage.inputs[0].shape[1:]), name=input_name)
     features = stage(inputs)
-    probs, entropy = _SoftmaxEntropy(name=f"exit_{index + 1}_{_FLOAT_TAIL_LAYER}")(head(features))
+    tail = _SoftmaxEntropy(name=f"exit_{index + 1}_{_FLOAT_TAIL_LAYER}", dtype="float32")
+    probs, entropy = tail(head(features))
     outputs = {"probs": probs, "entropy": entropy}
     if index < model.num_exits - 1:
         outputs["next_features"] = features
@@ -93,7 +95,7 @@ def full_model(model):
     features = inputs
     for stage in model.stages:
         features = stage(features)
-    probs = keras.layers.Softmax(name="final_softmax")(model.heads[-1](features))
+    probs = keras.layers.Softmax(name="final_softmax", dtype="float32")(model.heads[-1](features))
     return keras.Model(inputs, {"probs": probs}, name="full_model")
 
 
@@ -177,14 +179,42 @@ def export_tflite(model, out_dir, precision="float32", representative_images=Non
         overwrite: replace an existing non-empty ``out_dir``.
 
     The bundle is built in a temporary directory next to ``out_dir`` and moved
-    into place only when everything succeeded.
+    into place only when everything succeeded. A mixed-precision model is
+    exported from its float32 copy (:func:`float32_network`), so the bundle
+    is the same as from the float32 model with these weights.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
     """
     representative_images = _check_export_args(model, precision, representative_images, class_names)
+    model = float32_network(model)
     with files.staged_directory(out_dir, overwrite) as staging:
         return _write_bundle(model, staging, precision, representative_images, include_full, class_names)
+
+
+def float32_network(model):
+    """``model`` if every layer computes in float32, else a copy that does, with the same weights.
+
+    A model built under a mixed dtype policy keeps float32 variables and
+    computes in 16 bits; TFLite converts float32 graphs (it has no bfloat16
+    kernels), and the export precisions quantize from float32.
+    """
+    if all(layer.compute_dtype == "float32" for layer in flat_layers(model)):
+        return model
+    copy = type(model).from_config(_float32_policies(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _float32_policies(config):
+    """A model config with every dtype policy in it replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return keras.saving.serialize_keras_object(keras.DTypePolicy("float32"))
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
 
 
 def _check_export_args(model, precision, representative_images, class_names):
