@@ -95,6 +95,32 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path):
     assert not (tmp_path / "worker_1").exists()
 
 
+@pytest.mark.slow
+def test_an_interrupted_two_worker_run_resumes_on_both_workers(tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    steps = ["--epochs", "3", "--steps-per-epoch", "2", "--distribute", "multi_worker"]
+
+    def workers(extra_env):
+        return [_train(tmp_path, f"worker_{i}", steps, {
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}), **extra_env})
+            for i in range(2)]
+
+    killed = workers({"HARNESS_KILL_AFTER_EPOCH": "0"})
+    for process in killed:
+        process.communicate(timeout=TIMEOUT)
+        assert process.returncode == 17
+    chief, other = tmp_path / "worker_0", tmp_path / "worker_1"
+    first_epoch = json.loads((chief / "progress.json").read_text())["epochs"]
+    assert sorted(first_epoch) == ["0"] and (other / ".worker_1" / "progress.json").is_file()
+    _finish(*workers({}))
+    summary = json.loads((chief / "summary.json").read_text())
+    assert summary["history"]["loss"][0] == first_epoch["0"]["logs"]["loss"]  # kept, not trained again
+    assert len(summary["history"]["loss"]) == 3
+    assert sorted(p.name for p in chief.iterdir()) == ["model.keras", "summary.json"]
+    assert not other.exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--cpu-devices", "2"], "give it with --distribute mirrored"),
     (["--distribute", "multi_worker"], "needs the TF_CONFIG environment variable"),

@@ -2,9 +2,12 @@
 
 Dropout draws its masks per replica, so only without it does a distributed
 run train on exactly what a single-process run on the same global batches
-trains on; the dump lets a test compare workers that write no outputs.
+trains on; the dump lets a test compare workers that write no outputs. With
+``HARNESS_KILL_AFTER_EPOCH=N`` the process dies (exit code 17, no cleanup)
+once epoch N is finished and backed up, as a killed run would.
 """
 
+import os
 import sys
 
 import keras
@@ -23,6 +26,10 @@ class DumpWithoutDropout(keras.callbacks.Callback):
         for layer in flat_layers(self.model):
             if isinstance(layer, keras.layers.Dropout):
                 layer.rate = 0.0
+
+    def on_epoch_end(self, epoch, logs=None):  # after the run directory's callbacks saved the epoch
+        if str(epoch) == os.environ.get("HARNESS_KILL_AFTER_EPOCH"):
+            os._exit(17)
 
     def on_train_end(self, logs=None):
         np.savez(self.path, *[np.asarray(w) for w in self.model.get_weights()])
