@@ -122,7 +122,8 @@ def run(args, callbacks=()):
                              "and calibrates the exits on it; use a dataset with more training images")
         steps_per_epoch = common.or_default(args.steps_per_epoch, math.ceil(len(splits.x_train) / global_batch))
         epochs = common.or_default(args.epochs, math.ceil(preset.iterations / steps_per_epoch))
-        if run_directory.trained_model() is None:
+        trained = run_directory.trained_model()  # an earlier run's, if its fit finished
+        if trained is None:
             with placement.strategy.scope():
                 model.compile(optimizer=preset_optimizer(preset, epochs * steps_per_epoch, args.lr),
                               defense=args.defense, attack=attack, exit_weights=exit_weights, seed=args.seed,
@@ -139,8 +140,9 @@ def run(args, callbacks=()):
             print(f"worker {placement.worker}: training done; the chief writes the outputs")
             placement.wait_for_all()
             return None
-        model = run_directory.trained_model()  # outside the strategy: the chief evaluates on its own
-        summary = _finish(args, model, splits, dataset, attack, eval_attacks, eval_objectives, run_directory,
+        if trained is None:
+            trained = run_directory.trained_model()  # loaded outside the strategy: the chief evaluates alone
+        summary = _finish(args, trained, splits, dataset, attack, eval_attacks, eval_objectives, run_directory,
                           {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": global_batch,
                            "distribution": {**placement.to_dict(), "global_batch": global_batch,
                                             "per_replica_batch": per_replica_batch},
