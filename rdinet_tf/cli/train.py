@@ -98,8 +98,7 @@ def run(args, callbacks=()):
     if args.slowdown_attack_steps is not None and not args.slowdown_weight > 0:
         raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
                          "give it together with --slowdown-weight > 0")
-    distribution.check(args.distribute, args.cpu_devices)
-    placement = distribution.place(args.distribute, args.cpu_devices)
+    placement = distribution.place(args.distribute, args.cpu_devices)  # checks the request first
     global_batch = common.or_default(args.batch_size, preset.batch_size)
     per_replica_batch = placement.per_replica_batch(global_batch)
     with precision_scope(args.precision):
