@@ -65,8 +65,8 @@ def test_expected_cost_of_a_distribution(smallcnn):
 def test_truncated_forward_matches_full_model(smallcnn, resnet38, mnist_like, cifar_like):
     for model, images in ((smallcnn, mnist_like[:8]), (resnet38, cifar_like)):
         full = model(images, training=False)
-        for k in range(model.num_exits):
-            np.testing.assert_allclose(model.exit_logits(images, [k])[0], full[k], atol=1e-5)
+        for k in range(model.num_exits):  # BatchNorm folded into the convs rounds differently
+            np.testing.assert_allclose(model.exit_logits(images, [k])[0], full[k], rtol=1e-5, atol=1e-4)
         prefix = model.exit_logits(images, range(3))
         for k in range(3):
             np.testing.assert_allclose(prefix[k], full[k], atol=1e-5)

@@ -14,6 +14,7 @@ them compute in float32.
 
 import keras
 
+from rdinet_tf.architecture.folding import folded_segment
 from rdinet_tf.errors import InputError
 from rdinet_tf.inputs import check_images
 
@@ -80,7 +81,8 @@ class MultiExitNetwork(keras.Model):
         """Logits of the 0-based ``exits`` (default: all), running only the stages they need.
 
         ``exit_logits(x, [k])`` is the truncated forward to exit k: stages after k
-        and the heads of other exits are not computed.
+        and the heads of other exits are not computed. In inference mode each conv
+        + BatchNorm pair runs as one convolution (:mod:`rdinet_tf.architecture.folding`).
         """
         exits = list(range(self.num_exits)) if exits is None else list(exits)
         if not exits or not all(0 <= k < self.num_exits for k in exits):
@@ -88,12 +90,24 @@ class MultiExitNetwork(keras.Model):
                 f"exit indices {exits} are out of range: this model has exits "
                 f"0..{self.num_exits - 1}"
             )
+        stages, heads = (self.stages, self.heads) if training else self._inference_segments()
         features, logits = images, {}
         for k in range(max(exits) + 1):
-            features = self.stages[k](features, training=training)
+            features = stages[k](features, training=training)
             if k in exits:
-                logits[k] = self.heads[k](features, training=training)
+                logits[k] = heads[k](features, training=training)
         return [logits[k] for k in exits]
+
+    def _inference_segments(self):
+        """The stages and heads with BatchNorm folded into the convs (:func:`folded_segment`), made once.
+
+        Kept out of Keras's tracking: they hold no weights of their own and are not saved.
+        """
+        segments = self.__dict__.get("_folded_segments")
+        if segments is None:
+            segments = ([folded_segment(s) for s in self.stages], [folded_segment(h) for h in self.heads])
+            object.__setattr__(self, "_folded_segments", segments)
+        return segments
 
     @property
     def num_classes(self):

@@ -1,0 +1,88 @@
+"""BatchNorm folded into convolutions for inference-mode forward passes (rdinet_tf.architecture.folding)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rdinet_tf import models
+from rdinet_tf.architecture.folding import FoldedConvolution, folded_segment
+
+
+def assert_close(actual, expected, tolerance=1e-5):
+    """Equal up to ``tolerance`` times the largest magnitude (folding rounds differently)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert np.max(np.abs(actual - expected)) <= tolerance * np.max(np.abs(expected))
+
+
+def _random_statistics(model, seed=0):
+    """Non-trivial BatchNorm statistics and affine weights, as after training."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.3, n))
+            layer.moving_variance.assign(0.3 + rng.random(n))
+            if layer.scale:
+                layer.gamma.assign(0.2 + rng.random(n))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 0.3, n))
+
+
+@pytest.mark.parametrize("name", ["resnet38", "mobilenetv2"])
+def test_folded_segments_compute_what_the_layers_compute(name):
+    model = models.build(name)
+    _random_statistics(model)
+    images = np.random.default_rng(1).random((4, 32, 32, 3), dtype=np.float32)
+    plain, folded = images, images
+    for stage, head in zip(model.stages, model.heads):
+        inference = folded_segment(stage)
+        assert any(isinstance(layer, FoldedConvolution) for layer in inference.layers)
+        assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in inference.layers)
+        plain, folded = stage(plain, training=False), inference(folded, training=False)
+        assert_close(folded, plain)
+        assert_close(folded_segment(head)(folded), head(plain, training=False))
+
+
+def test_a_conv_with_bias_and_a_depthwise_multiplier_fold(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, use_bias=True, bias_initializer="random_normal")(inputs)
+    x = keras.layers.BatchNormalization(epsilon=1e-3)(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
+    x = keras.layers.BatchNormalization(center=False)(x)
+    segment = keras.Model(inputs, x)
+    _random_statistics(segment)
+    folded = folded_segment(segment)
+    assert sum(isinstance(layer, FoldedConvolution) for layer in folded.layers) == 2
+    images = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    assert_close(folded(images), segment(images, training=False))
+
+
+def test_a_conv_whose_output_is_used_twice_is_not_folded():
+    inputs = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.Add()([keras.layers.BatchNormalization()(y), y])
+    segment = keras.Model(inputs, x)
+    assert folded_segment(segment) is segment
+
+
+def test_exit_logits_fold_and_follow_the_weights_without_adding_any(cifar_like):
+    model = models.build("resnet38")
+    weights = len(model.weights)
+    _random_statistics(model)
+    before = model.exit_logits(cifar_like, [1])[0]
+    assert_close(before, model(cifar_like, training=False)[1])
+    _random_statistics(model, seed=5)  # new statistics: the folded passes must see them
+    after = model.exit_logits(cifar_like, [1])[0]
+    assert_close(after, model(cifar_like, training=False)[1])
+    assert np.max(np.abs(after - before)) > 0.1 * np.max(np.abs(before))
+    assert len(model.weights) == weights
+
+
+def test_training_mode_is_not_folded(cifar_like):
+    model = models.build("resnet38")
+    _random_statistics(model)
+    tf.random.set_seed(0)
+    # In training mode BatchNorm normalises by the batch: the folded inference weights would differ.
+    np.testing.assert_allclose(model.exit_logits(cifar_like, [0], training=True)[0],
+                               model(cifar_like, training=True)[0], rtol=1e-5, atol=1e-5)
