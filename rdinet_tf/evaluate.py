@@ -10,9 +10,16 @@ Besides accuracy, each attack method also runs as a slowdown attack (the
 ``(cost_full - cost_attacked) / (cost_full - cost_clean)``, in both FLOPs
 conventions. ``autoattack=AutoAttack(eps)`` adds the suite of
 :mod:`rdinet_tf.adversarial.autoattack` with its gradient-masking flags.
+
+Accuracy against cost: :func:`tradeoff` sweeps the cost target of the
+``"target_cost"`` calibration and scores TA and worst-case ATA at each point;
+:func:`plot_tradeoff` draws such curves beside single models (single-exit,
+pruned) as points. :func:`calibrate_robust` chooses thresholds for worst-case
+ATA within a cost budget.
 """
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +31,7 @@ from rdinet_tf.adversarial import attacks as attack_lib
 from rdinet_tf.adversarial import autoattack as autoattack_lib
 from rdinet_tf.adversarial.driver import AttackDriver
 from rdinet_tf.errors import InputError
+from rdinet_tf.files import publish
 from rdinet_tf.policy import ExitPolicy
 
 
@@ -244,6 +252,137 @@ def _objective_attacks(driver, method, objectives, images, labels, bar):
         if objective.startswith("exit_") or objective == "main":
             exit_attacks[attack_lib.check_objective(objective, model.num_exits)] = adversarial
         yield objective, adversarial
+
+
+def calibrate_robust(model, images, labels, attack, target_cost, adversarial_cost=None, convention="honest",
+                     objectives=None, batch_size=256, seed=0, progress=True):
+    """An :class:`ExitPolicy` chosen for worst-case adversarial accuracy within a cost budget.
+
+    Attacks the held-out ``images`` with ``attack`` under each of ``objectives``
+    (default: every single exit, average and max-average: attacks that do not
+    depend on the thresholds being chosen), then calibrates with
+    ``ExitPolicy.calibrate(method="robust")``: the thresholds maximising the
+    lowest adaptive accuracy over those attacks, at an average cost of at most
+    ``target_cost`` MFLOPs (``convention``) on the clean images and, if given,
+    ``adversarial_cost`` on each attacked set. Never use test images here.
+    """
+    start = ExitPolicy.calibrate(model, images, "target_cost", target_cost=target_cost, convention=convention,
+                                 batch_size=batch_size)  # checks the budget before any attack
+    objectives = objectives or default_objectives(model, None)
+    if "routing" in objectives:
+        raise InputError("the routing attack depends on the thresholds being calibrated: leave it out of "
+                         "objectives (evaluate the calibrated policy against it with robustness_report)")
+    driver = AttackDriver(model, start, batch_size, seed)
+    images = model.check_images(images)
+    labels = np.asarray(labels).reshape(-1)
+    with tqdm(total=len(objectives) * -(-len(images) // batch_size), desc="calibration attacks",
+              disable=not progress, leave=False) as bar:
+        adversarial = [x for _, x in _objective_attacks(driver, attack, objectives, images, labels, bar)]
+    return ExitPolicy.calibrate(model, images, "robust", target_cost=target_cost, convention=convention,
+                                batch_size=batch_size, labels=labels, adversarial=adversarial,
+                                adversarial_cost=adversarial_cost)
+
+
+@dataclasses.dataclass(frozen=True)
+class TradeoffPoint:
+    """One model or policy on the accuracy-versus-cost plane (test images)."""
+
+    label: str
+    mflops: float  # honest convention
+    paper_mflops: float
+    accuracy: float  # TA
+    worst_case_ata: float  # lowest ATA over the attack forms
+    per_sample_worst_case_ata: float = None  # a sample counts only if it survives every attack form
+    thresholds: list = None  # the policy's, for a point of an RDI curve
+
+    @classmethod
+    def from_report(cls, label, report):
+        """The point of a :class:`RobustnessReport`: its clean TA and cost, its worst cases."""
+        return cls(label, report.clean.mflops, report.clean.paper_mflops, report.clean.accuracy,
+                   report.worst_case_ata, report.per_sample_worst_case_ata, report.thresholds)
+
+
+def policy_points(model, images, labels, attack, policies, routing=True, batch_size=256, seed=0, progress=True):
+    """TA, cost and worst-case ATA of ``model`` under each policy: ``{label: ExitPolicy}`` -> [TradeoffPoint].
+
+    The attacks that do not depend on the thresholds (each exit, average,
+    max-average, as in :func:`robustness_report`, same seeds) are made once
+    and scored under every policy; the routing-aware attack follows each
+    policy's routes and is made for each (``routing=False`` leaves it out).
+    """
+    if not policies:
+        raise InputError("pass at least one exit policy: {label: ExitPolicy(...)}")
+    images = model.check_images(images)
+    labels = np.asarray(labels).reshape(-1)
+    objectives = default_objectives(model, None)
+    batches = -(-len(images) // batch_size)
+    with tqdm(total=(len(objectives) + routing * len(policies)) * batches, desc="attacks",
+              disable=not progress, leave=False) as bar:
+        driver = AttackDriver(model, next(iter(policies.values())), batch_size, seed)
+        clean_logits = driver.exit_logits(images)
+        attacked_logits = [driver.exit_logits(x)
+                           for _, x in _objective_attacks(driver, attack, objectives, images, labels, bar)]
+        points = []
+        for label, policy in policies.items():
+            driver.policy = policy  # the routing attack and the scores follow it; the compiled forward stays
+            routed = [driver.exit_logits(_attack(driver, attack, "routing", images, labels, bar))] if routing else []
+            scorer = _AdaptiveScorer(driver, labels)
+            clean, _ = scorer.score("clean", clean_logits)
+            attacked = [scorer.score("attacked", z) for z in attacked_logits + routed]
+            points.append(TradeoffPoint(
+                label, clean.mflops, clean.paper_mflops, clean.accuracy, min(r.accuracy for r, _ in attacked),
+                float(np.logical_and.reduce([correct for _, correct in attacked]).mean()), policy.thresholds.tolist()))
+    return points
+
+
+def tradeoff(model, calibration_images, images, labels, attack, cost_targets, convention="honest", **kwargs):
+    """The accuracy-versus-cost curve of ``model``: :func:`policy_points` of one policy per cost target.
+
+    Each policy is ``ExitPolicy.calibrate(model, calibration_images, "target_cost", target_cost=t)``
+    (held-out images, never test); ``cost_targets`` are MFLOPs of ``convention``, each at least the
+    first exit's cost (e.g. ``numpy.linspace(costs[0], costs[-1], 8)`` with
+    ``costs = flops.exit_costs(model)``). ``kwargs`` go to :func:`policy_points`.
+    """
+    policies = {f"target {target:.3f}": ExitPolicy.calibrate(model, calibration_images, "target_cost",
+                                                              target_cost=target, convention=convention)
+                for target in cost_targets}
+    return policy_points(model, images, labels, attack, policies, **kwargs)
+
+
+def plot_tradeoff(curves, points=None, path=None, convention="honest", title=None):
+    """TA and worst-case ATA against MFLOPs: a ``matplotlib`` figure with one panel each.
+
+    Args:
+        curves: ``{name: [TradeoffPoint, ...]}``, e.g. from :func:`tradeoff`, drawn as lines.
+        points: ``[TradeoffPoint, ...]`` of single models (single-exit, pruned), drawn as marked points.
+        path: also write the figure there (PNG, SVG or PDF by the suffix), atomically.
+        convention: the MFLOPs on the x axis, ``"honest"`` or ``"paper"``.
+    """
+    from matplotlib.figure import Figure
+
+    if convention not in CONVENTIONS:
+        raise InputError(f"unknown FLOPs convention {convention!r}; choose one of {CONVENTIONS}")
+    cost = (lambda p: p.mflops) if convention == "honest" else (lambda p: p.paper_mflops)
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    axes = figure.subplots(1, 2)
+    for axis, (metric, label) in zip(axes, [("accuracy", "TA (%)"), ("worst_case_ata", "worst-case ATA (%)")]):
+        for name, curve in curves.items():
+            curve = sorted(curve, key=cost)
+            axis.plot([cost(p) for p in curve], [100 * getattr(p, metric) for p in curve], "o-", label=name,
+                      markersize=3)
+        for point in points or []:
+            axis.plot(cost(point), 100 * getattr(point, metric), "s", markersize=7, label=point.label)
+        axis.set_xlabel(f"MFLOPs ({convention})")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    if path is not None:
+        path = Path(path)
+        publish(path.parent, {path.name: lambda temporary: figure.savefig(temporary, format=path.suffix[1:] or None,
+                                                                           dpi=120)})
+    return figure
 
 
 def evaluate_splits(model, splits, attacks, samples=None, batch_size=256, seed=0, objectives=None,

@@ -5,6 +5,7 @@ The last exit always answers, so a K-exit model has K-1 thresholds.
 """
 
 import dataclasses
+import itertools
 
 import keras
 import numpy as np
@@ -38,15 +39,17 @@ def exit_entropies(exit_logits):
 def first_confident_exit(entropies, thresholds):
     """0-based exit each sample takes: the first k < K-1 with entropy < T_k, else K-1.
 
+    ``entropies`` (N, K), ``thresholds`` (K-1,) -> exits (N,). Thresholds with
+    leading axes, e.g. (M, 1, K-1), route under M policies at once -> (M, N).
     A threshold of 0 disables its exit (never taken, even for entropies a hair below 0).
     """
     entropies = ops.convert_to_tensor(entropies)
-    num_exits = entropies.shape[1]
+    num_exits = entropies.shape[-1]
     thresholds = ops.cast(ops.convert_to_tensor(np.asarray(thresholds)), entropies.dtype)
     confident = ops.logical_and(entropies[:, :-1] < thresholds, thresholds > 0)
     side_exits = ops.arange(num_exits - 1, dtype="int32")
     taken = ops.where(confident, side_exits, num_exits - 1)
-    return ops.min(ops.concatenate([taken, ops.full_like(taken[:, :1], num_exits - 1)], axis=1), axis=1)
+    return ops.min(ops.concatenate([taken, ops.full_like(taken[..., :1], num_exits - 1)], axis=-1), axis=-1)
 
 
 def routed_logits(exit_logits, exits):
@@ -131,7 +134,7 @@ class ExitPolicy:
 
     @classmethod
     def calibrate(cls, model, images, method="equal_share", shares=None, target_cost=None,
-                  convention="honest", batch_size=256):
+                  convention="honest", batch_size=256, labels=None, adversarial=None, adversarial_cost=None):
         """Thresholds from the exit entropies of ``model`` on held-out ``images``.
 
         Methods:
@@ -143,20 +146,41 @@ class ExitPolicy:
             ``"target_cost"``: the most accurate-leaning policy whose average
                 cost in ``convention`` is at most ``target_cost`` (a fixed fraction
                 of the remaining samples leaves at each side exit, found by bisection).
+            ``"robust"``: the thresholds that maximise the worst-case adversarial
+                accuracy over the image sets in ``adversarial`` (a list of arrays
+                shaped like ``images``, made from them by attacks; true ``labels``),
+                ties broken by clean accuracy, subject to an average cost of at
+                most ``target_cost`` on the clean ``images`` and, if given, of at
+                most ``adversarial_cost`` on every adversarial set. A local
+                search over each exit's clean-entropy quantiles, from the
+                ``"target_cost"`` policy (:func:`robust_thresholds`). Use attacks
+                that do not depend on the thresholds (single exits, average,
+                max-average); :func:`rdinet_tf.evaluate.calibrate_robust` makes them.
         """
-        entropies = np.asarray(exit_entropies(predict_exit_logits(model, images, batch_size)))
+        exit_logits = predict_exit_logits(model, images, batch_size)
+        entropies = np.asarray(exit_entropies(exit_logits))
         num_samples, num_exits = entropies.shape
+
+        def exit_costs_for(thresholds):
+            return flops.exit_costs(model, convention, thresholds=thresholds)
+
         if method == "equal_share":
             thresholds = thresholds_for_counts(entropies, [num_samples // num_exits] * (num_exits - 1))
         elif method == "shares":
             thresholds = thresholds_for_counts(entropies, _counts_from_shares(shares, entropies.shape))
         elif method == "target_cost":
-            thresholds = _thresholds_for_cost(
-                entropies, lambda t: flops.exit_costs(model, convention, thresholds=t), target_cost)
+            thresholds = _thresholds_for_cost(entropies, exit_costs_for, target_cost)
+        elif method == "robust":
+            labels = _check_robust_inputs(labels, adversarial, num_samples)
+            attacked = [_exit_outcomes(predict_exit_logits(model, x, batch_size), labels) for x in adversarial]
+            thresholds = robust_thresholds(
+                _exit_outcomes(exit_logits, labels), attacked, exit_costs_for(None), target_cost,
+                adversarial_cost, start=_thresholds_for_cost(entropies, exit_costs_for, target_cost))
         else:
             raise InputError(
                 f"unknown calibration method {method!r}; choose 'equal_share', 'shares' "
-                "(with shares=[...]) or 'target_cost' (with target_cost=MFLOPs)"
+                "(with shares=[...]), 'target_cost' (with target_cost=MFLOPs) or 'robust' (with "
+                "target_cost=MFLOPs, labels=y and adversarial=[x_adv, ...])"
             )
         return cls(thresholds)
 
@@ -231,3 +255,92 @@ def _thresholds_for_cost(entropies, exit_costs_for, target_cost, iterations=30):
         else:
             low = middle
     return best
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitOutcomes:
+    """Every exit's entropy and correctness on one image set, (N, K) each."""
+
+    entropies: np.ndarray
+    correct: np.ndarray
+
+
+def _exit_outcomes(exit_logits, labels):
+    return ExitOutcomes(np.asarray(exit_entropies(exit_logits)),
+                        np.stack([logits.argmax(-1) == labels for logits in exit_logits], axis=1))
+
+
+def _check_robust_inputs(labels, adversarial, num_samples):
+    """``labels`` as an (N,) array, checked with ``adversarial`` for the ``"robust"`` calibration."""
+    if labels is None or not adversarial:
+        raise InputError("the 'robust' calibration needs labels=y and adversarial=[x_adv, ...] (attacked copies "
+                         "of the calibration images): rdinet_tf.evaluate.calibrate_robust makes them")
+    labels = np.asarray(labels).reshape(-1)
+    lengths = {len(x) for x in adversarial} | {len(labels)}
+    if lengths != {num_samples}:
+        raise InputError(f"labels and every adversarial set must have one entry per calibration image "
+                         f"({num_samples}); got lengths {sorted(lengths)}")
+    return labels
+
+
+def robust_thresholds(clean, attacked, exit_costs, target_cost, adversarial_cost=None, start=None, grid=64,
+                      steps=20):
+    """Thresholds maximising the worst-case accuracy over ``attacked`` within the cost budgets.
+
+    Args:
+        clean: :class:`ExitOutcomes` of the calibration images.
+        attacked: one :class:`ExitOutcomes` per adversarial set.
+        exit_costs: cost of leaving at each exit (K,), every head computed.
+        target_cost: the most the clean images may cost on average.
+        adversarial_cost: the most each adversarial set may cost on average (None: no limit).
+        start: the thresholds to start from (default: each exit's lowest candidate, where almost
+            no sample leaves early).
+        grid: candidate thresholds per exit: this many quantiles of its clean entropies, plus
+            one that lets almost nothing out and one that lets everything out.
+        steps: at most this many moves.
+
+    A local search ranking policies by: within budget first, then the highest
+    worst-case accuracy, then the highest clean accuracy. Each move takes the
+    best of the policies that differ from the current one in one threshold
+    (every candidate) or in two (every 4th candidate of each: a cost budget
+    often lets one exit close only if another opens); it stops when none is
+    better. Raises :class:`InputError` when no policy found fits the budgets.
+    """
+    num_exits = clean.entropies.shape[1]
+    candidates = [np.unique(np.maximum(np.concatenate([  # nearly closed, the quantiles, fully open
+        [MIN_THRESHOLD], np.quantile(entropies, np.linspace(0, 1, grid)), [np.nextafter(entropies.max(), np.inf)]]),
+        MIN_THRESHOLD)) for entropies in clean.entropies[:, :-1].T]
+    limits = [target_cost] + [np.inf if adversarial_cost is None else adversarial_cost] * len(attacked)
+
+    def scores(policies):  # (M, K-1) -> (M, 3): within budget, worst-case accuracy, clean accuracy
+        accuracy, within = [], np.ones(len(policies), bool)
+        for outcomes, limit in zip([clean, *attacked], limits):
+            exits = np.asarray(first_confident_exit(outcomes.entropies, policies[:, None, :]))
+            within &= exit_costs[exits].mean(-1) <= limit * (1 + 1e-9)
+            accuracy.append(np.take_along_axis(outcomes.correct[None], exits[..., None], -1)[..., 0].mean(-1))
+        return np.stack([within, np.min(accuracy[1:], axis=0), accuracy[0]], axis=1)
+
+    def neighbours(thresholds):
+        moves = [(k,) for k in range(num_exits - 1)] + list(itertools.combinations(range(num_exits - 1), 2))
+        trials = []
+        for exits in moves:
+            values = [candidates[k] if len(exits) == 1 else candidates[k][::4] for k in exits]
+            trial = np.repeat(thresholds[None], np.prod([len(v) for v in values]), axis=0)
+            trial[:, list(exits)] = np.stack([g.ravel() for g in np.meshgrid(*values, indexing="ij")], axis=1)
+            trials.append(trial)
+        return np.concatenate(trials)
+
+    thresholds = np.array([c[0] for c in candidates] if start is None else start, float)
+    best = scores(thresholds[None])[0]
+    for _ in range(steps):
+        trials = neighbours(thresholds)
+        trial_scores = np.concatenate([scores(trials[i:i + 256]) for i in range(0, len(trials), 256)])
+        i = np.lexsort(trial_scores.T[::-1])[-1]  # the largest (within, worst case, clean)
+        if not tuple(trial_scores[i]) > tuple(best):
+            break
+        thresholds, best = trials[i], trial_scores[i]
+    if not best[0]:
+        raise InputError(f"no thresholds keep the average cost within target_cost={target_cost} on clean images"
+                         + ("" if adversarial_cost is None else f" and adversarial_cost={adversarial_cost} on "
+                            "every adversarial set") + ": raise the budget")
+    return thresholds

@@ -6,7 +6,8 @@ import pytest
 
 from rdinet_tf import flops
 from rdinet_tf.errors import InputError
-from rdinet_tf.policy import ExitPolicy, entropy, first_confident_exit, routed_logits, thresholds_for_counts
+from rdinet_tf.policy import (ExitOutcomes, ExitPolicy, entropy, first_confident_exit, robust_thresholds,
+                              routed_logits, thresholds_for_counts)
 
 
 def test_entropy_matches_reference_formula():
@@ -130,3 +131,58 @@ def test_bad_calibration_input(smallcnn):
                              shares=[0.9, 0.9])
     with pytest.raises(InputError, match="unknown calibration method"):
         ExitPolicy.calibrate(smallcnn, np.zeros((4, 28, 28, 1), np.float32), method="median")
+
+
+def test_first_confident_exit_routes_under_several_policies_at_once():
+    entropies = np.random.default_rng(0).random((20, 3))
+    policies = np.array([[0.3, 0.6], [0.0, 0.9], [1.0, 1.0]])
+    together = np.asarray(first_confident_exit(entropies, policies[:, None, :]))
+    assert together.shape == (3, 20)
+    for policy, exits in zip(policies, together):
+        np.testing.assert_array_equal(exits, first_confident_exit(entropies, policy))
+
+
+def _fooled_at_the_first_exit(num_samples=200, seed=0):
+    """Clean images answer right everywhere; their attacked copies are confidently wrong at exit 1 only."""
+    rng = np.random.default_rng(seed)
+    clean = ExitOutcomes(rng.uniform(0.1, 1.5, (num_samples, 3)), np.ones((num_samples, 3), bool))
+    attacked_entropies = np.column_stack([rng.uniform(0.15, 0.3, num_samples), rng.uniform(0.5, 0.7, num_samples),
+                                          rng.uniform(0, 2, num_samples)])
+    attacked = ExitOutcomes(attacked_entropies, np.array([[False, True, True]] * num_samples))
+    return clean, attacked
+
+
+def _accuracy_and_cost(outcomes, thresholds, costs):
+    exits = np.asarray(first_confident_exit(outcomes.entropies, thresholds))
+    return outcomes.correct[np.arange(len(exits)), exits].mean(), costs[exits].mean()
+
+
+def test_robust_thresholds_close_the_exit_attacks_fool_within_the_budget():
+    clean, attacked = _fooled_at_the_first_exit()
+    costs = np.array([1.0, 2.0, 3.0])
+    start = thresholds_for_counts(clean.entropies, [60, 60])  # what a cost-only calibration picks
+    start_ata, start_cost = _accuracy_and_cost(attacked, start, costs)
+    thresholds = robust_thresholds(clean, [attacked], costs, target_cost=2.0, start=start)
+    ata, _ = _accuracy_and_cost(attacked, thresholds, costs)
+    ta, cost = _accuracy_and_cost(clean, thresholds, costs)
+    assert start_ata < 0.5 and start_cost <= 2.0
+    assert ata == 1.0 and ta == 1.0 and cost <= 2.0  # exit 1 shut below 0.15, exit 2 takes the rest
+    assert thresholds[0] < 0.15 < 0.7 < thresholds[1]
+
+
+def test_robust_thresholds_respect_the_adversarial_budget_or_say_none_fits():
+    clean, attacked = _fooled_at_the_first_exit()
+    costs = np.array([1.0, 2.0, 3.0])
+    thresholds = robust_thresholds(clean, [attacked], costs, target_cost=2.0, adversarial_cost=1.5)
+    assert _accuracy_and_cost(attacked, thresholds, costs)[1] <= 1.5  # cheap attacked inputs cost accuracy
+    assert _accuracy_and_cost(clean, thresholds, costs)[1] <= 2.0
+    with pytest.raises(InputError, match="adversarial_cost=0.5 .*raise the budget"):
+        robust_thresholds(clean, [attacked], costs, target_cost=2.0, adversarial_cost=0.5)
+
+
+def test_robust_calibration_needs_labels_and_matching_adversarial_sets(smallcnn, mnist_like):
+    with pytest.raises(InputError, match="needs labels=y and adversarial"):
+        ExitPolicy.calibrate(smallcnn, mnist_like, method="robust", target_cost=8.0)
+    with pytest.raises(InputError, match="one entry per calibration image"):
+        ExitPolicy.calibrate(smallcnn, mnist_like, method="robust", target_cost=8.0, labels=np.zeros(64, int),
+                             adversarial=[mnist_like[:10]])
