@@ -153,7 +153,8 @@ class ExitPolicy:
                 most ``target_cost`` on the clean ``images`` and, if given, of at
                 most ``adversarial_cost`` on every adversarial set. A local
                 search over each exit's clean-entropy quantiles, from the
-                ``"target_cost"`` policy (:func:`robust_thresholds`). Use attacks
+                ``"target_cost"`` policy and from policies letting a fixed fraction
+                out at each exit (:func:`robust_thresholds`). Use attacks
                 that do not depend on the thresholds (single exits, average,
                 max-average); :func:`rdinet_tf.evaluate.calibrate_robust` makes them.
         """
@@ -173,9 +174,10 @@ class ExitPolicy:
         elif method == "robust":
             labels = _check_robust_inputs(labels, adversarial, num_samples)
             attacked = [_exit_outcomes(predict_exit_logits(model, x, batch_size), labels) for x in adversarial]
-            thresholds = robust_thresholds(
-                _exit_outcomes(exit_logits, labels), attacked, exit_costs_for(None), target_cost,
-                adversarial_cost, start=_thresholds_for_cost(entropies, exit_costs_for, target_cost))
+            starts = [_thresholds_for_cost(entropies, exit_costs_for, target_cost)] + [
+                thresholds_for_fraction(entropies, fraction) for fraction in np.linspace(0, 1, 6)]
+            thresholds = robust_thresholds(_exit_outcomes(exit_logits, labels), attacked, exit_costs_for(None),
+                                           target_cost, adversarial_cost, starts)
         else:
             raise InputError(
                 f"unknown calibration method {method!r}; choose 'equal_share', 'shares' "
@@ -220,12 +222,20 @@ def _counts_from_shares(shares, shape):
     return np.floor(shares * num_samples + 1e-9).astype(int).tolist()
 
 
+def thresholds_for_fraction(entropies, fraction):
+    """Thresholds letting ``fraction`` of the samples still present leave at each side exit."""
+    counts, left = [], entropies.shape[0]
+    for _ in range(entropies.shape[1] - 1):
+        counts.append(int(fraction * left))
+        left -= counts[-1]
+    return thresholds_for_counts(entropies, counts)
+
+
 def _thresholds_for_cost(entropies, exit_costs_for, target_cost, iterations=30):
     """Bisection on the fraction of remaining samples leaving at each side exit.
 
     ``exit_costs_for(thresholds)`` gives the per-exit costs under those thresholds.
     """
-    num_samples, num_exits = entropies.shape
     cheapest = exit_costs_for(None)[0]
     if target_cost is None or not cheapest <= target_cost:
         raise InputError(
@@ -234,11 +244,7 @@ def _thresholds_for_cost(entropies, exit_costs_for, target_cost, iterations=30):
         )
 
     def policy_for(fraction):
-        counts, left = [], num_samples
-        for _ in range(num_exits - 1):
-            counts.append(int(fraction * left))
-            left -= counts[-1]
-        thresholds = thresholds_for_counts(entropies, counts)
+        thresholds = thresholds_for_fraction(entropies, fraction)
         exits = np.asarray(first_confident_exit(entropies, thresholds))
         return thresholds, exit_costs_for(thresholds)[exits].mean()
 
@@ -283,7 +289,7 @@ def _check_robust_inputs(labels, adversarial, num_samples):
     return labels
 
 
-def robust_thresholds(clean, attacked, exit_costs, target_cost, adversarial_cost=None, start=None, grid=64,
+def robust_thresholds(clean, attacked, exit_costs, target_cost, adversarial_cost=None, starts=None, grid=64,
                       steps=20):
     """Thresholds maximising the worst-case accuracy over ``attacked`` within the cost budgets.
 
@@ -293,18 +299,20 @@ def robust_thresholds(clean, attacked, exit_costs, target_cost, adversarial_cost
         exit_costs: cost of leaving at each exit (K,), every head computed.
         target_cost: the most the clean images may cost on average.
         adversarial_cost: the most each adversarial set may cost on average (None: no limit).
-        start: the thresholds to start from (default: each exit's lowest candidate, where almost
-            no sample leaves early).
+        starts: threshold vectors to start a search from; the best result is kept (default: one
+            search from each exit's lowest candidate, where almost no sample leaves early).
         grid: candidate thresholds per exit: this many quantiles of its clean entropies, plus
             one that lets almost nothing out and one that lets everything out.
         steps: at most this many moves.
 
-    A local search ranking policies by: within budget first, then the highest
-    worst-case accuracy, then the highest clean accuracy. Each move takes the
-    best of the policies that differ from the current one in one threshold
-    (every candidate) or in two (every 4th candidate of each: a cost budget
-    often lets one exit close only if another opens); it stops when none is
-    better. Raises :class:`InputError` when no policy found fits the budgets.
+    A local search ranking policies by: within budget first, then the attacked
+    accuracies from the worst up (the worst case, then the second worst, ...:
+    a move that helps one attack without hurting the worst is progress), then
+    the clean accuracy. Each move takes the best of the policies that differ
+    from the current one in one threshold (every candidate) or in two (every
+    4th candidate of each: a cost budget often lets one exit close only if
+    another opens); a search stops when none is better. Raises
+    :class:`InputError` when no policy found fits the budgets.
     """
     num_exits = clean.entropies.shape[1]
     candidates = [np.unique(np.maximum(np.concatenate([  # nearly closed, the quantiles, fully open
@@ -312,13 +320,18 @@ def robust_thresholds(clean, attacked, exit_costs, target_cost, adversarial_cost
         MIN_THRESHOLD)) for entropies in clean.entropies[:, :-1].T]
     limits = [target_cost] + [np.inf if adversarial_cost is None else adversarial_cost] * len(attacked)
 
-    def scores(policies):  # (M, K-1) -> (M, 3): within budget, worst-case accuracy, clean accuracy
+    def scores(policies):  # (M, K-1) -> (M, 2 + A): within budget, attacked accuracies from the worst up, clean
         accuracy, within = [], np.ones(len(policies), bool)
         for outcomes, limit in zip([clean, *attacked], limits):
             exits = np.asarray(first_confident_exit(outcomes.entropies, policies[:, None, :]))
             within &= exit_costs[exits].mean(-1) <= limit * (1 + 1e-9)
             accuracy.append(np.take_along_axis(outcomes.correct[None], exits[..., None], -1)[..., 0].mean(-1))
-        return np.stack([within, np.min(accuracy[1:], axis=0), accuracy[0]], axis=1)
+        return np.column_stack([within, np.sort(np.stack(accuracy[1:], axis=1), axis=1), accuracy[0]])
+
+    def best_of(policies):
+        policy_scores = np.concatenate([scores(policies[i:i + 256]) for i in range(0, len(policies), 256)])
+        i = np.lexsort(policy_scores.T[::-1])[-1]  # the largest, column by column
+        return policies[i], policy_scores[i]
 
     def neighbours(thresholds):
         moves = [(k,) for k in range(num_exits - 1)] + list(itertools.combinations(range(num_exits - 1), 2))
@@ -330,15 +343,17 @@ def robust_thresholds(clean, attacked, exit_costs, target_cost, adversarial_cost
             trials.append(trial)
         return np.concatenate(trials)
 
-    thresholds = np.array([c[0] for c in candidates] if start is None else start, float)
-    best = scores(thresholds[None])[0]
-    for _ in range(steps):
-        trials = neighbours(thresholds)
-        trial_scores = np.concatenate([scores(trials[i:i + 256]) for i in range(0, len(trials), 256)])
-        i = np.lexsort(trial_scores.T[::-1])[-1]  # the largest (within, worst case, clean)
-        if not tuple(trial_scores[i]) > tuple(best):
-            break
-        thresholds, best = trials[i], trial_scores[i]
+    results = []
+    for start in [[c[0] for c in candidates]] if starts is None else starts:
+        thresholds = np.asarray(start, float)
+        best = scores(thresholds[None])[0]
+        for _ in range(steps):
+            trial, trial_score = best_of(neighbours(thresholds))
+            if not tuple(trial_score) > tuple(best):
+                break
+            thresholds, best = trial, trial_score
+        results.append(thresholds)
+    thresholds, best = best_of(np.array(results))
     if not best[0]:
         raise InputError(f"no thresholds keep the average cost within target_cost={target_cost} on clean images"
                          + ("" if adversarial_cost is None else f" and adversarial_cost={adversarial_cost} on "

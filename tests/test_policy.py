@@ -162,7 +162,7 @@ def test_robust_thresholds_close_the_exit_attacks_fool_within_the_budget():
     costs = np.array([1.0, 2.0, 3.0])
     start = thresholds_for_counts(clean.entropies, [60, 60])  # what a cost-only calibration picks
     start_ata, start_cost = _accuracy_and_cost(attacked, start, costs)
-    thresholds = robust_thresholds(clean, [attacked], costs, target_cost=2.0, start=start)
+    thresholds = robust_thresholds(clean, [attacked], costs, target_cost=2.0, starts=[start])
     ata, _ = _accuracy_and_cost(attacked, thresholds, costs)
     ta, cost = _accuracy_and_cost(clean, thresholds, costs)
     assert start_ata < 0.5 and start_cost <= 2.0
@@ -186,3 +186,14 @@ def test_robust_calibration_needs_labels_and_matching_adversarial_sets(smallcnn,
     with pytest.raises(InputError, match="one entry per calibration image"):
         ExitPolicy.calibrate(smallcnn, mnist_like, method="robust", target_cost=8.0, labels=np.zeros(64, int),
                              adversarial=[mnist_like[:10]])
+
+
+def test_robust_thresholds_improve_the_next_worst_attack_when_the_worst_cannot_move():
+    rng = np.random.default_rng(0)
+    clean = ExitOutcomes(rng.uniform(0.1, 1.5, (100, 2)), np.ones((100, 2), bool))
+    hopeless = ExitOutcomes(rng.uniform(0, 2, (100, 2)), np.zeros((100, 2), bool))  # wrong at every exit
+    fooled_early = ExitOutcomes(np.column_stack([np.full(100, 0.2), rng.uniform(0, 2, 100)]),
+                                np.array([[False, True]] * 100))
+    thresholds = robust_thresholds(clean, [hopeless, fooled_early], np.array([1.0, 2.0]), target_cost=2.0,
+                                   starts=[[1.6]])  # everything leaves at exit 1: the early attack fools all
+    assert thresholds[0] <= 0.2  # the first exit closes to what the early attack brings there
