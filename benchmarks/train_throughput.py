@@ -1,6 +1,7 @@
 """Adversarial-training throughput: ours against a naive full-model version and the reference's algorithm in PyTorch.
 
-max_average PGD-10 training steps (batch 128) on SmallCNN and ResNet-38, every
+max_average PGD training steps (PGD-10 at batch 128 by default: ResNet-38's and
+MobileNetV2's presets) on SmallCNN, ResNet-38 and MobileNetV2, every
 implementation in the same process, their steps interleaved:
 
 * ours: each exit's attack runs only the stages up to that exit, in inference
@@ -24,11 +25,12 @@ dense multiply-accumulates it runs, x2, counted from the model: see
 (interleaved like them). ``--profile`` adds where our step's time goes, by
 TensorFlow op type, from one TensorFlow profiler trace.
 
-A second table times the attacks alone (compiled, PGD-10, ``--attack-batch``):
+A second table times the attacks alone (compiled, ``--attack-steps``, ``--attack-batch``):
 each single-exit attack, their sum, max-average, and K times the last exit's
 attack (what K full passes would cost), for ours and the naive version.
 
-Usage: python benchmarks/train_throughput.py [--data-dir ../shared/data] [--models smallcnn,resnet38,mobilenetv2] [--steps 5] [--attack-batch 32] [--profile]
+Usage: python benchmarks/train_throughput.py [--data-dir ../shared/data] [--models smallcnn,resnet38,mobilenetv2]
+       [--steps 5] [--batch-size 128] [--attack-steps 10] [--attack-batch 32] [--profile]
 """
 
 import argparse
@@ -52,7 +54,6 @@ from rdinet_tf.import_torch import load_state_dict
 from rdinet_tf.models import MultiExitModel
 from rdinet_tf.training import PRESETS, preset_optimizer
 
-ATTACK_STEPS = 10
 MATMUL = "10 float32 2048x2048 matmuls (for scale)"
 # TensorFlow op types that do the convolution and dense work (oneDNN's names included).
 CONVOLUTION_OPS = ("Conv2D", "DepthwiseConv", "MatMul")
@@ -123,7 +124,7 @@ def interleaved_seconds(calls, repeats):
     return {label: statistics.median(t) for label, t in times.items()}
 
 
-def torch_reference_step(name, images, labels):
+def torch_reference_step(name, images, labels, attack_steps):
     """``((label, step), weights)``: one step of the reference's max-average PGD training in PyTorch, and its
     initial weights as our model's ``get_weights()``; ``(None, a fresh model's weights)`` without torch."""
     try:
@@ -147,7 +148,7 @@ def torch_reference_step(name, images, labels):
 
     def attack(exit_index):
         adversarial = (x + (2 * torch.rand(x.shape, generator=generator) - 1) * eps).clamp(0, 1)
-        for _ in range(ATTACK_STEPS):
+        for _ in range(attack_steps):
             adversarial.requires_grad_(True)
             loss = F.cross_entropy(model(adversarial)[exit_index], y, reduction="sum")
             gradient, = torch.autograd.grad(loss, adversarial)
@@ -209,9 +210,9 @@ def attack_seconds(model, images, labels, attack, objective, repeats):
     return median_seconds(lambda seed: np.asarray(run(images, labels, tf.constant(seed))), repeats)
 
 
-def attack_table(names, batch_size, repeats):
+def attack_table(names, batch_size, repeats, attack_steps):
     """Print the attack-cost table: single exits, their sum, max-average, K x last exit."""
-    print(f"\n# attacks alone: PGD-{ATTACK_STEPS}, batch {batch_size}, median of {repeats} after warm-up, seconds")
+    print(f"\n# attacks alone: PGD-{attack_steps}, batch {batch_size}, median of {repeats} after warm-up, seconds")
     print("| model | implementation | last exit | sum of single exits | max_average | K x last exit |")
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
@@ -219,7 +220,7 @@ def attack_table(names, batch_size, repeats):
         preset = PRESETS[name]
         images = tf.constant(rng.random((batch_size, *models.INPUT_SHAPES[name]), dtype=np.float32))
         labels = tf.constant(rng.integers(0, 10, batch_size))
-        attack = attacks.PGD(preset.eps, preset.step_size, ATTACK_STEPS)
+        attack = attacks.PGD(preset.eps, preset.step_size, attack_steps)
         base = models.build(name)
         for label, cls in (("ours", MultiExitModel), ("naive", FullForwardModel)):
             model = cls(base.stages, base.heads, name=f"{name}_{label}")
@@ -235,6 +236,8 @@ def main():
     parser.add_argument("--models", default="smallcnn,resnet38")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--attack-steps", type=int, default=10,
+                        help="PGD steps of the training attack (the presets: 10 for CIFAR-10, 40 for SmallCNN)")
     parser.add_argument("--attack-batch", type=int, default=32, help="batch of the attack-cost table (0: skip it)")
     parser.add_argument("--profile", action="store_true", help="also print our step's op time by type")
     parser.add_argument("--data-dir", default="../shared/data",
@@ -245,7 +248,7 @@ def main():
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {list(PRESETS)}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, tensorflow {tf.__version__}, "
-          f"keras {keras.__version__}; max_average PGD-{ATTACK_STEPS}, batch {args.batch_size}, "
+          f"keras {keras.__version__}; max_average PGD-{args.attack_steps}, batch {args.batch_size}, "
           f"median of {args.steps} interleaved steps after warm-up, on real training images")
     print("| model | implementation | img/s | ours faster by | executed GFLOP/s | of matmul |")
     print("|---|---|---|---|---|---|")
@@ -253,9 +256,9 @@ def main():
         preset = PRESETS[name]
         splits = data.load(preset.dataset, data_dir=args.data_dir)
         images, labels = splits.x_train[:args.batch_size], splits.y_train[:args.batch_size].astype(np.int64)
-        attack = attacks.PGD(preset.eps, preset.step_size, ATTACK_STEPS)
+        attack = attacks.PGD(preset.eps, preset.step_size, args.attack_steps)
         trained, calls, work = {}, {}, {}
-        reference, initial_weights = torch_reference_step(name, images, labels)
+        reference, initial_weights = torch_reference_step(name, images, labels, args.attack_steps)
         for label, cls in (("ours", MultiExitModel), ("ours, BatchNorm not folded", UnfoldedModel),
                            ("naive", FullForwardModel)):
             base = models.build(name)
@@ -264,10 +267,10 @@ def main():
             model.compile(optimizer=preset_optimizer(preset, preset.iterations), defense="max_average",
                           attack=attack)
             calls[label] = lambda model=model: model.train_on_batch(images, labels)
-            work[label] = step_macs(model, ATTACK_STEPS)
+            work[label] = step_macs(model, args.attack_steps)
         if reference is not None:
             label, calls[label] = reference
-            work[label] = step_macs(model, ATTACK_STEPS, full_forward_attacks=True)
+            work[label] = step_macs(model, args.attack_steps, full_forward_attacks=True)
         calls[MATMUL], matmul_flops = matmul_call()
         seconds = interleaved_seconds(calls, args.steps)
         matmul = matmul_flops / seconds.pop(MATMUL) / 1e9
@@ -279,7 +282,7 @@ def main():
         if args.profile:
             op_time_table(trained["ours"], images, labels)
     if args.attack_batch:
-        attack_table(names, args.attack_batch, args.steps)
+        attack_table(names, args.attack_batch, args.steps, args.attack_steps)
 
 
 if __name__ == "__main__":
