@@ -261,8 +261,9 @@ def calibrate_robust(model, images, labels, attack, target_cost, adversarial_cos
     Attacks the held-out ``images`` with ``attack`` under each of ``objectives``
     (default: every single exit, average and max-average: attacks that do not
     depend on the thresholds being chosen), then calibrates with
-    ``ExitPolicy.calibrate(method="robust")``: the thresholds maximising the
-    lowest adaptive accuracy over those attacks, at an average cost of at most
+    ``ExitPolicy.calibrate(method="robust")``: the thresholds with the highest
+    adaptive accuracies under those attacks, the worst first
+    (:func:`rdinet_tf.policy.robust_thresholds`), at an average cost of at most
     ``target_cost`` MFLOPs (``convention``) on the clean images and, if given,
     ``adversarial_cost`` on each attacked set. Never use test images here.
     """
