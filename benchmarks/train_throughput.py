@@ -30,7 +30,7 @@ each single-exit attack, their sum, max-average, and K times the last exit's
 attack (what K full passes would cost), for ours and the naive version.
 
 Usage: python benchmarks/train_throughput.py [--data-dir ../shared/data] [--models smallcnn,resnet38,mobilenetv2]
-       [--steps 5] [--batch-size 128] [--attack-steps 10] [--attack-batch 32] [--profile]
+       [--steps 5] [--batch-size 128] [--attack-steps 10] [--attack-batch 32] [--profile] [--control]
 """
 
 import argparse
@@ -240,6 +240,8 @@ def main():
                         help="PGD steps of the training attack (the presets: 10 for CIFAR-10, 40 for SmallCNN)")
     parser.add_argument("--attack-batch", type=int, default=32, help="batch of the attack-cost table (0: skip it)")
     parser.add_argument("--profile", action="store_true", help="also print our step's op time by type")
+    parser.add_argument("--control", action="store_true",
+                        help="add a second copy of ours, last in the interleaving: the spread between identical rows")
     parser.add_argument("--data-dir", default="../shared/data",
                         help="where mnist.npz / cifar10*.npz are: each step trains on the first training batch")
     args = parser.parse_args()
@@ -259,8 +261,9 @@ def main():
         attack = attacks.PGD(preset.eps, preset.step_size, args.attack_steps)
         trained, calls, work = {}, {}, {}
         reference, initial_weights = torch_reference_step(name, images, labels, args.attack_steps)
-        for label, cls in (("ours", MultiExitModel), ("ours, BatchNorm not folded", UnfoldedModel),
-                           ("naive", FullForwardModel)):
+        variants = [("ours", MultiExitModel), ("ours, BatchNorm not folded", UnfoldedModel),
+                    ("naive", FullForwardModel)] + [("ours again (control)", MultiExitModel)] * args.control
+        for label, cls in variants:
             base = models.build(name)
             model = trained[label] = cls(base.stages, base.heads, name=f"{name}_{cls.__name__}")
             model.set_weights(initial_weights)  # every implementation starts from the same weights
