@@ -26,7 +26,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from rdinet_tf import flops
-from rdinet_tf.accounting import CONVENTIONS, exit_shares
+from rdinet_tf.accounting import CONVENTIONS, check_convention, exit_shares
 from rdinet_tf.adversarial import attacks as attack_lib
 from rdinet_tf.adversarial import autoattack as autoattack_lib
 from rdinet_tf.adversarial.driver import AttackDriver
@@ -361,8 +361,7 @@ def plot_tradeoff(curves, points=None, path=None, convention="honest", title=Non
     """
     from matplotlib.figure import Figure
 
-    if convention not in CONVENTIONS:
-        raise InputError(f"unknown FLOPs convention {convention!r}; choose one of {CONVENTIONS}")
+    check_convention(convention)
     cost = (lambda p: p.mflops) if convention == "honest" else (lambda p: p.paper_mflops)
     figure = Figure(figsize=(10, 4), layout="constrained")
     axes = figure.subplots(1, 2)

@@ -46,8 +46,7 @@ class FoldedConvolution(keras.layers.Layer):
         super().__init__(name=f"{conv.name}_folded", dtype=conv.dtype_policy, **kwargs)
         self._pair = (conv, batch_norm)  # a tuple: not tracked, the weights stay the original layers'
 
-    def call(self, inputs, mask=None):
-        del mask  # it stands where the BatchNormalization was called, with its arguments; there is no mask
+    def call(self, inputs):
         conv, batch_norm = self._pair
         ops = keras.ops
         scale = ops.rsqrt(batch_norm.moving_variance + batch_norm.epsilon)
