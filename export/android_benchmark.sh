@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark every segment and the full model of an exported bundle on an Android
-# device with LiteRT's benchmark_model, pull the logs, and combine them into the
+# Benchmark every segment signature and the full model of an exported bundle on an
+# Android device with LiteRT's benchmark_model (one run per signature of the bundle's
+# one .tflite file, --signature_to_run_for), pull the logs, and combine them into the
 # expected early-exit latency (see export/README.md).
 #
 # Usage: export/android_benchmark.sh BUNDLE_DIR BENCHMARK_MODEL_BINARY [LOG_DIR]
@@ -22,33 +23,31 @@ NUM_RUNS=${NUM_RUNS:-200}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}
 PYTHON=${PYTHON:-python3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
+bench() { PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m rdinet_tf.cli.bench --bundle "$bundle" "$@"; }
 
-[[ -f "$bundle/manifest.json" ]] || { echo "error: no $bundle/manifest.json (export with rdinet-export --tflite ... or python -m rdinet_tf.export --tflite ...)" >&2; exit 2; }
 [[ -f "$binary" ]] || { echo "error: benchmark_model binary $binary not found" >&2; exit 2; }
+plan=$(bench --plan)  # one "FILE SIGNATURE" line per run; checks the manifest first
 
 "$ADB" shell "rm -rf $DEVICE_DIR && mkdir -p $DEVICE_DIR/logs"
 "$ADB" push "$binary" "$DEVICE_DIR/benchmark_model" >/dev/null
 "$ADB" shell "chmod +x $DEVICE_DIR/benchmark_model"
+"$ADB" push "$bundle/$(head -n1 <<<"$plan" | cut -d' ' -f1)" "$DEVICE_DIR/" >/dev/null
 
 failed=0
-for model in "$bundle"/*.tflite; do
-  name=$(basename "$model" .tflite)
-  "$ADB" push "$model" "$DEVICE_DIR/$name.tflite" >/dev/null
-  echo "benchmarking $name ..."
-  if ! "$ADB" shell "$DEVICE_DIR/benchmark_model --graph=$DEVICE_DIR/$name.tflite \
+while read -r file signature; do
+  echo "benchmarking $signature ..."
+  if ! "$ADB" shell "$DEVICE_DIR/benchmark_model --graph=$DEVICE_DIR/$file --signature_to_run_for=$signature \
       --num_threads=$NUM_THREADS --warmup_runs=$WARMUP_RUNS --num_runs=$NUM_RUNS $EXTRA_FLAGS \
-      > $DEVICE_DIR/logs/$name.log 2>&1"; then
-    echo "warning: benchmark_model failed on $name; see $logs/$name.log" >&2
+      > $DEVICE_DIR/logs/$signature.log 2>&1"; then
+    echo "warning: benchmark_model failed on $signature; see $logs/$signature.log" >&2
     failed=1
   fi
-done
+done <<<"$plan"
 
 mkdir -p "$logs"
 "$ADB" pull "$DEVICE_DIR/logs/." "$logs/" >/dev/null
 "$ADB" shell "getprop ro.product.model; getprop ro.board.platform" > "$logs/device.txt" 2>/dev/null || true
 echo "logs in $logs"
 
-PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m rdinet_tf.cli.bench \
-  --bundle "$bundle" --logs "$logs" --out "$logs/latency.csv" \
-  ${DISTRIBUTION:+--distribution "$DISTRIBUTION"}
+bench --logs "$logs" --out "$logs/latency.csv" ${DISTRIBUTION:+--distribution "$DISTRIBUTION"}
 exit $failed

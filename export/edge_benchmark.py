@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark an exported bundle on a Linux board with the LiteRT Python runtime.
 
-Runs, one image at a time: the chained early-exit runner, the full model (if
-the bundle has one) and every segment alone; prints p50/p95 latencies and
+Runs, one image at a time: the chained early-exit runner, the in-graph early
+exit and the full model (if the bundle has them) and every segment alone;
+prints p50/p95 latencies and
 writes the per-segment CSV of :mod:`rdinet_tf.bench_kit`.
 
     python3 export/edge_benchmark.py --bundle BUNDLE [--images test.npz --key x_test]
@@ -43,11 +44,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         runner = EarlyExitRunner(args.bundle, num_threads=args.threads)
+        in_graph = (EarlyExitRunner(args.bundle, num_threads=args.threads, in_graph=True)
+                    if runner.manifest.get("in_graph_exit") else None)
         if args.images:
             images = bench_kit.images_from_npz(args.images, args.key, runner.image_shape, args.count)
         else:
             images = np.random.default_rng(0).random((args.count, *runner.image_shape), np.float32)
-        result = bench_kit.benchmark_bundle(runner, images, args.warmup)
+        result = bench_kit.benchmark_bundle(runner, images, args.warmup, in_graph)
         shares = (result["exit_shares"] if args.images
                   else bench_kit.manifest_distribution(runner.manifest))
         full_us = None if result["full_ms"] is None else result["full_ms"]["mean"] * 1e3
@@ -64,6 +67,9 @@ def main(argv=None):
     print(f"segments (us)      {np.round(result['segment_us'], 1).tolist()}")
     print(f"early exit (ms)    p50 {early['p50']:.3f}  p95 {early['p95']:.3f}  mean {early['mean']:.3f}"
           f"  (predicted from segments {result['predicted_early_exit_ms']:.3f})")
+    if result["in_graph_ms"] is not None:
+        timing = result["in_graph_ms"]
+        print(f"in-graph exit (ms) p50 {timing['p50']:.3f}  p95 {timing['p95']:.3f}  mean {timing['mean']:.3f}")
     if full is not None:
         print(f"full model (ms)    p50 {full['p50']:.3f}  p95 {full['p95']:.3f}  mean {full['mean']:.3f}")
     print(f"wrote {args.out}")

@@ -3,7 +3,8 @@
 An image leaving at exit k (0-based) runs segments 1..k+1, so with per-segment
 latencies t_1..t_K and exit shares s_1..s_K the expected early-exit latency is
 ``sum_k s_k * (t_1 + ... + t_k)``. Per-segment latencies come from LiteRT's
-``benchmark_model`` logs (phones, see ``export/android_benchmark.sh``) or from
+``benchmark_model`` logs, one run per signature of the bundle's file (phones, see
+``export/android_benchmark.sh``), or from
 :func:`benchmark_bundle` (Linux boards, ``export/edge_benchmark.py``).
 
 The command line ``rdinet-bench`` (:mod:`rdinet_tf.cli.bench`) combines a
@@ -27,7 +28,7 @@ _NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)"
 _SUMMARY = re.compile(r"Inference \(avg\):\s*" + _NUMBER)
 _RUN_LINE = re.compile(r"count=(\d+)\b[^\n]*?\bavg=" + _NUMBER + r"(?P<rest>[^\n]*)")
 _FIELD = {name: re.compile(rf"\b{name}=" + _NUMBER) for name in ("std", "median", "p95")}
-CSV_FIELDS = ("row", "file", "latency_us", "cumulative_latency_us", "exit_share", "mflops_honest")
+CSV_FIELDS = ("row", "signature", "latency_us", "cumulative_latency_us", "exit_share", "mflops_honest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,13 @@ def read_distribution_csv(path, num_exits):
     return shares / shares.sum() if shares.sum() > 0 else shares
 
 
+def benchmark_plan(manifest):
+    """The ``benchmark_model`` runs a bundle needs: one ``(file, signature)`` per segment, then the full model."""
+    full = manifest.get("full_model")
+    signatures = [s["signature"] for s in manifest["segments"]] + ([full["signature"]] if full else [])
+    return [(manifest["file"], signature) for signature in signatures]
+
+
 def manifest_distribution(manifest):
     """Exit shares recorded in a bundle manifest; :class:`InputError` if it has none."""
     recorded = manifest.get("exit_distribution")
@@ -123,7 +131,7 @@ def combine(manifest, segment_latencies_us, shares, full_latency_us=None):
     shares = np.asarray(shares, np.float64) / np.sum(shares)
     costs = [s["cost_mflops"]["honest"]["cumulative"] for s in segments]
     cumulative = np.cumsum(segment_latencies_us)
-    rows = [{"row": f"segment_{i + 1}", "file": s["file"], "latency_us": segment_latencies_us[i],
+    rows = [{"row": f"segment_{i + 1}", "signature": s["signature"], "latency_us": segment_latencies_us[i],
              "cumulative_latency_us": cumulative[i], "exit_share": shares[i],
              "mflops_honest": costs[i]} for i, s in enumerate(segments)]
     mean_cost = expected_cost(costs, shares)
@@ -132,7 +140,7 @@ def combine(manifest, segment_latencies_us, shares, full_latency_us=None):
     full = manifest.get("full_model")
     if full_latency_us is not None and full is not None:
         full_cost = full["cost_mflops"]["honest"]
-        rows.append({"row": "full_model", "file": full["file"], "latency_us": full_latency_us,
+        rows.append({"row": "full_model", "signature": full["signature"], "latency_us": full_latency_us,
                      "mflops_honest": full_cost})
         rows.append({"row": "early_exit_over_full", "latency_us": expected / full_latency_us,
                      "mflops_honest": mean_cost / full_cost})
@@ -158,28 +166,31 @@ def percentiles_ms(seconds):
             "p95": float(np.percentile(milliseconds, 95))}
 
 
-def benchmark_bundle(runner, images, warmup=20):
+def benchmark_bundle(runner, images, warmup=20, in_graph_runner=None):
     """Per-image latency of the chained early exit, the full model and each segment.
 
-    For each image, back to back (so load from other processes hits all three
-    alike): the early-exit chain, the full model (if the bundle has one) and
-    every segment alone; the first ``warmup`` images are run beforehand, untimed.
+    For each image, back to back (so load from other processes hits all alike):
+    the early-exit chain, the in-graph early exit (with ``in_graph_runner``, an
+    ``EarlyExitRunner(..., in_graph=True)`` of the same bundle), the full model
+    (if the bundle has one) and every segment alone; the first ``warmup``
+    images are run beforehand, untimed.
 
-    Returns a dict: ``early_exit_ms`` and ``full_ms`` (mean, p50, p95; ``full_ms``
-    None without a full model), ``segment_us`` (mean per segment),
+    Returns a dict: ``early_exit_ms``, ``in_graph_ms`` and ``full_ms`` (mean, p50,
+    p95; None where not timed), ``segment_us`` (mean per segment),
     ``exit_shares`` and ``predictions`` (early exit, measured on ``images``), and
     ``predicted_early_exit_ms`` (from the segment latencies and the measured
     shares, see :func:`expected_latency`).
     """
     images = np.asarray(images, np.float32)
     for image in images[:warmup]:
-        _time_image(runner, image)
-    early, full, segments = zip(*(_time_image(runner, image) for image in images))
+        _time_image(runner, in_graph_runner, image)
+    early, in_graph, full, segments = zip(*(_time_image(runner, in_graph_runner, image) for image in images))
     shares = exit_shares([result.exit for result in early], runner.num_exits)
     segment_us = np.mean(segments, axis=0) * 1e6
     return {
         "images": int(len(images)),
         "early_exit_ms": percentiles_ms([result.seconds for result in early]),
+        "in_graph_ms": None if in_graph_runner is None else percentiles_ms(in_graph),
         "full_ms": None if runner.full_model is None else percentiles_ms(full),
         "segment_us": segment_us.tolist(),
         "exit_shares": shares.tolist(),
@@ -188,11 +199,12 @@ def benchmark_bundle(runner, images, warmup=20):
     }
 
 
-def _time_image(runner, image):
-    """(early-exit result, full-model seconds or None, seconds of each segment alone)."""
+def _time_image(runner, in_graph_runner, image):
+    """(early-exit result, in-graph and full-model seconds or None, seconds of each segment alone)."""
     early = runner.run(image)
+    in_graph = None if in_graph_runner is None else in_graph_runner.run(image).seconds
     full = None if runner.full_model is None else runner.run_full(image).seconds
-    return early, full, _time_segments(runner, image)
+    return early, in_graph, full, _time_segments(runner, image)
 
 
 def _time_segments(runner, image):
@@ -201,7 +213,7 @@ def _time_segments(runner, image):
         start = time.perf_counter()
         segment.invoke(input_name, features)
         if "next_features" in segment.outputs:
-            features, input_name = segment.output("next_features"), "features"
+            features, input_name = segment.view("next_features"), "features"
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -221,8 +233,9 @@ def images_from_npz(path, key, image_shape, count=None):
     return (images.astype(np.float32) / scale).astype(np.float32)
 
 
-def log_timing(logs, tflite_file):
-    path = logs / f"{Path(tflite_file).stem}.log"
+def log_timing(logs, signature):
+    """The timing in ``logs/<signature>.log``, the ``benchmark_model`` run of that signature."""
+    path = Path(logs) / f"{signature}.log"
     try:
         return parse_benchmark_model(path.read_text(errors="replace"))
     except InputError as error:

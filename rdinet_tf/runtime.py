@@ -1,13 +1,18 @@
-"""Run an exported TFLite segment bundle with entropy early exit, as a device would.
+"""Run an exported TFLite bundle with entropy early exit, as a device would.
 
 :class:`EarlyExitRunner` loads the bundle written by
-:func:`rdinet_tf.export.export_tflite` with LiteRT, checks the manifest against
-the files, and for each image runs segment 1, stops if its entropy is below
-T_1, otherwise feeds the feature map to segment 2, and so on. It needs only
-numpy and ``ai-edge-litert`` (no TensorFlow), so it runs on small boards.
+:func:`rdinet_tf.export.export_tflite` (one ``model.tflite`` with a signature
+per segment, and ``manifest.json``) with LiteRT, checks the manifest against
+the file, and for each image runs segment 1, stops if its entropy is below
+T_1, otherwise copies the feature map into segment 2's input, and so on.
+Tensor indices are resolved once at load and tensors are read and written in
+place, so the per-image work is the invokes and one copy per segment boundary.
+It needs only numpy and ``ai-edge-litert`` (no TensorFlow), so it runs on
+small boards.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -21,10 +26,18 @@ from rdinet_tf.errors import InputError
 from rdinet_tf.inputs import check_images, check_thresholds
 
 FORMAT = "rdinet_tflite_bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-SIGNATURE = "serving_default"
+BUNDLE_FILE = "model.tflite"
+SIGNATURE = "serving_default"  # the signature of a single-model TFLite file
+FULL_SIGNATURE = "full"
+IN_GRAPH_SIGNATURE = "early_exit"
 _EXPORT_HINT = "re-export the bundle with python -m rdinet_tf.export --tflite ..."
+
+
+def segment_signature(index):
+    """Signature name of segment ``index`` (0-based): ``segment_1`` for the first."""
+    return f"segment_{index + 1}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,55 +80,78 @@ def load_manifest(bundle_dir):
         raise InputError(f"{path} is not valid JSON ({error}); {_EXPORT_HINT}") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{path} is not an {FORMAT} manifest; {_EXPORT_HINT}")
+    if manifest.get("format_version") == 1:
+        raise InputError(
+            f"{path} describes a format-1 bundle (one .tflite file per segment); this library reads "
+            f"format {FORMAT_VERSION} (one {BUNDLE_FILE} with a signature per segment): {_EXPORT_HINT}"
+        )
     if manifest.get("format_version") != FORMAT_VERSION:
         raise InputError(
             f"{path} has format version {manifest.get('format_version')!r}; this library "
             f"reads version {FORMAT_VERSION}; {_EXPORT_HINT}"
         )
-    for key in ("num_exits", "thresholds", "segments", "segment_order", "input"):
+    for key in ("file", "num_exits", "thresholds", "segments", "input"):
         if key not in manifest:
             raise InputError(f"{path} has no {key!r} entry; {_EXPORT_HINT}")
     return manifest
 
 
-class Segment:
-    """One ``.tflite`` file's interpreter and signature tensors, checked against its manifest entry."""
+def _load_interpreter(bundle_dir, manifest, num_threads):
+    """The LiteRT interpreter of the bundle's file, after checking its name and sha256."""
+    name = manifest["file"]
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise InputError(f"the manifest of {bundle_dir} names the file {name!r}: the bundle's file is a "
+                         f"plain name inside the bundle directory; {_EXPORT_HINT}")
+    path = Path(bundle_dir) / name
+    if not path.is_file():
+        raise InputError(f"{path} listed in the manifest is missing; {_EXPORT_HINT}")
+    content = path.read_bytes()
+    if manifest.get("sha256") not in (None, hashlib.sha256(content).hexdigest()):
+        raise InputError(f"{path} does not match the manifest's sha256 (changed or corrupt); {_EXPORT_HINT}")
+    try:
+        interpreter = Interpreter(model_content=content, num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise InputError(f"{path} is not a valid TFLite model ({error}); {_EXPORT_HINT}") from error
+    return interpreter, path
 
-    def __init__(self, bundle_dir, entry, num_threads):
-        self.file = entry.get("file", "?")
-        if not isinstance(self.file, str) or Path(self.file).name != self.file or self.file in ("", ".", ".."):
-            raise InputError(f"the manifest of {bundle_dir} names the segment file {self.file!r}: bundle files "
-                             f"are plain names inside the bundle directory; {_EXPORT_HINT}")
-        path = Path(bundle_dir) / self.file
-        if not path.is_file():
-            raise InputError(f"{path} listed in the manifest is missing; {_EXPORT_HINT}")
-        content = path.read_bytes()
-        if entry.get("sha256") not in (None, hashlib.sha256(content).hexdigest()):
-            raise InputError(
-                f"{path} does not match the manifest's sha256 (changed or corrupt); {_EXPORT_HINT}"
-            )
+
+class Signature:
+    """One signature of the bundle's interpreter, checked against its manifest entry.
+
+    Tensor indices are resolved and the signature's tensors allocated once;
+    :meth:`invoke` writes the input in place and :meth:`view` reads an output
+    without a copy. LiteRT's public ``SignatureRunner.__call__`` resizes,
+    reallocates and looks tensors up by name on every call, so this class
+    drives the runner's interpreter wrapper with the runner's own indices.
+    """
+
+    def __init__(self, interpreter, path, entry):
+        self.name = entry.get("signature")
         try:
-            self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
-            self.interpreter.allocate_tensors()
-            signature = self.interpreter.get_signature_runner(SIGNATURE)
-        except (ValueError, RuntimeError) as error:
-            raise InputError(f"{path} is not a valid TFLite model ({error}); {_EXPORT_HINT}") from error
-        inputs, outputs = signature.get_input_details(), signature.get_output_details()
+            runner = interpreter.get_signature_runner(self.name)
+        except ValueError as error:
+            raise InputError(f"{path} has no signature {self.name!r} listed in the manifest (it has "
+                             f"{sorted(interpreter.get_signature_list())}); {_EXPORT_HINT}") from error
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
         self._check(path, "inputs", entry, inputs)
         self._check(path, "outputs", entry, outputs)
         self.inputs = {name: d["index"] for name, d in inputs.items()}
         self.outputs = {name: d["index"] for name, d in outputs.items()}
-        self.shapes = {name: tuple(int(n) for n in d["shape"])
-                       for name, d in {**inputs, **outputs}.items()}
+        self.shapes = {name: tuple(int(n) for n in d["shape"]) for name, d in {**inputs, **outputs}.items()}
+        wrapper, subgraph = runner._interpreter_wrapper, runner._subgraph_index
+        wrapper.AllocateTensors(subgraph)
+        self._invoke = functools.partial(wrapper.Invoke, subgraph)
+        self._views = {name: functools.partial(wrapper.tensor, wrapper, index, subgraph)
+                       for name, index in {**self.inputs, **self.outputs}.items()}
 
-    @staticmethod
-    def _check(path, kind, entry, details):
+    def _check(self, path, kind, entry, details):
         """Check the signature's names, tensor names, shapes and dtypes against the manifest ``entry``."""
         expected = entry.get(kind) or {}
         if sorted(expected) != sorted(details):
             raise InputError(
-                f"{path} has {kind} {sorted(details)} but the manifest lists {sorted(expected)}; "
-                f"{_EXPORT_HINT}"
+                f"{path}: signature {self.name!r} has {kind} {sorted(details)} but the manifest lists "
+                f"{sorted(expected)}; {_EXPORT_HINT}"
             )
         for name, detail in details.items():
             actual = {"tensor": detail["name"], "shape": [int(n) for n in detail["shape"]],
@@ -123,33 +159,41 @@ class Segment:
             listed = {key: expected[name].get(key) for key in actual}
             if actual != listed:
                 raise InputError(
-                    f"{path}: tensor {name!r} is {actual} in the file but {listed} in the "
-                    f"manifest; {_EXPORT_HINT}"
+                    f"{path}: signature {self.name!r} tensor {name!r} is {actual} in the file but "
+                    f"{listed} in the manifest; {_EXPORT_HINT}"
                 )
 
     def invoke(self, input_name, value):
-        """Run the interpreter on ``value`` for input ``input_name``; read results with :meth:`output`."""
-        self.interpreter.set_tensor(self.inputs[input_name], value)
-        self.interpreter.invoke()
+        """Copy ``value`` into input ``input_name`` and run the signature; read results with :meth:`view`."""
+        self._views[input_name]()[...] = value
+        self._invoke()
+
+    def view(self, name):
+        """Output ``name`` of the last :meth:`invoke`, in place: valid until the next one."""
+        return self._views[name]()
 
     def output(self, name):
         """A copy of output ``name`` of the last :meth:`invoke`."""
-        return self.interpreter.get_tensor(self.outputs[name])
+        return self.view(name).copy()
 
 
 class EarlyExitRunner:
-    """Entropy early exit over a bundle of TFLite segments (LiteRT interpreters).
+    """Entropy early exit over a bundle's segment signatures (one LiteRT interpreter).
 
     Args:
         bundle_dir: directory written by :func:`rdinet_tf.export.export_tflite`.
         num_threads: interpreter threads (None: LiteRT's default).
+        in_graph: run the bundle's ``early_exit`` signature (the early exit as
+            IF ops inside the graph, thresholds fixed at export) instead of
+            chaining the segment signatures from Python; the bundle must have
+            been exported with ``--in-graph-exit``.
 
     Raises:
-        InputError: missing or invalid manifest, missing or corrupt ``.tflite``
-            file, or a manifest that does not match the files.
+        InputError: missing or invalid manifest, missing or corrupt
+            ``model.tflite``, or a manifest that does not match the file.
     """
 
-    def __init__(self, bundle_dir, num_threads=None):
+    def __init__(self, bundle_dir, num_threads=None, in_graph=False):
         self.bundle_dir = Path(bundle_dir)
         self.manifest = load_manifest(bundle_dir)
         try:
@@ -164,11 +208,18 @@ class EarlyExitRunner:
                 f"{len(self.thresholds)} thresholds for {self.num_exits} exits (a segment "
                 f"is missing or extra); {_EXPORT_HINT}"
             )
-        if self.manifest["segment_order"] != [e.get("file") for e in entries]:
-            raise InputError(f"{bundle_dir}: segment_order does not match the segments; {_EXPORT_HINT}")
-        self.segments = [Segment(bundle_dir, e, num_threads) for e in entries]
+        if [e.get("signature") for e in entries] != [segment_signature(i) for i in range(self.num_exits)]:
+            raise InputError(f"{bundle_dir}: the manifest's segments are not the signatures segment_1.."
+                             f"segment_{self.num_exits} in order; {_EXPORT_HINT}")
+        self.interpreter, path = _load_interpreter(bundle_dir, self.manifest, num_threads)
+        self.segments = [Signature(self.interpreter, path, e) for e in entries]
         full = self.manifest.get("full_model")
-        self.full_model = None if full is None else Segment(bundle_dir, full, num_threads)
+        self.full_model = None if full is None else Signature(self.interpreter, path, full)
+        in_graph_entry = self.manifest.get("in_graph_exit")
+        if in_graph and in_graph_entry is None:
+            raise InputError(f"{bundle_dir} has no in-graph early exit; export it with --in-graph-exit "
+                             "(in_graph_exit=True), or run the segments (in_graph=False)")
+        self.in_graph = None if not in_graph else Signature(self.interpreter, path, in_graph_entry)
         self.image_shape = tuple(self.manifest["input"]["shape"][1:])
         self._check_chain()
 
@@ -179,23 +230,23 @@ class EarlyExitRunner:
             input_name, shape = expected_input
             if list(segment.inputs) != [input_name] or segment.shapes[input_name] != shape:
                 raise InputError(
-                    f"{segment.file} should read {input_name!r} of shape {shape} (what "
+                    f"signature {segment.name} should read {input_name!r} of shape {shape} (what "
                     f"{'the image' if index == 0 else 'the previous segment'} gives); "
                     f"{_EXPORT_HINT}"
                 )
             wanted = {"probs", "entropy"} | ({"next_features"} if index < self.num_exits - 1 else set())
             if set(segment.outputs) != wanted:
                 raise InputError(
-                    f"{segment.file} outputs {sorted(segment.outputs)}; segment {index + 1} of "
+                    f"signature {segment.name} outputs {sorted(segment.outputs)}; segment {index + 1} of "
                     f"{self.num_exits} must output {sorted(wanted)}; {_EXPORT_HINT}"
                 )
             if "next_features" in segment.outputs:
                 expected_input = ("features", segment.shapes["next_features"])
-        full = self.full_model
-        if full is not None and (list(full.inputs) != ["image"] or list(full.outputs) != ["probs"]
-                                 or full.shapes["image"] != (1, *self.image_shape)):
-            raise InputError(f"{full.file} should map 'image' {(1, *self.image_shape)} to "
-                             f"'probs'; {_EXPORT_HINT}")
+        for signature, outputs in ((self.full_model, {"probs"}), (self.in_graph, {"probs", "exit"})):
+            if signature is not None and (list(signature.inputs) != ["image"] or set(signature.outputs) != outputs
+                                          or signature.shapes["image"] != (1, *self.image_shape)):
+                raise InputError(f"signature {signature.name} should map 'image' {(1, *self.image_shape)} "
+                                 f"to {sorted(outputs)}; {_EXPORT_HINT}")
 
     def check_image(self, image):
         """``image`` as a (1, H, W, C) float32 array; :class:`InputError` if it is not one."""
@@ -212,17 +263,27 @@ class EarlyExitRunner:
         return self._run_checked(self.check_image(image))
 
     def _run_checked(self, image):
+        if self.in_graph is not None:
+            return self._run_in_graph(image)
         last = self.num_exits - 1
         start = time.perf_counter()
         features, input_name = image, "image"
         for index, segment in enumerate(self.segments):
             segment.invoke(input_name, features)
-            if index == last or segment.output("entropy")[0] < self.thresholds[index]:
+            if index == last or segment.view("entropy")[0] < self.thresholds[index]:
                 probabilities = segment.output("probs")[0]
                 break
-            features, input_name = segment.output("next_features"), "features"
+            features, input_name = segment.view("next_features"), "features"
         seconds = time.perf_counter() - start
         return ExitResult(int(probabilities.argmax()), index, probabilities, seconds)
+
+    def _run_in_graph(self, image):
+        start = time.perf_counter()
+        self.in_graph.invoke("image", image)
+        probabilities = self.in_graph.output("probs")[0]
+        exit_taken = int(self.in_graph.view("exit")[0])
+        seconds = time.perf_counter() - start
+        return ExitResult(int(probabilities.argmax()), exit_taken, probabilities, seconds)
 
     def run_batch(self, images):
         """Early exit for each image of (N, H, W, C), one at a time -> :class:`BatchResult`."""
@@ -238,7 +299,7 @@ class EarlyExitRunner:
         )
 
     def run_full(self, image):
-        """The exported full model (no early exit) on one image -> :class:`ExitResult`."""
+        """The bundle's full model (no early exit) on one image -> :class:`ExitResult`."""
         if self.full_model is None:
             raise InputError(f"{self.bundle_dir} has no full model; export it with --full "
                              "(include_full=True)")

@@ -4,6 +4,8 @@ Every model here is built or trained once per session and shared; a test
 that changes a shared model (its policy, a monkeypatched stage) restores it.
 """
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -64,6 +66,14 @@ def digits_model(train_digits, digits):
     model = train_digits("none")
     model.exit_policy = ExitPolicy.calibrate(model, digits.x_val)
     return model
+
+
+@pytest.fixture
+def umask():
+    """The process umask (files written by the library get 0o666 & ~umask, directories 0o777 & ~umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @pytest.fixture

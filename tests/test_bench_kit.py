@@ -2,6 +2,9 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -46,10 +49,10 @@ I tflite  : count=50 first=2990275 curr=2913402 min=2727568 max=3189954 avg=2.95
 
 MANIFEST = {
     "segments": [
-        {"file": f"segment_{k}.tflite", "cost_mflops": {"honest": {"cumulative": cost}}}
+        {"signature": f"segment_{k}", "cost_mflops": {"honest": {"cumulative": cost}}}
         for k, cost in ((1, 1.0), (2, 4.0), (3, 5.0))
     ],
-    "full_model": {"file": "full_model.tflite", "cost_mflops": {"honest": 4.5}},
+    "full_model": {"signature": "full", "cost_mflops": {"honest": 4.5}},
     "exit_distribution": {"shares": [0.5, 0.25, 0.25]},
 }
 
@@ -116,15 +119,22 @@ def test_images_from_npz(tmp_path):
         bench_kit.images_from_npz(path, "x_train", (28, 28, 1))
 
 
-def test_command_line_writes_the_csv(tmp_path, cli_error):
-    bundle, logs = tmp_path / "bundle", tmp_path / "logs"
+@pytest.fixture
+def bundle(tmp_path):
+    """A bundle directory with MANIFEST as its manifest and a placeholder model file."""
+    bundle = tmp_path / "bundle"
     bundle.mkdir()
-    logs.mkdir()
-    manifest = dict(MANIFEST, format="rdinet_tflite_bundle", format_version=1, num_exits=3,
-                    thresholds=[0.1, 0.2], segment_order=[s["file"] for s in MANIFEST["segments"]],
-                    input={"shape": [1, 28, 28, 1]})
+    (bundle / "model.tflite").write_bytes(b"flatbuffer")
+    manifest = dict(MANIFEST, format="rdinet_tflite_bundle", format_version=2, num_exits=3,
+                    thresholds=[0.1, 0.2], file="model.tflite", input={"shape": [1, 28, 28, 1]})
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    for name, avg in (("segment_1", 100), ("segment_2", 200), ("segment_3", 50), ("full_model", 300)):
+    return bundle
+
+
+def test_command_line_writes_the_csv(tmp_path, bundle, cli_error):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name, avg in (("segment_1", 100), ("segment_2", 200), ("segment_3", 50), ("full", 300)):
         (logs / f"{name}.log").write_text(ANDROID_LOG.replace("218.75", str(avg)))
     out = tmp_path / "latency.csv"
     assert bench.main(["--bundle", str(bundle), "--logs", str(logs), "--out", str(out)]) == 0
@@ -139,7 +149,49 @@ def test_command_line_writes_the_csv(tmp_path, cli_error):
 
 def test_log_timing_names_the_log(tmp_path):
     (tmp_path / "segment_1.log").write_text(ANDROID_LOG)
-    assert bench_kit.log_timing(tmp_path, "segment_1.tflite").avg_us == 218.75
+    assert bench_kit.log_timing(tmp_path, "segment_1").avg_us == 218.75
     (tmp_path / "segment_1.log").write_text("killed\n")
     with pytest.raises(InputError, match="segment_1.log: no 'Inference"):
-        bench_kit.log_timing(tmp_path, "segment_1.tflite")
+        bench_kit.log_timing(tmp_path, "segment_1")
+
+
+FAKE_ADB = """#!/usr/bin/env bash
+# adb on the local disk: shell runs the command, push/pull copy
+case "$1" in
+  shell) shift; bash -c "$*" ;;
+  push) cp "$2" "$3" ;;
+  pull) cp -r "$2" "$3" ;;
+esac
+"""
+# benchmark_model: refuses a missing graph or signature, else prints a summary line with a per-signature time
+FAKE_BENCHMARK_MODEL = """#!/usr/bin/env bash
+for arg in "$@"; do case "$arg" in --graph=*) graph=${arg#--graph=} ;; --signature_to_run_for=*) sig=${arg#*=} ;; esac; done
+[ -f "$graph" ] || { echo "ERROR: Could not open '$graph'."; exit 1; }
+case "$sig" in segment_1) t=100 ;; segment_2) t=200 ;; segment_3) t=50 ;; full) t=300 ;; *) echo "bad $sig"; exit 1 ;; esac
+echo "Inference timings in us: Init: 1, First inference: 2, Warmup (avg): 3, Inference (avg): $t"
+"""
+
+
+def test_android_script_runs_every_signature_and_combines(tmp_path, bundle):
+    """export/android_benchmark.sh against a fake adb and benchmark_model: one run per signature, the CSV."""
+    tools = {"adb": FAKE_ADB, "benchmark_model": FAKE_BENCHMARK_MODEL}
+    for name, text in tools.items():
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o755)
+    env = dict(os.environ, ADB=str(tmp_path / "adb"), DEVICE_DIR=str(tmp_path / "device"), PYTHON=sys.executable)
+    logs = tmp_path / "logs"
+    completed = subprocess.run(["bash", "export/android_benchmark.sh", str(bundle), str(tmp_path / "benchmark_model"),
+                                str(logs)], env=env, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert sorted(p.name for p in logs.glob("*.log")) == ["full.log", "segment_1.log", "segment_2.log",
+                                                         "segment_3.log"]
+    rows = {r["row"]: r for r in csv.DictReader((logs / "latency.csv").open())}
+    assert float(rows["early_exit_expected"]["latency_us"]) == pytest.approx(212.5)
+    assert float(rows["full_model"]["latency_us"]) == 300
+    assert rows["segment_2"]["signature"] == "segment_2"
+
+
+def test_plan_lists_one_run_per_signature(bundle, capsys):
+    assert bench.main(["--bundle", str(bundle), "--plan"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["model.tflite segment_1", "model.tflite segment_2",
+                                                    "model.tflite segment_3", "model.tflite full"]

@@ -186,10 +186,12 @@ def test_combine_in_venv(board, bundle, tmp_path):
     bundle_dir, _, _ = bundle
     logs = tmp_path / "logs"
     logs.mkdir()
-    for index, tflite in enumerate(sorted(bundle_dir.glob("*.tflite"))):
-        (logs / f"{tflite.stem}.log").write_text(f"Inference timings in us: Init: 1, First inference: 2, "
-                                                 f"Warmup (avg): 3, Inference (avg): {100 * (index + 1)}\n")
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    signatures = [s["signature"] for s in manifest["segments"]] + [manifest["full_model"]["signature"]]
+    for index, signature in enumerate(signatures):
+        (logs / f"{signature}.log").write_text(f"Inference timings in us: Init: 1, First inference: 2, "
+                                               f"Warmup (avg): 3, Inference (avg): {100 * (index + 1)}\n")
     out = tmp_path / "latency.csv"
     _checked(_run([str(python), "export/combine.py", "--bundle", str(bundle_dir), "--logs", str(logs),
                    "--out", str(out)], env, board_dir))
-    assert out.read_text().splitlines()[0].startswith("row,file,latency_us")
+    assert out.read_text().splitlines()[0].startswith("row,signature,latency_us")

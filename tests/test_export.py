@@ -1,4 +1,4 @@
-"""TFLite segment export: the runner reproduces Keras early exit; manifest; atomic writes."""
+"""TFLite bundle export: the runner reproduces Keras early exit; manifest; one file; atomic writes."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import flops, models
+from rdinet_tf import bench_kit, flops, models
 from rdinet_tf.accounting import CONVENTIONS
 from rdinet_tf.cli import export as export_cli
 from rdinet_tf.errors import InputError
@@ -71,7 +71,8 @@ def bundles(tmp_path_factory, model, data):
         if precision not in made:
             out = tmp_path_factory.mktemp("bundles") / precision
             export_tflite(model, out, precision, representative_images=data["calibration"][0][:100],
-                          include_full=precision == "float32", class_names=list("0123456789"))
+                          include_full=precision == "float32", class_names=list("0123456789"),
+                          in_graph_exit=precision in ("float32", "int8"))
             made[precision] = out
         return made[precision]
 
@@ -109,8 +110,10 @@ def test_quantized_agreement_is_measured(model, bundles, data, precision, minimu
 def test_manifest_describes_the_bundle(model, bundles):
     bundle = bundles("float32")
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["precision"] == "float32"
-    assert manifest["segment_order"] == [f"segment_{k}.tflite" for k in (1, 2, 3)]
+    assert manifest["format_version"] == 2 and manifest["precision"] == "float32"
+    assert sorted(os.listdir(bundle)) == ["manifest.json", "model.tflite"]
+    assert manifest["file"] == "model.tflite" and manifest["bytes"] == (bundle / "model.tflite").stat().st_size
+    assert [s["signature"] for s in manifest["segments"]] == ["segment_1", "segment_2", "segment_3"]
     assert manifest["thresholds"] == pytest.approx(model.exit_policy.thresholds.tolist())
     assert manifest["class_names"] == list("0123456789")
     assert manifest["input"] == {"shape": [1, 28, 28, 1], "dtype": "float32",
@@ -131,7 +134,8 @@ def test_manifest_describes_the_bundle(model, bundles):
     honest_segments = [s["cost_mflops"]["honest"]["segment"] for s in manifest["segments"]]
     np.testing.assert_allclose(np.cumsum(honest_segments), flops.exit_costs(model, "honest"))
     full = manifest["full_model"]
-    assert full["file"] == "full_model.tflite" and (bundle / full["file"]).is_file()
+    assert full["signature"] == "full" and set(full["outputs"]) == {"probs"}
+    assert manifest["in_graph_exit"]["signature"] == "early_exit"
     assert full["cost_mflops"]["honest"] < flops.exit_costs(model, "honest")[-1]  # no side heads
     assert full["cost_mflops"]["paper"] == pytest.approx(9.256, abs=1e-3)
 
@@ -141,6 +145,35 @@ def test_int8_manifest_records_calibration(bundles):
     assert manifest["precision"] == "int8" and manifest["int8_calibration_images"] == 100
     assert "float32 inputs/outputs" in manifest["precision_notes"]
     assert manifest["full_model"] is None
+
+
+def test_one_file_stores_the_weights_once(model, bundles):
+    """The full signature reuses the segments' weights: adding it grows the file by far less than a copy."""
+    segments_only = tflite.convert_signatures(*tflite.bundle_endpoints(model))
+    with_full = (bundles("float32") / "model.tflite").stat().st_size  # + full + in-graph exit
+    separate_full = len(tflite.convert(tflite.full_model(model)))
+    assert len(segments_only) < with_full < len(segments_only) + 0.1 * separate_full
+
+
+def test_benchmark_times_the_chain_the_in_graph_exit_and_the_full_model(bundles, data):
+    runner = EarlyExitRunner(bundles("float32"), num_threads=1)
+    in_graph = EarlyExitRunner(bundles("float32"), num_threads=1, in_graph=True)
+    result = bench_kit.benchmark_bundle(runner, data["test"][0][:10], warmup=2, in_graph_runner=in_graph)
+    for key in ("early_exit_ms", "in_graph_ms", "full_ms"):
+        assert 0 < result[key]["p50"] <= result[key]["p95"]
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_in_graph_exit_matches_the_segment_chain(bundles, data, precision):
+    """Exactly in float32; in int8 the IF branches get their own activation ranges (each calibrated on
+    the representative images that reach it), so a few samples near a threshold route differently."""
+    images = data["test"][0][:100]
+    chain = EarlyExitRunner(bundles(precision)).run_batch(images)
+    in_graph = EarlyExitRunner(bundles(precision), in_graph=True).run_batch(images)
+    agreement = np.mean((chain.exits == in_graph.exits) & (chain.predictions == in_graph.predictions))
+    assert agreement >= (1 if precision == "float32" else 0.85)
+    if precision == "float32":
+        np.testing.assert_allclose(in_graph.probabilities, chain.probabilities, atol=1e-6)
 
 
 def test_export_needs_thresholds_and_int8_needs_images(tmp_path, model):
@@ -155,15 +188,10 @@ def test_export_needs_thresholds_and_int8_needs_images(tmp_path, model):
 
 
 def test_failed_export_leaves_no_bundle(tmp_path, model, monkeypatch):
-    real_convert, calls = tflite.convert, []
+    def fail_after_writing(*args, **kwargs):
+        raise RuntimeError("simulated failure after the file was written")
 
-    def fail_on_second_segment(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("simulated converter failure")
-        return real_convert(*args, **kwargs)
-
-    monkeypatch.setattr(tflite, "convert", fail_on_second_segment)
+    monkeypatch.setattr(tflite, "_exit_distribution", fail_after_writing)
     with pytest.raises(RuntimeError, match="simulated"):
         export_tflite(model, tmp_path / "bundle")
     assert os.listdir(tmp_path) == []  # neither the bundle nor the staging directory
@@ -175,18 +203,20 @@ def test_failed_overwrite_keeps_the_old_bundle(tmp_path, model, monkeypatch):
     (out / "old.txt").write_text("old bundle")
     with pytest.raises(InputError, match="overwrite"):
         export_tflite(model, out)
-    monkeypatch.setattr(tflite, "convert", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(tflite, "convert_signatures", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         export_tflite(model, out, overwrite=True)
     assert os.listdir(tmp_path) == ["bundle"] and os.listdir(out) == ["old.txt"]
 
 
-def test_overwrite_replaces_the_bundle(tmp_path, model):
+def test_overwrite_replaces_the_bundle(tmp_path, model, umask):
     out = tmp_path / "bundle"
     out.mkdir()
     (out / "old.txt").write_text("old bundle")
     manifest = export_tflite(model, out, overwrite=True)
-    assert sorted(os.listdir(out)) == sorted(["manifest.json", *manifest["segment_order"]])
+    assert sorted(os.listdir(out)) == ["manifest.json", manifest["file"]]
+    assert oct(os.stat(out).st_mode & 0o777) == oct(0o777 & ~umask)
+    assert all(oct(os.stat(out / name).st_mode & 0o777) == oct(0o666 & ~umask) for name in os.listdir(out))
     assert os.listdir(tmp_path) == ["bundle"]
 
 
@@ -194,7 +224,7 @@ def test_command_line_export(tmp_path, model, capsys, cli_error):
     path = tmp_path / "model.keras"
     model.save(path)
     assert export_cli.main(["--tflite", "--model", str(path), "--out", str(tmp_path / "cli")]) == 0
-    assert "3 segments" in capsys.readouterr().out
+    assert "3 segment signatures" in capsys.readouterr().out
     assert EarlyExitRunner(tmp_path / "cli").num_exits == 3
     assert "already exists" in cli_error(
         export_cli.main, ["--tflite", "--model", str(path), "--out", str(tmp_path / "cli")])
@@ -212,7 +242,7 @@ def test_python_m_export_runs_the_command_line(tmp_path, model):
     completed = subprocess.run([sys.executable, "-m", "rdinet_tf.export", "--tflite", "--model", str(path),
                                 "--out", str(tmp_path / "bundle")], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "3 segments" in completed.stdout and EarlyExitRunner(tmp_path / "bundle").num_exits == 3
+    assert "3 segment signatures" in completed.stdout and EarlyExitRunner(tmp_path / "bundle").num_exits == 3
     completed = subprocess.run([sys.executable, "-m", "rdinet_tf.export", "--tflite", "--model", str(path),
                                 "--out", str(tmp_path / "bundle")], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 2 and "Traceback" not in completed.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from rdinet_tf import bench_kit, models
 from rdinet_tf.errors import InputError
-from rdinet_tf.export import export_tflite
+from rdinet_tf.export import export_tflite, tflite
 from rdinet_tf.policy import ExitPolicy
 from rdinet_tf.runtime import EarlyExitRunner
 
@@ -101,22 +101,28 @@ def test_missing_or_invalid_manifest(copy):
         EarlyExitRunner(copy)
 
 
-def test_missing_segment_file(copy):
-    (copy / "segment_2.tflite").unlink()
-    with pytest.raises(InputError, match="segment_2.tflite .*missing"):
+def test_a_format_1_bundle_is_refused_with_the_export_command(copy):
+    _edit_manifest(copy, lambda m: m.update(format_version=1))
+    with pytest.raises(InputError, match="format-1 bundle .*python -m rdinet_tf.export --tflite"):
         EarlyExitRunner(copy)
 
 
-def test_truncated_segment_file(copy):
-    path = copy / "segment_3.tflite"
+def test_missing_bundle_file(copy):
+    (copy / "model.tflite").unlink()
+    with pytest.raises(InputError, match="model.tflite .*missing"):
+        EarlyExitRunner(copy)
+
+
+def test_truncated_bundle_file(copy):
+    path = copy / "model.tflite"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(InputError, match="sha256"):
         EarlyExitRunner(copy)
 
 
-def test_corrupt_segment_file_without_checksum(copy):
-    (copy / "segment_1.tflite").write_bytes(b"not a flatbuffer" * 64)
-    _edit_manifest(copy, lambda m: m["segments"][0].pop("sha256"))
+def test_corrupt_bundle_file_without_checksum(copy):
+    (copy / "model.tflite").write_bytes(b"not a flatbuffer" * 64)
+    _edit_manifest(copy, lambda m: m.pop("sha256"))
     with pytest.raises(InputError, match="not a valid TFLite model"):
         EarlyExitRunner(copy)
 
@@ -125,7 +131,7 @@ def test_manifest_shape_that_does_not_match_the_file(copy):
     def edit(manifest):
         manifest["segments"][1]["inputs"]["features"]["shape"] = [1, 24, 24, 32]
     _edit_manifest(copy, edit)
-    with pytest.raises(InputError, match="'features'.*in the file"):
+    with pytest.raises(InputError, match="'segment_2' tensor 'features'.*in the file"):
         EarlyExitRunner(copy)
 
 
@@ -138,20 +144,35 @@ def test_manifest_tensor_name_that_does_not_match_the_file(copy):
 
 
 def test_manifest_with_a_segment_missing(copy):
-    def edit(manifest):
-        del manifest["segments"][1]
-        del manifest["segment_order"][1]
-    _edit_manifest(copy, edit)
+    _edit_manifest(copy, lambda m: m["segments"].pop(1))
     with pytest.raises(InputError, match="2 segments and 2 thresholds for 3 exits"):
         EarlyExitRunner(copy)
 
 
+def test_manifest_naming_a_signature_the_file_lacks(copy):
+    _edit_manifest(copy, lambda m: m.update(full_model=dict(m["segments"][0], signature="full")))
+    with pytest.raises(InputError, match="has no signature 'full'"):
+        EarlyExitRunner(copy)
+
+
+def test_in_graph_exit_needs_the_export_flag(bundle):
+    with pytest.raises(InputError, match="--in-graph-exit"):
+        EarlyExitRunner(bundle, in_graph=True)
+
+
 def test_segments_that_do_not_chain(copy):
-    shutil.copy(copy / "segment_3.tflite", copy / "segment_2.tflite")
+    """A file whose segment_2 signature is really segment 3 (consistent with its manifest) is refused."""
+    model = models.build("smallcnn")
+    endpoints, tracked = tflite.bundle_endpoints(model)
+    endpoints["segment_2"] = endpoints["segment_3"]
+    flatbuffer = tflite.convert_signatures(endpoints, tracked)
+    (copy / "model.tflite").write_bytes(flatbuffer)
+    specs = tflite.tensor_specs(flatbuffer)
 
     def edit(manifest):
-        manifest["segments"][1] = dict(manifest["segments"][2], file="segment_2.tflite")
-        manifest["segments"][1].pop("sha256")
+        manifest.pop("sha256")
+        for segment in manifest["segments"]:
+            segment.update(specs[segment["signature"]])
     _edit_manifest(copy, edit)
-    with pytest.raises(InputError, match="segment_2.tflite should read 'features' of shape"):
+    with pytest.raises(InputError, match="signature segment_2 should read 'features' of shape"):
         EarlyExitRunner(copy)

@@ -1,7 +1,11 @@
 """Expected on-device early-exit latency: ``rdinet-bench --bundle B --logs LOG_DIR --out latency.csv``.
 
-``LOG_DIR`` holds one LiteRT ``benchmark_model`` log per ``.tflite`` file of the
-bundle, named after it (``segment_1.log``, ..., ``full_model.log``); they are
+``rdinet-bench --bundle B --plan`` prints the ``benchmark_model`` runs the
+bundle needs, one ``FILE SIGNATURE`` line each (what ``export/android_benchmark.sh``
+runs on the phone).
+
+``LOG_DIR`` holds one LiteRT ``benchmark_model`` log per signature of the
+bundle's file, named after it (``segment_1.log``, ..., ``full.log``); they are
 combined with the manifest's exit distribution, or ``--distribution exits.csv``
 (see :mod:`rdinet_tf.bench_kit`). Needs only numpy and ai-edge-litert.
 """
@@ -10,27 +14,36 @@ from pathlib import Path
 
 from rdinet_tf import bench_kit
 from rdinet_tf.cli import base
+from rdinet_tf.errors import InputError
 from rdinet_tf.runtime import load_manifest
 
 
 def parser():
     parser = base.ArgumentParser(prog="rdinet-bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True, help="exported bundle directory (manifest.json)")
-    parser.add_argument("--logs", required=True, help="directory of <file stem>.log benchmark logs")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the benchmark_model runs (one 'FILE SIGNATURE' line each) and exit")
+    parser.add_argument("--logs", help="directory of <signature>.log benchmark logs")
     parser.add_argument("--distribution", help="CSV with columns exit,share (or exit,count); "
                         "default: the manifest's exit_distribution")
-    parser.add_argument("--out", required=True, help="CSV to write")
+    parser.add_argument("--out", help="CSV to write")
     return parser
 
 
 @base.command(parser)
 def main(args):
     manifest = load_manifest(args.bundle)
+    if args.plan:
+        for file, signature in bench_kit.benchmark_plan(manifest):
+            print(file, signature)
+        return
+    if args.logs is None or args.out is None:
+        raise InputError("--logs and --out are required (unless --plan)")
     logs = Path(args.logs)
-    latencies = [bench_kit.log_timing(logs, s["file"]).avg_us for s in manifest["segments"]]
+    latencies = [bench_kit.log_timing(logs, s["signature"]).avg_us for s in manifest["segments"]]
     full = manifest.get("full_model")
-    full_latency = (bench_kit.log_timing(logs, full["file"]).avg_us
-                    if full and (logs / f"{Path(full['file']).stem}.log").is_file() else None)
+    full_latency = (bench_kit.log_timing(logs, full["signature"]).avg_us
+                    if full and (logs / f"{full['signature']}.log").is_file() else None)
     shares = (bench_kit.read_distribution_csv(args.distribution, len(latencies)) if args.distribution
               else bench_kit.manifest_distribution(manifest))
     rows = bench_kit.combine(manifest, latencies, shares, full_latency)

@@ -1,6 +1,6 @@
 """Export a trained model for LiteRT: ``python -m rdinet_tf.export --tflite --model model.keras --out bundle/``.
 
-Writes the chained TFLite segments and ``manifest.json`` (see
+Writes ``model.tflite`` (one signature per segment) and ``manifest.json`` (see
 :mod:`rdinet_tf.export.tflite`); with ``--dataset``, representative images come
 from its validation split and the bundle is checked against Keras on its test
 split.
@@ -16,12 +16,15 @@ from rdinet_tf.export import CLASS_NAMES, PRECISIONS, compare_with_keras, export
 def parser():
     parser = base.ArgumentParser(prog="python -m rdinet_tf.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tflite", action="store_true", required=True,
-                        help="export a TFLite segment bundle (the only format)")
+                        help="export a TFLite bundle (the only format)")
     parser.add_argument("--model", required=True, help="path of a saved .keras multi-exit model "
                         "with calibrated thresholds")
     parser.add_argument("--out", required=True, help="bundle directory to write")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
-    parser.add_argument("--full", action="store_true", help="also export the full model")
+    parser.add_argument("--full", action="store_true", help="also export the full model (signature 'full')")
+    parser.add_argument("--in-graph-exit", action="store_true",
+                        help="also export the early exit as one signature with IF ops ('early_exit', thresholds "
+                        "fixed); slower than the segment chain under LiteRT's XNNPACK (see README)")
     common.add_data_arguments(parser, required=False,
                               help="dataset for representative images (validation split: int8 calibration, "
                               "exit distribution), class names and the accuracy check (test split)")
@@ -45,13 +48,15 @@ def main(args):
         model, args.out, args.precision,
         representative_images=None if splits is None else splits.x_val[: args.representative],
         include_full=args.full,
+        in_graph_exit=args.in_graph_exit,
         class_names=None if splits is None else CLASS_NAMES[args.dataset],
         overwrite=args.overwrite,
     )
-    print(f"wrote {args.out}: {len(manifest['segments'])} segments ({args.precision})")
+    print(f"wrote {args.out}: {manifest['file']} ({manifest['bytes'] / 1024:.1f} KiB, {args.precision}), "
+          f"{len(manifest['segments'])} segment signatures")
     for segment in manifest["segments"]:
-        print(f"  {segment['file']:<20} {segment['bytes'] / 1024:9.1f} KiB  "
-              f"{segment['cost_mflops']['honest']['cumulative']:8.3f} MFLOPs cumulative (honest)")
+        print(f"  {segment['signature']:<12} {segment['cost_mflops']['honest']['cumulative']:8.3f} MFLOPs "
+              "cumulative (honest)")
     if splits is not None and args.eval_images > 0:
         count = min(args.eval_images, len(splits.x_test))
         report = compare_with_keras(model, args.out, splits.x_test[:count], splits.y_test[:count])

@@ -1,16 +1,20 @@
-"""Export a multi-exit model as a chain of TFLite segments for on-device early exit.
+"""Export a multi-exit model as one TFLite file with a signature per segment, for on-device early exit.
 
-Segment k (1-based) is stage k followed by exit head k. It reads the feature map
-left by segment k-1 (segment 1 reads the image) and outputs
+Signature ``segment_k`` (1-based) is stage k followed by exit head k. It reads the
+feature map left by segment k-1 (segment 1 reads the image) and outputs
 
 * ``next_features``: the feature map for segment k+1 (not in the last segment),
 * ``probs``: exit k's softmax probabilities,
 * ``entropy``: exit k's entropy -sum p log(p + 1e-5), one value per sample.
 
 A device runs segment 1, stops if its entropy is below T_1, else feeds
-``next_features`` to segment 2, and so on (see :mod:`rdinet_tf.runtime`). Every
-segment is written with batch size 1, one ``.tflite`` file each, next to a
-``manifest.json`` describing files, tensors, thresholds, costs and precision.
+``next_features`` to segment 2, and so on (see :mod:`rdinet_tf.runtime`).
+Optional signatures: ``full`` (image -> final exit probabilities, no side heads)
+and ``early_exit`` (the whole early exit inside the graph: nested ``tf.cond``,
+i.e. TFLite IF ops, with the thresholds baked in). Everything is batch size 1,
+in one ``model.tflite`` (weights stored once, whichever signatures use them)
+next to a ``manifest.json`` describing signatures, tensors, thresholds, costs
+and precision.
 
 Command line: ``python -m rdinet_tf.export --tflite ...`` (:mod:`rdinet_tf.cli.export`).
 """
@@ -20,7 +24,9 @@ import gzip
 import hashlib
 import io
 import json
+import tempfile
 import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -33,9 +39,9 @@ from rdinet_tf.architecture import MultiExitNetwork
 from rdinet_tf.architecture.graph import flat_layers
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import entropy, predict_exit_logits
-from rdinet_tf.runtime import FORMAT, FORMAT_VERSION, MANIFEST, SIGNATURE, EarlyExitRunner
+from rdinet_tf.runtime import (BUNDLE_FILE, FORMAT, FORMAT_VERSION, FULL_SIGNATURE, IN_GRAPH_SIGNATURE, MANIFEST,
+                               SIGNATURE, EarlyExitRunner, segment_signature)
 
-FULL_MODEL_FILE = "full_model.tflite"
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
 PREPROCESSING = "none: float32 pixels in [0,1], NHWC"
 ENTROPY_FORMULA = "-sum(p * log(p + 1e-5)) over the softmax probabilities p"
@@ -51,6 +57,8 @@ PRECISION_NOTES = {
              "images, except the softmax/entropy tail (float32, from dequantized int8 "
              "logits); float32 inputs/outputs, quantized/dequantized inside each segment"),
 }
+IN_GRAPH_NOTE = ("the whole early exit in one graph (TFLite IF ops), thresholds fixed at export; "
+                 "outputs the probabilities of the exit taken and its 0-based index")
 COST_NOTES = {
     "honest": "conv + dense MACs / 1e6; cumulative = segments 1..k (every head evaluated)",
     "paper": ("conv MACs / 2^20; cumulative = backbone convs up to exit k + exit k's own "
@@ -100,21 +108,50 @@ def full_model(model):
 
 
 def convert(keras_model, precision="float32", representative_inputs=None, sparse_encoding=False):
-    """TFLite flatbuffer of ``keras_model`` at ``precision``.
+    """TFLite flatbuffer of a single-input ``keras_model`` at ``precision`` (signature ``serving_default``).
 
     ``representative_inputs`` (int8 only): array of the model's inputs, one sample per row.
     ``sparse_encoding``: also ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``, which stores
     sufficiently sparse weights (a pruned model's) in a sparse format.
     """
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    converter.optimizations = ([tf.lite.Optimize.DEFAULT] if precision != "float32" else []) + (
-        [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse_encoding else [])
-    if precision == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the temporary SavedModel path
+    spec = tf.TensorSpec(keras_model.inputs[0].shape, tf.float32, name=keras_model.inputs[0].name)
+    return convert_signatures({SIGNATURE: (keras_model, spec)}, [keras_model], precision,
+                              None if representative_inputs is None else {SIGNATURE: representative_inputs},
+                              sparse_encoding)
+
+
+def convert_signatures(endpoints, tracked, precision="float32", representative_inputs=None,
+                       sparse_encoding=False):
+    """One TFLite flatbuffer with a signature per endpoint, at ``precision``.
+
+    Args:
+        endpoints: signature name -> (function of one tensor, its ``tf.TensorSpec``,
+            whose name becomes the signature's input name); the function returns
+            a dict of named outputs or one tensor.
+        tracked: the Keras models whose weights the functions use (stored once).
+        precision: one of ``PRECISIONS``.
+        representative_inputs (int8 only): signature name -> array of that
+            signature's inputs, one sample per row.
+        sparse_encoding: also ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``.
+    """
+    archive = keras.export.ExportArchive()
+    for keras_model in tracked:
+        archive.track(keras_model)
+    for name, (function, spec) in endpoints.items():
+        archive.add_endpoint(name, function, input_signature=[spec])
+    with tempfile.TemporaryDirectory() as work, contextlib.redirect_stdout(io.StringIO()):
+        saved_model = str(Path(work) / "saved_model")
+        archive.write_out(saved_model, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=list(endpoints))
+        converter.optimizations = ([tf.lite.Optimize.DEFAULT] if precision != "float32" else []) + (
+            [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse_encoding else [])
+        if precision == "float16":
+            converter.target_spec.supported_types = [tf.float16]
         if precision != "int8":
             return converter.convert()
-        converter.representative_dataset = lambda: ([x[None]] for x in representative_inputs)
+        converter.representative_dataset = lambda: (
+            (name, {spec.name: sample[None]})
+            for name, (_, spec) in endpoints.items() for sample in representative_inputs[name])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
         return _quantize_with_float_tail(converter)
@@ -125,7 +162,7 @@ def _quantize_with_float_tail(converter):
 
     An int8 softmax has a resolution of 1/256, so the entropy of a confident
     exit would round to 0 and every threshold below ~0.02 would route alike.
-    The head's logits stay int8; the tail (a few ops on C values) runs in float.
+    The heads' logits stay int8; the tail (a few ops on C values) runs in float.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
@@ -134,20 +171,29 @@ def _quantize_with_float_tail(converter):
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=converter.representative_dataset)
         calibrated = Interpreter(model_content=debugger.calibrated_model)
-        outputs = calibrated.get_signature_runner(SIGNATURE).get_output_details()
-        float_tail = [d["name"] for name, d in outputs.items() if name in ("probs", "entropy")]
-        float_tail += [d["name"] for d in calibrated.get_tensor_details()
-                       if _FLOAT_TAIL_LAYER in d["name"]]
+        float_tail = []
+        for name in calibrated.get_signature_list():
+            outputs = calibrated.get_signature_runner(name).get_output_details()
+            float_tail += [d["name"] for key, d in outputs.items() if key in ("probs", "entropy")]
+        for subgraph in range(calibrated._interpreter.NumSubgraphs()):
+            float_tail += [d["name"] for d in calibrated.get_tensor_details(subgraph)
+                           if _FLOAT_TAIL_LAYER in d["name"]]
         debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_nodes=float_tail)
+            denylisted_nodes=sorted(set(float_tail)))
         return debugger.get_nondebug_quantized_model()
 
 
 def tensor_specs(flatbuffer):
-    """``(inputs, outputs)``: name -> {tensor, shape, dtype, quantization} of the signature."""
-    runner = Interpreter(model_content=flatbuffer).get_signature_runner(SIGNATURE)
-    return ({name: _tensor_spec(d) for name, d in sorted(runner.get_input_details().items())},
-            {name: _tensor_spec(d) for name, d in sorted(runner.get_output_details().items())})
+    """Signature name -> ``{"inputs", "outputs"}``: name -> {tensor, shape, dtype, quantization}."""
+    interpreter = Interpreter(model_content=flatbuffer)
+    specs = {}
+    for name in sorted(interpreter.get_signature_list()):
+        runner = interpreter.get_signature_runner(name)
+        specs[name] = {
+            "inputs": {key: _tensor_spec(d) for key, d in sorted(runner.get_input_details().items())},
+            "outputs": {key: _tensor_spec(d) for key, d in sorted(runner.get_output_details().items())},
+        }
+    return specs
 
 
 def _tensor_spec(details):
@@ -162,9 +208,57 @@ def _tensor_spec(details):
     }
 
 
+def bundle_endpoints(model, include_full=False, in_graph_exit=False):
+    """The bundle's signatures: name -> (function, input spec), and the Keras models they use.
+
+    ``segment_1`` .. ``segment_K`` always; ``full`` with ``include_full``;
+    ``early_exit`` (image -> ``probs`` of the exit taken and its 0-based ``exit``)
+    with ``in_graph_exit``.
+    """
+    segments = [segment_model(model, index) for index in range(model.num_exits)]
+    endpoints = {segment_signature(index): (_single_input(segment), _input_spec(segment))
+                 for index, segment in enumerate(segments)}
+    tracked = list(segments)
+    if include_full:
+        full = full_model(model)
+        endpoints[FULL_SIGNATURE] = (_single_input(full), _input_spec(full))
+        tracked.append(full)
+    if in_graph_exit:
+        endpoints[IN_GRAPH_SIGNATURE] = (_in_graph_exit(segments, model.exit_policy.thresholds),
+                                         _input_spec(segments[0]))
+    return endpoints, tracked
+
+
+def _single_input(keras_model):
+    return lambda inputs: keras_model(inputs)
+
+
+def _input_spec(keras_model):
+    return tf.TensorSpec(keras_model.inputs[0].shape, tf.float32, name=keras_model.inputs[0].name)
+
+
+def _in_graph_exit(segments, thresholds):
+    """image -> {probs, exit}: segment 1, then each later segment only if the entropy so far is too high."""
+    last = len(segments) - 1
+
+    def from_segment(index, inputs):
+        outputs = segments[index](inputs)
+        taken = (outputs["probs"], tf.constant([index], tf.int32))
+        if index == last:
+            return taken
+        return tf.cond(outputs["entropy"][0] < float(thresholds[index]), lambda: taken,
+                       lambda: from_segment(index + 1, outputs["next_features"]))
+
+    def early_exit(image):
+        probs, exit_taken = from_segment(0, image)
+        return {"probs": probs, "exit": exit_taken}
+
+    return early_exit
+
+
 def export_tflite(model, out_dir, precision="float32", representative_images=None,
-                  include_full=False, class_names=None, overwrite=False):
-    """Write ``model`` as a bundle of TFLite segments plus ``manifest.json`` into ``out_dir``.
+                  include_full=False, class_names=None, overwrite=False, in_graph_exit=False):
+    """Write ``model`` as ``model.tflite`` (one signature per segment) plus ``manifest.json`` into ``out_dir``.
 
     Args:
         model: a :class:`rdinet_tf.models.MultiExitModel` with an ``exit_policy``.
@@ -173,10 +267,13 @@ def export_tflite(model, out_dir, precision="float32", representative_images=Non
         representative_images: held-out float32 images in [0, 1], (N, H, W, C):
             int8 calibration data (a few hundred are typical) and, for any
             precision, the images whose exit distribution the manifest records.
-        include_full: also write ``full_model.tflite`` (image -> final exit
-            probabilities) for comparison.
+        include_full: also add the signature ``full`` (image -> final exit
+            probabilities) for comparison; its weights are the segments'.
         class_names: optional list of class names recorded in the manifest.
         overwrite: replace an existing non-empty ``out_dir``.
+        in_graph_exit: also add the signature ``early_exit``, the whole early
+            exit in one graph (IF ops; thresholds fixed at export), run by
+            ``EarlyExitRunner(..., in_graph=True)``.
 
     The bundle is built in a temporary directory next to ``out_dir`` and moved
     into place only when everything succeeded. A mixed-precision model is
@@ -189,7 +286,8 @@ def export_tflite(model, out_dir, precision="float32", representative_images=Non
     representative_images = _check_export_args(model, precision, representative_images, class_names)
     model = float32_network(model)
     with files.staged_directory(out_dir, overwrite) as staging:
-        return _write_bundle(model, staging, precision, representative_images, include_full, class_names)
+        return _write_bundle(model, staging, precision, representative_images, include_full, in_graph_exit,
+                             class_names)
 
 
 def float32_network(model):
@@ -244,33 +342,43 @@ def _check_export_args(model, precision, representative_images, class_names):
     return None if representative_images is None else model.check_images(representative_images)
 
 
-def _write_bundle(model, bundle_dir, precision, representative_images, include_full, class_names):
+def _write_bundle(model, bundle_dir, precision, representative_images, include_full, in_graph_exit,
+                  class_names):
+    endpoints, tracked = bundle_endpoints(model, include_full, in_graph_exit)
+    calibration = (_signature_inputs(model, representative_images, endpoints) if precision == "int8"
+                   else None)
+    flatbuffer = convert_signatures(endpoints, tracked, precision, calibration)
+    (bundle_dir / BUNDLE_FILE).write_bytes(flatbuffer)
+    specs = tensor_specs(flatbuffer)
     stage_macs, head_macs = flops.segment_macs(model)
     cumulative = {c: flops.exit_costs(model, c) for c in CONVENTIONS}
-    calibration = representative_images if precision == "int8" else None
-    features, segments = calibration, []
-    for index in range(model.num_exits):
-        keras_segment = segment_model(model, index)
-        file_name = f"segment_{index + 1}.tflite"
-        entry = _write_tflite(keras_segment, bundle_dir / file_name, precision, features)
-        if features is not None and index < model.num_exits - 1:
-            features = model.stages[index].predict(features, batch_size=64, verbose=0)
-        entry["cost_mflops"] = {
-            c: {"segment": stage_macs[index].in_convention(c) + head_macs[index].in_convention(c),
-                "cumulative": float(cumulative[c][index])}
-            for c in CONVENTIONS
-        }
-        segments.append({"index": index, "exit": f"exit_{index + 1}", **entry})
+    segments = [{
+        "index": index,
+        "exit": f"exit_{index + 1}",
+        "signature": segment_signature(index),
+        **specs[segment_signature(index)],
+        "cost_mflops": {c: {"segment": stage_macs[index].in_convention(c) + head_macs[index].in_convention(c),
+                            "cumulative": float(cumulative[c][index])} for c in CONVENTIONS},
+    } for index in range(model.num_exits)]
+    full = None
+    if include_full:
+        full = {"signature": FULL_SIGNATURE, **specs[FULL_SIGNATURE], "cost_mflops": {
+            "honest": sum(s.in_convention("honest") for s in stage_macs) + head_macs[-1].in_convention("honest"),
+            "paper": float(cumulative["paper"][-1]),
+        }}
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "file": BUNDLE_FILE,
+        "bytes": len(flatbuffer),
+        "sha256": hashlib.sha256(flatbuffer).hexdigest(),
         "model_name": model.name,
         "num_exits": model.num_exits,
         "num_classes": model.num_classes,
         "class_names": None if class_names is None else [str(c) for c in class_names],
         "precision": precision,
         "precision_notes": PRECISION_NOTES[precision],
-        "int8_calibration_images": 0 if calibration is None else int(len(calibration)),
+        "int8_calibration_images": 0 if calibration is None else int(len(representative_images)),
         "input": {
             "shape": [1, *model.image_shape],
             "dtype": "float32",
@@ -280,22 +388,28 @@ def _write_bundle(model, bundle_dir, precision, representative_images, include_f
         "thresholds": [float(t) for t in model.exit_policy.thresholds],
         "exit_rule": EXIT_RULE,
         "entropy": ENTROPY_FORMULA,
-        "signature": SIGNATURE,
-        "segment_order": [s["file"] for s in segments],
         "segments": segments,
+        "full_model": full,
+        "in_graph_exit": ({"signature": IN_GRAPH_SIGNATURE, **specs[IN_GRAPH_SIGNATURE],
+                           "note": IN_GRAPH_NOTE} if in_graph_exit else None),
         "cost_conventions": COST_NOTES,
         "exit_distribution": _exit_distribution(model, representative_images),
-        "full_model": None,
     }
-    if include_full:
-        entry = _write_tflite(full_model(model), bundle_dir / FULL_MODEL_FILE, precision, calibration)
-        entry["cost_mflops"] = {
-            "honest": sum(s.in_convention("honest") for s in stage_macs) + head_macs[-1].in_convention("honest"),
-            "paper": float(cumulative["paper"][-1]),
-        }
-        manifest["full_model"] = entry
     (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _signature_inputs(model, images, endpoints):
+    """Signature name -> the inputs it sees when the model runs on ``images`` (int8 calibration)."""
+    inputs, features = {}, images
+    for index in range(model.num_exits):
+        inputs[segment_signature(index)] = features
+        if index < model.num_exits - 1:
+            features = model.stages[index].predict(features, batch_size=64, verbose=0)
+    for name in (FULL_SIGNATURE, IN_GRAPH_SIGNATURE):
+        if name in endpoints:
+            inputs[name] = images
+    return inputs
 
 
 def _exit_distribution(model, images):
@@ -305,19 +419,6 @@ def _exit_distribution(model, images):
     shares = model.exit_policy.predict(model, images).exit_shares
     return {"shares": shares.tolist(), "images": int(len(images)),
             "source": "Keras float32 ExitPolicy.predict on the representative images"}
-
-
-def _write_tflite(keras_model, path, precision, representative_inputs):
-    flatbuffer = convert(keras_model, precision, representative_inputs)
-    path.write_bytes(flatbuffer)
-    inputs, outputs = tensor_specs(flatbuffer)
-    return {
-        "file": path.name,
-        "bytes": len(flatbuffer),
-        "sha256": hashlib.sha256(flatbuffer).hexdigest(),
-        "inputs": inputs,
-        "outputs": outputs,
-    }
 
 
 def compare_with_keras(model, bundle_dir, images, labels=None, num_threads=None):
