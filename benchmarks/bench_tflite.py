@@ -188,8 +188,11 @@ def int8_table(result):
 
 
 def machine_facts():
-    lscpu = subprocess.run("lscpu | grep -E 'Model name|^CPU\\(s\\)|Flags' | cut -c1-200", shell=True,
-                           capture_output=True, text=True).stdout
+    lscpu = subprocess.run("lscpu | grep -E 'Model name|^CPU\\(s\\)'", shell=True, capture_output=True,
+                           text=True).stdout
+    flags = subprocess.run("lscpu | grep -oE 'avx2|avx512f|avx512_vnni|avx512_bf16|avx_vnni' | sort -u | xargs",
+                           shell=True, capture_output=True, text=True).stdout.strip()
+    lscpu += f"Vector extensions: {flags}\n"
     from importlib.metadata import version
 
     return (f"```\n{lscpu.strip()}\n```\n\nos.cpu_count() = {os.cpu_count()}, "
