@@ -105,8 +105,9 @@ def test_report_gives_the_slowdown_cost_and_savings_kept_in_both_conventions(tra
                                         [attacks.PGD(0.2, 0.03, 5), attacks.RandomNoise(0.2)],
                                         objectives=["exit_1"], progress=False)
     saved = json.loads(json.dumps(report.to_dict()))
-    assert [s["name"] for s in saved["slowdown"]] == ["pgd slowdown", "random_noise slowdown"]
-    pgd, noise = saved["slowdown"]
+    assert [s["name"] for s in saved["slowdown"]] == ["pgd slowdown", "pgd threshold_slowdown",
+                                                       "random_noise slowdown", "random_noise threshold_slowdown"]
+    pgd, _, noise, _ = saved["slowdown"]
     clean = saved["clean"]
     for result in (pgd, noise):
         for key in ("mflops", "full_mflops"):

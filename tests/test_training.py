@@ -172,7 +172,8 @@ def test_train_cli_writes_model_and_summary_and_resumes(tmp_path, capsys):
                           "--attacks", "pgd,fgsm", "--attack-steps", "2", "--out", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     names = [a["name"] for a in report["attacks"]]
-    assert "fgsm max_average" in names and "pgd routing" in names and len(names) == 12
+    assert "fgsm max_average" in names and "pgd routing" in names and "fgsm exit_hijack" in names
+    assert len(names) == 14  # 2 methods x (3 exits, average, max-average, routing, exit hijack)
 
 
 @pytest.mark.slow

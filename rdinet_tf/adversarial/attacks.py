@@ -19,6 +19,18 @@ Objectives, by name (exits are named as the model's outputs, 1-based):
   adaptive model pays its full cost. :func:`universal_slowdown` trains one such
   perturbation for a whole image set.
 
+Objectives that know the thresholds (need a policy; see :func:`exit_hijack_loss`
+and :func:`threshold_slowdown_loss`):
+
+* ``"exit_hijack"``: K-1 attacks, attack k makes side exit k confident in a
+  wrong class while exits before k stay above their thresholds, so the input
+  leaves at exit k with a wrong answer; for each sample the candidate whose
+  routed exit has the largest cross-entropy.
+* ``"threshold_slowdown"``: a margin loss on each side exit's entropy minus its
+  threshold (labels unused): lifts every side exit just above its threshold
+  instead of towards uniform, so the effort goes to the exits that would
+  still let the input leave.
+
 The exit objectives score each exit's logits with ``logit_loss`` (default the
 cross-entropy; :mod:`rdinet_tf.adversarial.autoattack` passes DLR and margin
 losses). The building blocks of every method are public: :func:`iterate` (the
@@ -41,7 +53,13 @@ import tensorflow as tf
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import entropy
 
-OBJECTIVES = ("main", "average", "max_average", "random_average", "routing", "slowdown")
+OBJECTIVES = ("main", "average", "max_average", "random_average", "routing", "slowdown", "exit_hijack",
+              "threshold_slowdown")
+POLICY_OBJECTIVES = ("routing", "exit_hijack", "threshold_slowdown")  # these need the thresholds
+SIDE_EXIT_OBJECTIVES = ("slowdown", "exit_hijack", "threshold_slowdown")  # these need side exits
+# The threshold-aware objectives aim this far past a threshold (a fraction of it), so that a sample
+# they move across it is not within a rounding error of it.
+THRESHOLD_MARGIN = 0.1
 # Loss scale of the attacks' input gradients (:func:`loss_and_gradient`): Keras's initial
 # mixed_float16 loss scale.
 LOSS_SCALE = 2.0**15
@@ -250,15 +268,14 @@ def check_objective(objective, num_exits, policy=None):
     """The 0-based exit of an ``"exit_k"``/``"main"`` objective, or None for the others."""
     if objective == "main":
         return num_exits - 1
-    if isinstance(objective, str) and objective.startswith("exit_"):
-        suffix = objective[len("exit_"):]
-        if suffix.isdigit() and 1 <= int(suffix) <= num_exits:
-            return int(suffix) - 1
+    if isinstance(objective, str) and objective.startswith("exit_") and objective[len("exit_"):].isdigit():
+        if 1 <= int(objective[len("exit_"):]) <= num_exits:
+            return int(objective[len("exit_"):]) - 1
     elif objective in OBJECTIVES:
-        if objective == "routing" and policy is None:
-            raise InputError("the 'routing' objective needs an exit policy: pass policy=ExitPolicy(...)")
-        if objective == "slowdown" and num_exits < 2:
-            raise InputError("the 'slowdown' objective needs a model with side exits (2 or more exits)")
+        if objective in POLICY_OBJECTIVES and policy is None:
+            raise InputError(f"the {objective!r} objective needs an exit policy: pass policy=ExitPolicy(...)")
+        if objective in SIDE_EXIT_OBJECTIVES and num_exits < 2:
+            raise InputError(f"the {objective!r} objective needs a model with side exits (2 or more exits)")
         return None
     raise InputError(
         f"unknown attack objective {objective!r}; choose exit_1..exit_{num_exits} or one of {OBJECTIVES}"
@@ -284,7 +301,45 @@ def objective_loss(model, objective, policy=None, seed=(0, 0), logit_loss=cross_
         return lambda x, y: logit_loss(y, policy.route(model.exit_logits(x))[0])
     if objective == "slowdown":
         return lambda x, y: side_exit_entropy(model.exit_logits(x, range(model.num_exits - 1)))
+    if objective == "threshold_slowdown":
+        return threshold_slowdown_loss(model, policy)
     raise InputError(f"objective {objective!r} is a selection of attacks, not a loss")
+
+
+def exit_hijack_loss(model, policy, exit_index):
+    """Per-sample loss that makes ``model`` leave at side exit ``exit_index`` with a wrong answer.
+
+    Minus the cross-entropy of exit k towards its strongest wrong class (ascending it
+    makes exit k confident and wrong: its entropy falls below T_k), minus, for each
+    earlier exit j, ``max(T_j (1 + margin) - H_j, 0)`` (they stay above their thresholds).
+    """
+    thresholds = tf.constant(policy.thresholds[:exit_index] * (1 + THRESHOLD_MARGIN), tf.float32)
+
+    def loss(x, y):
+        logits = model.exit_logits(x, range(exit_index + 1))
+        target = logits[-1]
+        true_class = tf.one_hot(tf.cast(y, tf.int32), tf.shape(target)[-1], dtype=target.dtype)
+        wrong = tf.argmax(target - 1e9 * true_class, axis=-1, output_type=tf.int32)
+        value = -cross_entropy(wrong, target)
+        for j, earlier in enumerate(logits[:-1]):
+            value -= tf.nn.relu(thresholds[j] - entropy(earlier))
+        return value
+
+    return loss
+
+
+def threshold_slowdown_loss(model, policy):
+    """Per-sample mean over side exits of ``min(H_k - T_k, margin * T_k)``: each exit lifted just past T_k."""
+    thresholds = tf.constant(policy.thresholds, tf.float32)
+
+    def loss(x, y):
+        side_logits = model.exit_logits(x, range(model.num_exits - 1))
+        return tf.add_n([
+            tf.minimum(entropy(logits) - thresholds[k], THRESHOLD_MARGIN * thresholds[k])
+            for k, logits in enumerate(side_logits)
+        ]) / len(side_logits)
+
+    return loss
 
 
 def generate(model, images, labels, attack, objective, policy=None, seed=0, logit_loss=cross_entropy):
@@ -297,6 +352,11 @@ def generate(model, images, labels, attack, objective, policy=None, seed=0, logi
     if tf.executing_eagerly():
         images = model.check_images(images)
     seed = tf.cast(seed, tf.int32)
+    if objective == "exit_hijack":
+        candidates = [attack.perturb(exit_hijack_loss(model, policy, k), images, labels,
+                                     tf.stack([seed, model.num_exits + k + 1]))
+                      for k in range(model.num_exits - 1)]
+        return select_routed(model, policy, candidates, labels)
     if objective != "max_average":
         # The attack on exit k starts like max-average's k-th candidate (same seed), so a
         # report can build max-average from the single-exit attacks it already ran.
@@ -319,6 +379,13 @@ def select_max_average(model, candidates, labels):
     best = tf.argmax(scores, axis=0, output_type=tf.int32)
     stacked = tf.stack(candidates, axis=1)
     return tf.gather(stacked, best, axis=1, batch_dims=1)
+
+
+def select_routed(model, policy, candidates, labels):
+    """For each sample, the candidate whose routed exit (under ``policy``) has the largest cross-entropy."""
+    scores = tf.stack([cross_entropy(labels, policy.route(model.exit_logits(c))[0]) for c in candidates])
+    best = tf.argmax(scores, axis=0, output_type=tf.int32)
+    return tf.gather(tf.stack(candidates, axis=1), best, axis=1, batch_dims=1)
 
 
 def attack_function(model, attack, objective, policy=None):

@@ -21,7 +21,7 @@ def parser():
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="attack defaults from this model preset (default: from the image shape)")
     parser.add_argument("--objectives", help="comma-separated attack objectives (default: every exit, "
-                        "average, max_average, routing)")
+                        "average, max_average, routing, exit_hijack)")
     parser.add_argument("--samples", type=base.positive_int, help="evaluate the first N test images "
                         "(default: all)")
     parser.add_argument("--batch-size", type=base.positive_int, default=256)

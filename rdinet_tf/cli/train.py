@@ -55,7 +55,7 @@ def parser():
                         "instead of the training attack")
     parser.add_argument("--eval-attacks", default="pgd", help="comma-separated: pgd,fgsm,wrm,noise")
     parser.add_argument("--eval-objectives", help="comma-separated attack objectives "
-                        "(default: every exit, average, max_average, routing)")
+                        "(default: every exit, average, max_average, routing, exit_hijack)")
     parser.add_argument("--eval-samples", type=base.positive_int, help="attack the first N test images "
                         "(default: all)")
     parser.add_argument("--exit-weights", help="comma-separated loss weight per exit (default all 1); "
