@@ -13,7 +13,7 @@ shift $(( $# < 2 ? $# : 2 ))
 # paper's augmentation (5,000 held out: calibration and validation). Evaluation: TA on all 10,000 test images,
 # PGD-20 (eps 8/255, step 2/255, random start) on the first 1,000 with every attack form.
 # EPOCHS, STEPS_PER_EPOCH and EVAL_SAMPLES override the budget (a smoke run: EPOCHS=1 STEPS_PER_EPOCH=2 EVAL_SAMPLES=16).
-epochs=${EPOCHS:-5}
+epochs=${EPOCHS:-4}
 budget=(--epochs "$epochs" --batch-size 128 ${STEPS_PER_EPOCH:+--steps-per-epoch "$STEPS_PER_EPOCH"})
 # The attack forms of issue 15 (the report's default set grew the exit-hijack attack later; every run of
 # the study is evaluated alike).
