@@ -36,7 +36,7 @@ import tensorflow as tf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from rdinet_tf import bench_kit, data, models  # noqa: E402
-from rdinet_tf.export import CLASS_NAMES, export_tflite  # noqa: E402
+from rdinet_tf.export import CLASS_NAMES, convert, export_tflite, full_model  # noqa: E402
 from rdinet_tf.import_torch import load_torch_checkpoint  # noqa: E402
 from rdinet_tf.policy import ExitPolicy  # noqa: E402
 from rdinet_tf.runtime import BUNDLE_FILE, EarlyExitRunner  # noqa: E402
@@ -106,7 +106,7 @@ def latency(name, source, model, held_out, test_x, test_y, dataset, work_dir, wa
     row = {
         "model": name, "source": source, "shares": result["exit_shares"],
         "bundle_kib": manifest["bytes"] / 1024,
-        "full_kib": len(_single_signature_size(model)) / 1024,
+        "full_kib": len(convert(full_model(model))) / 1024,
         "full": result["full_ms"], "chain": result["early_exit_ms"], "in_graph": result["in_graph_ms"],
         "chain_ratio": result["early_exit_ms"]["mean"] / full_ms,
         "in_graph_ratio": result["in_graph_ms"]["mean"] / full_ms,
@@ -119,12 +119,6 @@ def latency(name, source, model, held_out, test_x, test_y, dataset, work_dir, wa
     row["overhead"] = row["chain_ratio"] / cost_ratio
     print(f"{name}: chain/full {row['chain_ratio']:.3f}, cost ratio {cost_ratio:.3f}", flush=True)
     return row
-
-
-def _single_signature_size(model):
-    from rdinet_tf.export import convert, full_model
-
-    return convert(full_model(model))
 
 
 def int8_comparison(model, held_out, test_x, test_y, timing_images, work_dir, warmup):
