@@ -9,7 +9,8 @@ Besides accuracy, each attack method also runs as two slowdown attacks (the
 each side exit lifted just past its threshold): their average cost
 ("adversarial MFLOPs") and the share of the clean savings they leave,
 ``(cost_full - cost_attacked) / (cost_full - cost_clean)``, in both FLOPs
-conventions. Their accuracies count in the worst cases like every other attack's. ``autoattack=AutoAttack(eps)`` adds the suite of
+conventions. Their accuracies count in the worst cases like every other
+attack's. ``autoattack=AutoAttack(eps)`` adds the suite of
 :mod:`rdinet_tf.adversarial.autoattack` with its gradient-masking flags.
 
 Accuracy against cost: :func:`tradeoff` sweeps the cost target of the

@@ -373,18 +373,20 @@ def generate(model, images, labels, attack, objective, policy=None, seed=0, logi
 
 def select_max_average(model, candidates, labels):
     """For each sample, the candidate with the largest cross-entropy summed over all exits."""
-    scores = tf.stack([
+    return _pick_highest(candidates, [
         tf.add_n([cross_entropy(labels, z) for z in model.exit_logits(c)]) for c in candidates
     ])
-    best = tf.argmax(scores, axis=0, output_type=tf.int32)
-    stacked = tf.stack(candidates, axis=1)
-    return tf.gather(stacked, best, axis=1, batch_dims=1)
 
 
 def select_routed(model, policy, candidates, labels):
     """For each sample, the candidate whose routed exit (under ``policy``) has the largest cross-entropy."""
-    scores = tf.stack([cross_entropy(labels, policy.route(model.exit_logits(c))[0]) for c in candidates])
-    best = tf.argmax(scores, axis=0, output_type=tf.int32)
+    return _pick_highest(candidates, [cross_entropy(labels, policy.route(model.exit_logits(c))[0])
+                                      for c in candidates])
+
+
+def _pick_highest(candidates, scores):
+    """Per sample, the candidate image with the highest of its per-candidate ``scores`` (each (N,))."""
+    best = tf.argmax(tf.stack(scores), axis=0, output_type=tf.int32)
     return tf.gather(tf.stack(candidates, axis=1), best, axis=1, batch_dims=1)
 
 
