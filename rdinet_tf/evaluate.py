@@ -82,6 +82,8 @@ class RobustnessReport:
     per_sample_worst_case_ata: float  # a sample counts only if it survives every attack
     exit_clean_accuracy: list  # each exit alone, clean
     exit_adversarial_accuracy: dict  # method -> each exit alone under the attack on that exit
+    # method -> [j][k]: share of the exit_{j+1} attack's successes that also fool exit k+1 (transfer_rates)
+    exit_transfer: dict = dataclasses.field(default_factory=dict)
     slowdown: list = dataclasses.field(default_factory=list)  # SlowdownResult per method and slowdown objective
     autoattack: autoattack_lib.AutoAttackResult = None
 
@@ -115,12 +117,38 @@ class RobustnessReport:
         for k, clean in enumerate(self.exit_clean_accuracy):
             lines.append(f"exit_{k + 1:<7}{clean:>9.2%}" + "".join(
                 f"{self.exit_adversarial_accuracy[m][k]:>14.2%}" for m in methods))
+        for method, rates in self.exit_transfer.items():
+            lines.append("")
+            lines.append(f"{method + ' transfer':<20}" + "".join(f"{'to exit_' + str(k + 1):>11}"
+                                                               for k in range(len(rates))))
+            for j, row in enumerate(rates):
+                lines.append(f"{'from exit_' + str(j + 1):<20}" + "".join(
+                    f"{'-':>11}" if np.isnan(rate) else f"{rate:>11.2%}" for rate in row))
         lines.append(f"(MFLOPs: 10^6 conv+dense MACs incl. rejected heads; paper: 2^20 conv MACs; "
                      f"{self.num_samples} samples)")
         return "\n".join(lines)
 
 
 SLOWDOWN_OBJECTIVES = ("slowdown", "threshold_slowdown")
+
+
+def transfer_rates(labels, clean_logits, exit_attack_logits):
+    """(K, K) transfer matrix of the single-exit attacks; NaN where no sample qualifies.
+
+    ``exit_attack_logits[j]``: every exit's logits on the attack made on exit j.
+    Entry [j][k]: among the samples exits j and k both classify correctly clean
+    and the exit-j attack makes exit j get wrong, the share that exit k gets wrong
+    too (the diagonal is 1).
+    """
+    clean_correct = np.stack([z.argmax(-1) == labels for z in clean_logits])
+    rates = np.full((len(clean_logits), len(clean_logits)), np.nan)
+    for j, attacked in enumerate(exit_attack_logits):
+        fooled = np.stack([z.argmax(-1) != labels for z in attacked])
+        for k in range(len(clean_logits)):
+            qualified = clean_correct[j] & clean_correct[k] & fooled[j]
+            if qualified.any():
+                rates[j, k] = fooled[k][qualified].mean()
+    return rates
 
 
 def default_objectives(model, policy):
@@ -167,9 +195,10 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
     slowdown_objectives = SLOWDOWN_OBJECTIVES if slowdown and model.num_exits > 1 else ()
     bar = tqdm(total=len(attacks) * (len(objectives) + len(slowdown_objectives)) * batches, desc="attacks",
                disable=not progress, leave=False)
-    results, survivors, exit_adversarial = [], np.ones(len(labels), dtype=bool), {}
+    results, survivors, exit_adversarial, exit_transfer = [], np.ones(len(labels), dtype=bool), {}, {}
     for method in attacks:
         exit_adversarial[method.name] = [float("nan")] * model.num_exits
+        exit_attack_logits = {}
         for objective, adversarial in _objective_attacks(driver, method, objectives, images, labels, bar):
             adversarial_logits = driver.exit_logits(adversarial)
             result, correct = scorer.score(f"{method.name} {objective}", adversarial_logits)
@@ -179,6 +208,10 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
             if exit_index is not None:
                 exit_adversarial[method.name][exit_index] = float(
                     np.mean(adversarial_logits[exit_index].argmax(-1) == labels))
+                exit_attack_logits[exit_index] = adversarial_logits
+        if len(exit_attack_logits) == model.num_exits > 1:
+            exit_transfer[method.name] = transfer_rates(
+                labels, clean_logits, [exit_attack_logits[k] for k in range(model.num_exits)]).tolist()
     slowdown_results = []
     for method in attacks:
         for objective in slowdown_objectives:
@@ -199,6 +232,7 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
         per_sample_worst_case_ata=float(survivors.mean()),
         exit_clean_accuracy=[float(np.mean(z.argmax(-1) == labels)) for z in clean_logits],
         exit_adversarial_accuracy=exit_adversarial,
+        exit_transfer=exit_transfer,
         slowdown=slowdown_results,
         autoattack=None if autoattack is None else autoattack_lib.evaluate(
             model, images, labels, autoattack, driver.policy, suite_objectives, batch_size, seed),

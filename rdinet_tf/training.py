@@ -15,6 +15,10 @@ picks the attack objective: ``main`` = last exit, ``average``, ``max_average``;
 
 with clean and adversarial batches both forward-passed in training mode.
 
+Exit-diversity distillation (``compile(..., distillation=NeoKD(...))``, see
+:mod:`rdinet_tf.distillation`) adds NEO-KD's neighbour and exit-wise orthogonal
+distillation terms on the adversarial batch.
+
 The slowdown defense (``compile(..., slowdown_weight=lam)``) adds
 ``lam * sum_{k<K} w_k * mean(c * CE(exit_k(x_slow), y))`` over the side exits,
 c = 1 for the samples the last exit classifies correctly on clean input, where
@@ -42,12 +46,13 @@ import tensorflow as tf
 
 from rdinet_tf.adversarial import attacks
 from rdinet_tf.architecture.network import MultiExitNetwork
+from rdinet_tf.distillation import NeoKD
 from rdinet_tf.errors import InputError
 
 DEFENSES = ("none", "main", "average", "max_average")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 _RDI_COMPILE_ARGS = ("defense", "attack", "exit_weights", "adversarial_weight", "seed", "slowdown_weight",
-                     "slowdown_attack")
+                     "slowdown_attack", "distillation")
 # keras.Model.compile arguments that L_RDI replaces: refused with a pointer to what to use instead.
 _REFUSED_COMPILE_ARGS = {
     "loss": "the loss is L_RDI; choose it with defense=..., exit_weights=... and adversarial_weight=...",
@@ -96,8 +101,8 @@ class MultiExitModel(MultiExitNetwork):
     """A :class:`MultiExitNetwork` that trains with the RDI defenses through ``compile`` and ``fit``."""
 
     def compile(self, optimizer="sgd", defense="max_average", attack=None, exit_weights=None,
-                adversarial_weight=0.5, seed=0, slowdown_weight=0.0, slowdown_attack=None, metrics=None,
-                **kwargs):
+                adversarial_weight=0.5, seed=0, slowdown_weight=0.0, slowdown_attack=None, distillation=None,
+                metrics=None, **kwargs):
         """Configure training.
 
         Args:
@@ -110,6 +115,8 @@ class MultiExitModel(MultiExitNetwork):
             seed: seeds the attacks' random starts (step-dependent, reproducible).
             slowdown_weight: lam, the weight of the slowdown defense term (0: off).
             slowdown_attack: the attack method making the slowdown examples (default: ``attack``).
+            distillation: None, or a :class:`rdinet_tf.distillation.NeoKD` (``"neo_kd"``: its default
+                weights): NEO-KD's distillation terms on the defense's adversarial batch.
             metrics: Keras metrics (names or objects) computed on the clean batch for every
                 exit, reported as ``exit_k_<name>``.
             **kwargs: passed to ``keras.Model.compile`` (e.g. ``jit_compile``,
@@ -131,6 +138,12 @@ class MultiExitModel(MultiExitNetwork):
         if not slowdown_weight >= 0:
             raise InputError(f"slowdown_weight must be >= 0; got {slowdown_weight}")
         slowdown_attack = (slowdown_attack or attack) if slowdown_weight > 0 else None
+        if isinstance(distillation, str) and distillation == "neo_kd":
+            distillation = NeoKD()
+        if distillation is not None and not isinstance(distillation, NeoKD):
+            raise InputError(f"distillation must be None, 'neo_kd' or a NeoKD(...); got {distillation!r}")
+        if distillation is not None and defense == "none":
+            raise InputError("distillation distils onto the adversarial batch: give a defense other than 'none'")
         if slowdown_weight > 0:
             if slowdown_attack is None:
                 raise InputError("slowdown_weight needs an attack: pass slowdown_attack=PGD(eps, step_size, steps)")
@@ -140,9 +153,10 @@ class MultiExitModel(MultiExitNetwork):
         self.adversarial_weight = float(adversarial_weight if defense != "none" else 0.0)
         self.attack_seed = int(seed)
         self.slowdown_weight, self.slowdown_attack = float(slowdown_weight), slowdown_attack
+        self.distillation = distillation
         self._metric_specs = list(metrics or [])
         self._rdi_metrics = _RDIMetrics(self.num_exits, defense != "none", slowdown_attack is not None,
-                                        self._metric_specs)
+                                        distillation is not None, self._metric_specs)
         super().compile(optimizer=optimizer, **kwargs)
 
     def get_compile_config(self):
@@ -154,7 +168,7 @@ class MultiExitModel(MultiExitNetwork):
                 defense=self.defense, attack=serialize(self.attack), exit_weights=self.exit_weights,
                 adversarial_weight=self.adversarial_weight, seed=self.attack_seed,
                 slowdown_weight=self.slowdown_weight, slowdown_attack=serialize(self.slowdown_attack),
-                metrics=serialize(self._metric_specs))
+                distillation=serialize(self.distillation), metrics=serialize(self._metric_specs))
         return config
 
     def compile_from_config(self, config):
@@ -165,7 +179,7 @@ class MultiExitModel(MultiExitNetwork):
             return
         config = dict(config)
         rdi = {key: config.pop(key) for key in _RDI_COMPILE_ARGS if key in config}
-        for key in ("attack", "slowdown_attack"):
+        for key in ("attack", "slowdown_attack", "distillation"):
             rdi[key] = keras.saving.deserialize_keras_object(rdi.get(key))
         self.compile(**keras.saving.deserialize_keras_object(config), **rdi)
         if self.built:
@@ -200,15 +214,23 @@ class MultiExitModel(MultiExitNetwork):
         """The slowdown examples for this step, or None without the slowdown term."""
         if self.slowdown_attack is None:
             return None
-        seed = -1 - (self.attack_seed + tf.cast(self.optimizer.iterations, tf.int32))  # apart from the defense's
+        seed = -1 - self._step_seed()  # apart from the defense's
         return attacks.generate(self, images, labels, self.slowdown_attack, "slowdown", seed=seed)
 
     def adversarial_batch(self, images, labels):
         """The training attack's batch for this step, or None without a defense."""
         if self.defense == "none":
             return None
-        seed = self.attack_seed + tf.cast(self.optimizer.iterations, tf.int32)
-        return attacks.generate(self, images, labels, self.attack, self.defense, seed=seed)
+        return attacks.generate(self, images, labels, self.attack, self.defense, seed=self._step_seed())
+
+    def distillation_loss(self, labels, clean_logits, adversarial_logits, sample_weight=None):
+        """The distillation terms of this step (see :class:`rdinet_tf.distillation.NeoKD`)."""
+        return self.distillation.loss(labels, clean_logits, adversarial_logits, self.exit_weights,
+                                      tf.stack([self._step_seed(), 1]), sample_weight)
+
+    def _step_seed(self):
+        """The training step's seed: ``seed`` plus the optimizer's iterations."""
+        return self.attack_seed + tf.cast(self.optimizer.iterations, tf.int32)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Build the optimizer, the one thing left unbuilt before ``fit`` (the network is built when made,
@@ -227,11 +249,14 @@ class MultiExitModel(MultiExitNetwork):
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         adversarial = self.adversarial_batch(images, labels)
         slowdown = self.slowdown_batch(images, labels)
-        slowdown_term = None
+        slowdown_term = distillation_term = None
         with tf.GradientTape() as tape:
             clean_logits = self(images, training=True)
             adversarial_logits = None if adversarial is None else self(adversarial, training=True)
             loss = self.rdi_loss(labels, clean_logits, adversarial_logits, sample_weight)
+            if self.distillation is not None:
+                distillation_term = self.distillation_loss(labels, clean_logits, adversarial_logits, sample_weight)
+                loss += distillation_term
             if slowdown is not None:
                 slowdown_term = self.slowdown_loss(
                     labels, clean_logits, self.exit_logits(slowdown, range(self.num_exits - 1), training=True),
@@ -242,7 +267,8 @@ class MultiExitModel(MultiExitNetwork):
             scaled = self.optimizer.scale_loss((loss + regularization) / replicas)
         gradients = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        self._rdi_metrics.update(loss, labels, sample_weight, clean_logits, adversarial_logits, slowdown_term)
+        self._rdi_metrics.update(loss, labels, sample_weight, clean_logits, adversarial_logits, slowdown_term,
+                                 distillation_term)
         return _logs(self.metrics)
 
     def test_step(self, data):
@@ -267,20 +293,23 @@ def _logs(metrics):
 
 
 class _RDIMetrics:
-    """The metrics of RDI training: loss, per-exit clean and adversarial accuracy, user metrics per exit."""
+    """The metrics of RDI training: loss, per-exit clean and adversarial accuracy, user metrics per exit,
+    the slowdown and distillation terms when trained with them."""
 
-    def __init__(self, num_exits, adversarial, slowdown, metric_specs):
+    def __init__(self, num_exits, adversarial, slowdown, distillation, metric_specs):
         exits = [f"exit_{k + 1}" for k in range(num_exits)]
         self.loss = keras.metrics.Mean(name="loss")
         self.clean = [keras.metrics.SparseCategoricalAccuracy(name=f"{e}_acc") for e in exits]
         self.adversarial = ([keras.metrics.SparseCategoricalAccuracy(name=f"{e}_adv_acc") for e in exits]
                             if adversarial else [])
-        self.slowdown = [keras.metrics.Mean(name="slowdown_loss")] if slowdown else []
+        self.terms = {name: keras.metrics.Mean(name=f"{name}_loss")
+                      for name, used in (("slowdown", slowdown), ("distillation", distillation)) if used}
         self.user = [[_exit_metric(spec, e) for spec in metric_specs] for e in exits]
         self.evaluated = [self.loss, *self.clean, *(m for per_exit in self.user for m in per_exit)]
-        self.all = [*self.evaluated, *self.adversarial, *self.slowdown]
+        self.all = [*self.evaluated, *self.adversarial, *self.terms.values()]
 
-    def update(self, loss, labels, sample_weight, clean_logits, adversarial_logits=None, slowdown_term=None):
+    def update(self, loss, labels, sample_weight, clean_logits, adversarial_logits=None, slowdown_term=None,
+               distillation_term=None):
         batch = tf.shape(labels)[0]
         self.loss.update_state(loss, sample_weight=batch)
         for k, logits in enumerate(clean_logits):
@@ -289,8 +318,9 @@ class _RDIMetrics:
                 metric.update_state(labels, logits, sample_weight=sample_weight)
         for metric, logits in zip(self.adversarial, adversarial_logits or []):
             metric.update_state(labels, logits, sample_weight=sample_weight)
-        if slowdown_term is not None:
-            self.slowdown[0].update_state(slowdown_term, sample_weight=batch)
+        for name, term in (("slowdown", slowdown_term), ("distillation", distillation_term)):
+            if term is not None:
+                self.terms[name].update_state(term, sample_weight=batch)
 
 
 def _exit_metric(spec, exit_label):

@@ -8,8 +8,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "rdinet_tf"
 # Layers from the bottom up; a module may import only its own layer and those below.
 LAYERS = [("errors", "inputs", "accounting", "files"), ("data",), ("architecture",), ("flops",), ("policy",),
-          ("adversarial",), ("distribution",), ("training",), ("models",), ("evaluate",), ("pruning", "import_torch"),
-          ("runtime", "bench_kit"), ("export",), ("cli", "train")]
+          ("adversarial",), ("distribution",), ("distillation",), ("training",), ("models",), ("evaluate",),
+          ("pruning", "import_torch"), ("runtime", "bench_kit"), ("export",), ("cli", "train")]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 DEVICE_MODULES = ["runtime", "bench_kit", "cli/bench", "cli/base"]
 FORBIDDEN_ON_DEVICE = {"tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "torch"}

@@ -118,8 +118,10 @@ class RunDirectory:
             args, epochs = progress["args"], dict(progress["epochs"])
         except (ValueError, KeyError, TypeError) as error:
             raise InputError(f"{path} is corrupt ({error}): pass --restart to train again") from error
-        if args != json.loads(json.dumps(self.training_args)):
-            changed = sorted(k for k in set(args) | set(self.training_args) if args.get(k) != self.training_args.get(k))
+        current = json.loads(json.dumps(self.training_args))
+        # An option added since the run started counts as unchanged at its default (None).
+        changed = sorted(k for k in set(args) | set(current) if args.get(k) != current.get(k))
+        if changed:
             raise InputError(f"{self.out} holds an unfinished run with other arguments ({', '.join(changed)}); "
                              "rerun with the same arguments to resume it, pass --restart to discard it, or "
                              "choose another --out")

@@ -19,6 +19,7 @@ from rdinet_tf.accounting import CONVENTIONS
 from rdinet_tf.adversarial import attacks
 from rdinet_tf.cli import base, common
 from rdinet_tf.cli.run_directory import MODEL_FILE, SUMMARY_FILE, RunDirectory
+from rdinet_tf.distillation import NeoKD
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import ExitPolicy
 from rdinet_tf.training import (DEFENSES, PRECISIONS, PRESETS, check_exit_weights, precision_scope,
@@ -53,6 +54,9 @@ def parser():
     parser.add_argument("--slowdown-attack-steps", type=base.positive_int,
                         help="make the slowdown examples with PGD of this many steps (step 2.5 eps / steps) "
                         "instead of the training attack")
+    parser.add_argument("--neo-kd", metavar="NKD,EOKD",
+                        help="add NEO-KD's distillation terms with these weights (neighbour, exit-wise orthogonal; "
+                        "e.g. 1,1) on the defense's adversarial batch")
     parser.add_argument("--eval-attacks", default="pgd", help="comma-separated: pgd,fgsm,wrm,noise")
     parser.add_argument("--eval-objectives", help="comma-separated attack objectives "
                         "(default: every exit, average, max_average, routing, exit_hijack)")
@@ -85,6 +89,18 @@ def _exit_weights(text, num_exits):
     return check_exit_weights(weights, num_exits)
 
 
+def _neo_kd(text, defense):
+    if text is None:
+        return None
+    if defense == "none":
+        raise InputError("--neo-kd distils onto the adversarial batch: give it with a --defense other than none")
+    try:
+        neighbour, orthogonal = (float(w) for w in text.split(","))
+    except ValueError:
+        raise InputError(f"--neo-kd must be two comma-separated weights NKD,EOKD (e.g. 1,1); got {text!r}") from None
+    return NeoKD(neighbour, orthogonal)
+
+
 def run(args, callbacks=()):
     """Train, calibrate, evaluate and save as ``args`` says; returns the run summary (None on a non-chief worker).
 
@@ -98,6 +114,7 @@ def run(args, callbacks=()):
     if args.slowdown_attack_steps is not None and not args.slowdown_weight > 0:
         raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
                          "give it together with --slowdown-weight > 0")
+    distillation = _neo_kd(args.neo_kd, args.defense)
     placement = distribution.place(args.distribute, args.cpu_devices)  # checks the request first
     global_batch = common.or_default(args.batch_size, preset.batch_size)
     per_replica_batch = placement.per_replica_batch(global_batch)
@@ -126,7 +143,8 @@ def run(args, callbacks=()):
             with placement.strategy.scope():
                 model.compile(optimizer=preset_optimizer(preset, epochs * steps_per_epoch, args.lr),
                               defense=args.defense, attack=attack, exit_weights=exit_weights, seed=args.seed,
-                              slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack)
+                              slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack,
+                              distillation=distillation)
             train_data = data.make_dataset(splits.x_train, splits.y_train, global_batch, shuffle=True,
                                            augment=preset.augment and dataset == "cifar10", seed=args.seed)
             model.fit(_sharded(train_data.repeat(), placement), epochs=epochs, steps_per_epoch=steps_per_epoch,
