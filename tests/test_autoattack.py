@@ -1,4 +1,5 @@
 import json
+import math
 
 import keras
 import numpy as np
@@ -43,11 +44,53 @@ def test_dlr_losses_on_a_hand_made_example():
     np.testing.assert_allclose(scaled, autoattack.dlr_loss(labels, logits), rtol=1e-5)
 
 
-def test_published_schedules():
+def test_reference_schedules():
+    # APGD: intervals of int(0.22 n) steps, each int(0.03 n) shorter, down to int(0.06 n) (all at least 1)
     assert autoattack.checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
-    assert autoattack.checkpoints(10)[0] == 3 and autoattack.checkpoints(10)[-1] == 10
-    p = [autoattack.square_fraction(t, 10000) for t in (0, 10, 11, 51, 201, 501, 1001, 2001, 4001, 6001, 8001)]
-    np.testing.assert_allclose(p, [0.8, 0.8] + [0.8 / 2**k for k in range(1, 10)])
+    assert autoattack.checkpoints(10) == list(range(2, 11))
+    assert autoattack.checkpoints(25) == [5, 9, 12, 14, *range(15, 26)]
+    # Square: p_init halved past iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000, whatever the queries
+    iterations = (0, 10, 11, 50, 51, 200, 201, 500, 501, 1000, 1001, 2001, 4001, 6001, 8001)
+    halvings = (0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 6, 7, 8, 9)
+    np.testing.assert_allclose([autoattack.square_fraction(t) for t in iterations], [0.8 / 2**k for k in halvings])
+    assert autoattack.square_fraction(4999, p_init=0.4) == 0.4 / 128
+
+
+def test_apgd_halves_its_step_when_at_most_rho_of_its_steps_raised_the_loss():
+    centre = tf.constant(np.random.default_rng(0).uniform(0.35, 0.65, (4, 6, 6, 1)), tf.float32)
+    start = tf.fill(centre.shape, 0.5)
+    distance = {}
+    for rho in (1.0, 0.99):
+        calls = tf.Variable(0.0)
+
+        def loss(x, _):  # every step raises it (the count of calls dominates); its gradient points to centre
+            return 100.0 * calls.assign_add(1.0) - tf.reduce_sum(tf.abs(x - centre), axis=[1, 2, 3])
+
+        adversarial = autoattack.APGD(0.2, steps=100, rho=rho, random_start=False).perturb(loss, start, None, [0, 0])
+        distance[rho] = float(tf.reduce_max(tf.abs(adversarial - centre)))
+    # all k steps of each interval raised the loss: k <= 1.0 k halves the step (it converges), k <= 0.99 k does not
+    assert distance[1.0] < 0.01 and distance[0.99] > 0.05
+
+
+def test_square_side_follows_the_schedule_whatever_the_queries():
+    queries, images = 1000, tf.fill([64, 28, 28, 1], 0.5)
+    calls, sides = tf.Variable(0), tf.Variable(tf.zeros([queries + 1], tf.int32))
+    stripes = tf.Variable(tf.zeros(images.shape))
+
+    def loss(x, _):
+        """Rows each proposal changes (its square's side); never above the start's 0, so nothing is kept."""
+        start = tf.cond(tf.equal(calls, 0), lambda: stripes.assign(x), lambda: tf.identity(stripes))
+        rows = tf.reduce_sum(tf.cast(tf.reduce_any(tf.not_equal(x, start), axis=[2, 3]), tf.int32), axis=1)
+        sides[calls].assign(tf.reduce_max(rows))
+        calls.assign_add(1)
+        return -tf.cast(rows, tf.float32)
+
+    tf.function(lambda: autoattack.Square(0.25, queries=queries).perturb(loss, images, None, [0, 0]))()
+    proposed = sides.numpy()[1:]
+    expected = [round(math.sqrt(autoattack.square_fraction(t) * 28 * 28)) for t in range(queries)]
+    np.testing.assert_array_equal(proposed, expected)
+    # p halved 4 times in 1,000 queries (side 25 -> 6), as AutoAttack runs Square; not 9 times (rescaled)
+    assert (proposed[0], proposed[-1]) == (25, 6) and list(np.flatnonzero(np.diff(proposed)) + 1) == [11, 51, 201, 501]
 
 
 def test_apgd_halves_its_step_and_converges_where_fixed_step_pgd_oscillates():
@@ -142,3 +185,7 @@ def test_report_with_the_suite_on_a_normal_model(trained, digits):
     assert accuracies == sorted(accuracies, reverse=True) and saved["robust_accuracy"] == accuracies[-1]
     assert saved["robust_accuracy"] <= report.worst_case_ata + 0.05  # at least as strong as PGD-5
     assert saved["settings"]["queries"] == 150 and "autoattack robust accuracy" in report.table()
+    assert len(saved["robust_samples"]) == round(saved["robust_accuracy"] * len(labels))
+    combined = report.per_sample_worst_case_with_autoattack
+    assert combined <= min(report.per_sample_worst_case_ata, saved["robust_accuracy"])
+    assert combined >= report.per_sample_worst_case_ata + saved["robust_accuracy"] - 1  # both sets survive

@@ -5,10 +5,19 @@ Attack methods with the ``perturb(loss_fn, images, labels, seed)`` interface of
 (``exit_k``, ``average``, ``routing`` on the adaptive model's routed output, ...):
 
 * :class:`APGD`: auto-PGD, L-inf, with momentum 0.75, initial step 2 eps and
-  step halving at the published checkpoints; it ascends whatever per-sample
-  loss it is given: cross-entropy, :func:`dlr_loss`, or :func:`targeted_dlr_loss`.
+  step halving at the checkpoints of the reference code (fra31/auto-attack);
+  it ascends whatever per-sample loss it is given: cross-entropy,
+  :func:`dlr_loss`, or :func:`targeted_dlr_loss`.
 * :class:`Square`: the score-based Square attack (random L-inf square updates,
-  no gradients).
+  no gradients), with the reference's square-size schedule as AutoAttack runs it.
+
+Where these differ from the reference, on purpose: APGD returns its
+highest-loss point (the reference counts a sample as broken if any iterate was
+misclassified by the attacked output; here success is judged afterwards, on the
+adaptive model), and compares its first step with the loss at the start (the
+reference's first count compares it with 0, an index that wraps around); Square
+draws a square per sample at any position (the reference shares one square by
+batch and never places it on the last row or column).
 
 :func:`evaluate` runs the suite in the standard order (APGD-CE, APGD-DLR,
 APGD-T, Square), each attack only on the samples the adaptive model still
@@ -72,12 +81,20 @@ def margin_loss(labels, logits):
 
 
 def checkpoints(steps):
-    """APGD's step-size checkpoints ceil(p_j * steps), 1-based iterations, with p_0 = 0, p_1 = 0.22
-    and p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) while p_j <= 1."""
-    fractions = [0.0, 0.22]
-    while fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06) <= 1.0:
-        fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
-    return sorted({max(math.ceil(p * steps - 1e-9), 1) for p in fractions[1:]})
+    """APGD's step-size checkpoints (1-based iterations) as the reference code sets them.
+
+    Intervals in whole steps: the first ``max(int(0.22 steps), 1)``, each next one
+    ``max(int(0.03 steps), 1)`` shorter, down to ``max(int(0.06 steps), 1)``. At 100
+    steps this is the paper's ceil(p_j * steps) (22, 41, ..., 99); with few steps
+    the reference's integer intervals check more often than the paper's fractions.
+    """
+    interval, shrink, shortest = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    marks, mark = [], 0
+    while mark + interval <= steps:
+        mark += interval
+        marks.append(mark)
+        interval = max(interval - shrink, shortest)
+    return marks
 
 
 def _per_sample(mask):
@@ -90,11 +107,15 @@ def _per_sample(mask):
 class APGD(attacks.AttackMethod):
     """Auto-PGD (L-inf): step 2 eps halved at checkpoints, momentum; returns the best point.
 
-    At checkpoint w_j a sample's step is halved, and it restarts from its best
-    point, when fewer than ``rho * (w_j - w_{j-1})`` of its steps since w_{j-1}
-    raised the loss, or when its step was not halved at w_{j-1} and its best
-    loss has not grown since. ``steps`` iterations after the random start (a
-    uniform point scaled to the eps-ball's surface, as in the reference).
+    At checkpoint w_j (:func:`checkpoints`) a sample's step is halved, and it
+    restarts from its best point, when at most ``rho * (w_j - w_{j-1})`` of its
+    steps since w_{j-1} raised the loss over the step before (the reference's
+    ``<=``), or when its step was not halved at w_{j-1} and its best loss has
+    not grown since (not at the first checkpoint, as in the reference). After a
+    restart the momentum is the move from the point before the checkpoint to the
+    best point, and the next step's loss is compared with the checkpoint's, as in
+    the reference. ``steps`` iterations after the random start (a uniform point
+    scaled to the eps-ball's surface, as in the reference).
     """
 
     eps: float
@@ -128,7 +149,7 @@ class APGD(attacks.AttackMethod):
             "best": start, "best_loss": loss, "best_gradient": gradient,
             "step_size": tf.fill(tf.shape(loss), 2.0 * self.eps),
             "successes": tf.zeros_like(loss), "loss_at_check": loss,
-            "halved_at_check": tf.zeros_like(loss, tf.bool),
+            "halved_at_check": tf.ones_like(loss, tf.bool),
         }
 
         def step(t, s):
@@ -143,11 +164,11 @@ class APGD(attacks.AttackMethod):
             best_loss = tf.where(improved, loss, s["best_loss"])
             check = tf.gather(interval, t) > 0
             stalled = tf.logical_and(tf.logical_not(s["halved_at_check"]), best_loss <= s["loss_at_check"])
-            halve = tf.logical_and(check, tf.logical_or(successes < self.rho * tf.gather(interval, t), stalled))
+            halve = tf.logical_and(check, tf.logical_or(successes <= self.rho * tf.gather(interval, t), stalled))
             restart = _per_sample(halve)
             return {
-                "x": tf.where(restart, best, x), "previous": tf.where(restart, best, s["x"]),
-                "gradient": tf.where(restart, best_gradient, gradient), "loss": tf.where(halve, best_loss, loss),
+                "x": tf.where(restart, best, x), "previous": s["x"],
+                "gradient": tf.where(restart, best_gradient, gradient), "loss": loss,
                 "best": best, "best_loss": best_loss, "best_gradient": best_gradient,
                 "step_size": tf.where(halve, s["step_size"] / 2.0, s["step_size"]),
                 "successes": tf.where(check, 0.0, successes),
@@ -158,11 +179,15 @@ class APGD(attacks.AttackMethod):
         return attacks.iterate(step, state, self.steps)["best"]
 
 
-def square_fraction(iteration, queries, p_init=0.8):
-    """The Square attack's share p of pixels a square covers at ``iteration`` (schedule for 10,000 queries,
-    rescaled to ``queries``): p_init halved at 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000."""
-    scaled = int(iteration / queries * 10000)
-    halvings = sum(scaled > bound for bound in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
+def square_fraction(iteration, p_init=0.8):
+    """The Square attack's share p of pixels a square covers at the 0-based ``iteration``.
+
+    p_init halved each time the iteration passes 10, 50, 200, 500, 1000, 2000,
+    4000, 6000 and 8000, whatever the number of queries: the reference's
+    schedule with its rescaling off, as AutoAttack runs Square (``resc_schedule=False``;
+    at 5,000 queries p ends at p_init / 128).
+    """
+    halvings = sum(iteration > bound for bound in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
     return p_init / 2**halvings
 
 
@@ -172,8 +197,9 @@ class Square(attacks.AttackMethod):
     """Square attack (L-inf, score-based): random squares set to x +- eps, kept when the loss rises.
 
     Starts from vertical stripes of +-eps; each of ``queries`` iterations
-    proposes, per sample, one square (side from the ``p`` schedule of
-    :func:`square_fraction`) at a random place with a random sign per channel.
+    proposes, per sample, one square (side ``round(sqrt(p * H * W))`` from the
+    ``p`` of :func:`square_fraction`, at least 1 and at most the image's side)
+    at a random place with a random sign per channel.
     Uses only values of the loss, never gradients.
     """
 
@@ -199,8 +225,8 @@ class Square(attacks.AttackMethod):
 
         stripes = signs(tf.stack([count, 1, width, channels]), tf.random.experimental.stateless_fold_in(seed, 0))
         best = tf.clip_by_value(images + self.eps * stripes, 0.0, 1.0)
-        sizes = tf.constant([min(max(round(math.sqrt(square_fraction(t, self.queries, self.p_init) * height * width)),
-                                     1), height - 1, width - 1) for t in range(self.queries)])
+        sizes = tf.constant([min(max(round(math.sqrt(square_fraction(t, self.p_init) * height * width)), 1),
+                                 height, width) for t in range(self.queries)])
         rows = tf.range(height)[None, :, None, None]
         columns = tf.range(width)[None, None, :, None]
 
@@ -252,6 +278,7 @@ class AutoAttackResult:
     num_samples: int
     clean_accuracy: float
     robust_accuracy: float  # a sample counts only if it survives every run
+    robust_samples: list  # indices of the samples that survive every run
     runs: list  # SuiteRun per (attack, objective), in the order run
     checks: dict  # numbers behind the flags (shares of the clean-correct samples)
     flags: dict  # flag name -> raised; any raised flag is a sign of gradient masking
@@ -380,4 +407,5 @@ def evaluate(model, images, labels, settings, policy=None, objectives=None, batc
     return AutoAttackResult(
         settings=dataclasses.asdict(settings), num_samples=len(labels),
         clean_accuracy=clean_correct.size / max(len(labels), 1), robust_accuracy=float(robust.mean()),
-        runs=runs, checks=checks, flags=sanity_flags(checks, settings.tolerance))
+        robust_samples=np.flatnonzero(robust).tolist(), runs=runs, checks=checks,
+        flags=sanity_flags(checks, settings.tolerance))
