@@ -4,7 +4,8 @@ Rows: clean; each attack of the report (PGD forms, exit hijack, the slowdowns)
 with its accuracy, cost and exit shares; the AutoAttack-style suite's runs
 (cumulative robust accuracy) and its gradient-masking flags; the worst attack
 form; the per-sample worst cases over the PGD forms and over PGD and the suite
-together. The strongest single attack is marked in bold.
+together. The strongest of the report's attacks is marked in bold; the suite's
+rows are cumulative (each run attacks only the samples every run before it left correct).
 
     python benchmarks/attack_table.py runs/mnist/rdi_max_average/report_suite.json [more reports ...]
 """
