@@ -5,7 +5,8 @@ with its accuracy, cost and exit shares; the AutoAttack-style suite's runs
 (cumulative robust accuracy) and its gradient-masking flags; the worst attack
 form; the per-sample worst cases over the PGD forms and over PGD and the suite
 together. The strongest of the report's attacks is marked in bold; the suite's
-rows are cumulative (each run attacks only the samples every run before it left correct).
+rows are cumulative (each attack, with every objective in turn, attacks only the samples every run before
+it left correct), one row per attack.
 
     python benchmarks/attack_table.py runs/mnist/rdi_max_average/report_suite.json [more reports ...]
 """
@@ -34,9 +35,10 @@ def table(name, report):
     suite = report.get("autoattack")
     if suite:
         settings = suite["settings"]
-        for run in suite["runs"]:
-            lines.append(f"| suite {run['attack']} {run['objective']} (cumulative, {run['attacked']} attacked) | "
-                         f"{percent(run['robust_accuracy'])} | | |")
+        for attack in dict.fromkeys(run["attack"] for run in suite["runs"]):
+            runs = [run for run in suite["runs"] if run["attack"] == attack]
+            lines.append(f"| suite {attack} x {len(runs)} objectives (cumulative, {runs[0]['attacked']} attacked) | "
+                         f"{percent(runs[-1]['robust_accuracy'])} | | |")
         lines.append(f"| suite robust accuracy ({settings['steps']} APGD steps, {settings['num_targets']} targets, "
                      f"{settings['queries']} Square queries) | {percent(suite['robust_accuracy'])} | | |")
         raised = [flag for flag, up in suite["flags"].items() if up]
