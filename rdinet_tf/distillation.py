@@ -59,8 +59,9 @@ def deal_wrong_classes(labels, num_classes, num_exits, seed):
     return tf.where(true_class, -1, rank % num_exits)
 
 
-def _batch_mean(losses, sample_weight):
-    """``sum(w * loss) / batch size``, the reduction of the RDI loss."""
+def weighted_batch_mean(losses, sample_weight=None):
+    """``sum(w * loss) / batch size`` of per-sample losses: the reduction of every term of the training loss
+    (Keras's ``"sum_over_batch_size"``, without the division by replicas)."""
     if sample_weight is not None:
         losses *= tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
     return tf.reduce_sum(losses) / tf.cast(tf.size(losses), losses.dtype)
@@ -100,10 +101,11 @@ class NeoKD:
             if weight == 0:
                 continue
             neighbours = clean[max(k - 1, 0):k + 2]
-            term = self.neighbour_weight * _batch_mean(
+            term = self.neighbour_weight * weighted_batch_mean(
                 kl_from_logits(tf.add_n(neighbours) / len(neighbours), adversarial_logits[k]), sample_weight)
             # p_k restricted to the kept classes and renormalised: the softmax of the kept logits alone.
             teacher = tf.nn.softmax(tf.where(tf.logical_or(dealt == k, dealt < 0), clean_logits[k], -math.inf))
-            term += self.orthogonal_weight * _batch_mean(kl_from_logits(teacher, adversarial_logits[k]), sample_weight)
+            term += self.orthogonal_weight * weighted_batch_mean(
+                kl_from_logits(teacher, adversarial_logits[k]), sample_weight)
             total += weight * term
         return total

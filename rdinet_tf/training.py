@@ -46,7 +46,7 @@ import tensorflow as tf
 
 from rdinet_tf.adversarial import attacks
 from rdinet_tf.architecture.network import MultiExitNetwork
-from rdinet_tf.distillation import NeoKD
+from rdinet_tf.distillation import NeoKD, weighted_batch_mean
 from rdinet_tf.errors import InputError
 
 DEFENSES = ("none", "main", "average", "max_average")
@@ -67,10 +67,7 @@ def weighted_cross_entropy(labels, logits, sample_weight=None):
     Unlike a ``keras.losses.Loss`` object, it does not divide by the replicas of a
     ``tf.distribute`` strategy: ``train_step`` does that once, for the whole loss.
     """
-    losses = attacks.cross_entropy(labels, logits)
-    if sample_weight is not None:
-        losses *= tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
-    return tf.reduce_sum(losses) / tf.cast(tf.size(losses), losses.dtype)
+    return weighted_batch_mean(attacks.cross_entropy(labels, logits), sample_weight)
 
 
 def check_exit_weights(exit_weights, num_exits):
