@@ -5,7 +5,7 @@ One exit of a trained multi-exit model as a plain classifier
 same L-inf eps, steps and one restart on both sides; only the samples the exit
 gets right are attacked, accuracy is over all of them:
 
-* ours: the suite's own APGD run (``autoattack._suite_function``: ``APGD``
+* ours: the suite's own APGD run (``autoattack.suite_attack``: ``APGD``
   through ``attacks.generate`` with objective ``exit_K``), cross-entropy; and
   APGD-T, targeted DLR towards the 2nd .. 10th most likely class of the clean
   image, each target on the samples still correct (batch i seeded ``--seed`` + i);
@@ -89,7 +89,7 @@ def ours(model, exit_index, images, labels, eps, steps, num_targets, batch_size,
     method = autoattack.APGD(eps, steps)
     for name, logit_loss, ranks in (("APGD-CE", attacks.cross_entropy, [0]),
                                     ("APGD-T", None, range(1, num_targets + 1))):
-        run = autoattack._suite_function(model, method, objective, None, logit_loss, targeted=logit_loss is None)
+        run = autoattack.suite_attack(model, method, objective, None, logit_loss, targeted=logit_loss is None)
         robust, started = clean.copy(), time.perf_counter()
         for rank in ranks:
             attack(run, robust, rank)

@@ -154,11 +154,17 @@ def transfer_rates(labels, clean_logits, exit_attack_logits):
     return rates
 
 
+def has_open_side_exit(policy):
+    """Whether some input can leave before the last exit (a side threshold above 0)."""
+    return policy is not None and bool(np.any(np.asarray(policy.thresholds) > 0))
+
+
 def default_objectives(model, policy):
-    """Every single exit, average, max-average; with a policy also routing-aware and exit hijack."""
+    """Every single exit, average, max-average; with a policy also routing-aware, and exit hijack when the
+    policy leaves a side exit open (with every side exit closed there is nowhere to hijack to)."""
     names = [f"exit_{k + 1}" for k in range(model.num_exits)] + ["average", "max_average"]
     if policy is not None:
-        names += ["routing"] + (["exit_hijack"] if model.num_exits > 1 else [])
+        names += ["routing"] + (["exit_hijack"] if has_open_side_exit(policy) else [])
     return names
 
 
@@ -178,7 +184,8 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
             instead of running its K attacks again (same seeds, same result).
         batch_size, seed: batches of the attacks; batch i is seeded ``seed + i``.
         progress: show a progress bar.
-        slowdown: also run each method as the two slowdown attacks (cost, savings kept).
+        slowdown: also run each method as the two slowdown attacks (cost, savings kept), when the
+            policy leaves a side exit open (with every side exit closed there are no savings to attack).
         autoattack: an :class:`rdinet_tf.adversarial.autoattack.AutoAttack` to add that suite (with
             ``objectives`` if given, else the suite's default objectives).
     """
@@ -195,7 +202,7 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
     clean_logits = driver.exit_logits(images)
     clean, _ = scorer.score("clean (TA)", clean_logits)
     batches = -(-len(images) // batch_size)
-    slowdown_objectives = SLOWDOWN_OBJECTIVES if slowdown and model.num_exits > 1 else ()
+    slowdown_objectives = SLOWDOWN_OBJECTIVES if slowdown and has_open_side_exit(driver.policy) else ()
     bar = tqdm(total=len(attacks) * (len(objectives) + len(slowdown_objectives)) * batches, desc="attacks",
                disable=not progress, leave=False)
     results, survivors, exit_adversarial, exit_transfer = [], np.ones(len(labels), dtype=bool), {}, {}

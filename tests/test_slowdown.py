@@ -9,7 +9,7 @@ from rdinet_tf import data, evaluate, flops, models
 from rdinet_tf.adversarial import attacks
 from rdinet_tf.cli import train
 from rdinet_tf.errors import InputError
-from rdinet_tf.policy import exit_entropies
+from rdinet_tf.policy import ExitPolicy, exit_entropies
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +125,15 @@ def test_report_gives_the_slowdown_cost_and_savings_kept_in_both_conventions(tra
     without = evaluate.robustness_report(model, digits.x_test[:16], digits.y_test[:16], [attacks.RandomNoise(0.2)],
                                          objectives=["exit_1"], progress=False, slowdown=False)
     assert without.slowdown == []
+
+
+def test_report_skips_slowdown_and_exit_hijack_when_every_side_exit_is_closed(trained, digits):
+    closed = ExitPolicy([0.0] * (trained.num_exits - 1))  # a single-exit baseline: no savings to attack
+    assert "exit_hijack" not in evaluate.default_objectives(trained, closed)
+    assert "exit_hijack" in evaluate.default_objectives(trained, trained.exit_policy)
+    report = evaluate.robustness_report(trained, digits.x_test[:16], digits.y_test[:16], [attacks.RandomNoise(0.2)],
+                                        policy=closed, objectives=["routing"], progress=False)
+    assert report.slowdown == [] and [a.name for a in report.attacks] == ["random_noise routing"]
 
 
 def test_train_cli_passes_the_slowdown_weight_to_compile(train_compile_arguments, tmp_path, cli_error):

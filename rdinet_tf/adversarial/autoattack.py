@@ -318,8 +318,12 @@ def _target_logits(model, objective, policy, images):
     return policy.route(model.exit_logits(images))[0]
 
 
-def _suite_function(model, method, objective, policy, logit_loss, targeted):
-    """A compiled ``f(images, labels, target_rank, seed) -> adversarial images``."""
+def suite_attack(model, method, objective, policy, logit_loss, targeted):
+    """One suite attack as a compiled ``f(images, labels, target_rank, seed) -> adversarial images``.
+
+    ``method`` (APGD or Square) attacks ``objective`` with ``logit_loss``; with ``targeted`` the loss is
+    the targeted DLR towards the class ranked ``target_rank`` (1: the runner-up) by the attacked output.
+    """
 
     @tf.function(reduce_retracing=True)
     def run(images, labels, target_rank, seed):
@@ -360,7 +364,7 @@ def _masking_checks(driver, images, labels, clean_correct, settings, square_extr
         """Share of the checked samples that APGD-CE on ``routing`` leaves correct."""
         if not chosen.size:
             return 0.0
-        run = _suite_function(driver.model, method, "routing", driver.policy, attacks.cross_entropy, False)
+        run = suite_attack(driver.model, method, "routing", driver.policy, attacks.cross_entropy, False)
         adversarial = driver.attack(lambda x, y, seed: run(x, y, tf.constant(0), seed),
                                     images[chosen], labels[chosen])
         return float(driver.still_correct(adversarial, labels[chosen]).mean())
@@ -398,7 +402,7 @@ def evaluate(model, images, labels, settings, policy=None, objectives=None, batc
         correct_before_square = int(robust.sum())
         for objective in objectives:
             attacked = int(robust.sum())
-            run = _suite_function(model, method, objective, driver.policy, logit_loss, targeted)
+            run = suite_attack(model, method, objective, driver.policy, logit_loss, targeted)
             _attack_survivors(driver, run, images, labels, robust,
                               range(1, num_targets + 1) if targeted else [0])
             runs.append(SuiteRun(name, objective, attacked, float(robust.mean())))
