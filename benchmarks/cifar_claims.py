@@ -14,10 +14,14 @@ Reads the runs of ``benchmarks/cifar_study.sh`` (``OUT/<run>/summary.json``, ``m
   and worst-case ATA (PGD-20, every attack form, routing-aware made per policy)
   on the first ``--samples`` test images; the single-exit and pruned baselines
   as points. Writes one PNG per backbone (``evaluate.plot_tradeoff``) into
-  ``--figures`` and the curves' points as JSON beside them.
+  ``--figures`` and the curves' points as JSON beside them. Each run's curve is
+  kept in ``OUT/<run>/tradeoff.json`` (with its samples, points and cost
+  targets) and reused when they match, so the curves can be made one run at a
+  time (``--runs``) across sessions; a run without a curve is left off the plot.
 
     python benchmarks/cifar_claims.py runs/cifar
     python benchmarks/cifar_claims.py runs/cifar --curves --samples 1000 --points 8 --data-dir ../shared/data
+    python benchmarks/cifar_claims.py runs/cifar --curves --runs resnet38_max_average   # one run's curve only
 """
 
 import argparse
@@ -105,20 +109,35 @@ def print_claims(rows):
               f"{row['paper_cost_ratio']:.3f} | {row['ta_check']} | {row['ata_check']} | {row['claim']} |")
 
 
+def run_curve(root, run, preset, splits, args, sweep):
+    """``(cost targets, [TradeoffPoint])`` of ``run``: from its ``tradeoff.json`` when made with these
+    settings, else swept now and kept there if ``sweep``, else None."""
+    path = Path(root) / run / "tradeoff.json"
+    model = models.load(Path(root) / run / "model.keras")
+    costs = flops.exit_costs(model)
+    targets = np.linspace(costs[0], costs[-1], args.points)
+    settings = {"samples": args.samples, "cost_targets": [round(float(t), 6) for t in targets]}
+    if path.is_file() and (kept := json.loads(path.read_text()))["settings"] == settings:
+        return targets, [evaluate.TradeoffPoint(**point) for point in kept["points"]]
+    if not sweep:
+        return None
+    attack = attacks.PGD(preset.eps, preset.step_size, preset.eval_attack_steps)
+    x_test, y_test = splits.x_test[:args.samples], splits.y_test[:args.samples]
+    points = evaluate.tradeoff(model, splits.x_val, x_test, y_test, attack, targets, progress=False)
+    write_json(path, {"settings": settings, "points": [dataclasses.asdict(p) for p in points]})
+    return targets, points
+
+
 def curves(root, args):
     splits = data.load("cifar10", data_dir=args.data_dir)
-    x_test, y_test = splits.x_test[:args.samples], splits.y_test[:args.samples]
     for backbone, runs in RDI_RUNS.items():
-        preset = PRESETS[backbone]
-        attack = attacks.PGD(preset.eps, preset.step_size, preset.eval_attack_steps)
         lines = {}
         for run in runs:
-            if load_summary(root, run) is None:
+            sweep = not args.runs or run in args.runs
+            if load_summary(root, run) is None or (curve := run_curve(root, run, PRESETS[backbone], splits, args,
+                                                                       sweep)) is None:
                 continue
-            model = models.load(Path(root) / run / "model.keras")
-            costs = flops.exit_costs(model)
-            targets = np.linspace(costs[0], costs[-1], args.points)
-            lines[run] = evaluate.tradeoff(model, splits.x_val, x_test, y_test, attack, targets, progress=False)
+            targets, lines[run] = curve
             print(f"\n{run}: {args.points} cost targets, {args.samples} test images")
             print("| target MFLOPs | MFLOPs honest | MFLOPs paper | TA | worst-case ATA | per sample |")
             print("|---|---|---|---|---|---|")
@@ -150,7 +169,14 @@ def main():
     parser.add_argument("--samples", type=int, default=1000, help="attacked test images per curve point")
     parser.add_argument("--points", type=int, default=8, help="cost targets per RDI model")
     parser.add_argument("--figures", default="benchmarks/figures")
+    parser.add_argument("--runs", type=lambda text: text.split(","), default=None,
+                        help="comma-separated RDI runs to sweep now (default: every finished one)")
     args = parser.parse_args()
+    known = [run for runs in RDI_RUNS.values() for run in runs]
+    if args.runs and (unknown := sorted(set(args.runs) - set(known))):
+        parser.error(f"--runs: unknown RDI runs {unknown}; choose among {known}")
+    if args.runs and not args.curves:
+        parser.error("--runs chooses the curves to sweep: pass --curves too")
     print_claims(claim_rows(args.root))
     if args.curves:
         curves(args.root, args)

@@ -36,7 +36,6 @@ from rdinet_tf.adversarial.driver import AttackDriver
 from rdinet_tf.errors import InputError
 
 DLR_EPS = 1e-12
-FLAG_NAMES = ("square_beats_gradient", "unbounded_eps_not_zero", "more_steps_raise_accuracy")
 
 
 def _true_logit(labels, logits):
