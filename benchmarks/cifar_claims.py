@@ -113,6 +113,8 @@ def run_curve(root, run, preset, splits, args, sweep):
     """``(cost targets, [TradeoffPoint])`` of ``run``: from its ``tradeoff.json`` when made with these
     settings, else swept now and kept there if ``sweep``, else None."""
     path = Path(root) / run / "tradeoff.json"
+    if not sweep and not path.is_file():
+        return None
     model = models.load(Path(root) / run / "model.keras")
     costs = flops.exit_costs(model)
     targets = np.linspace(costs[0], costs[-1], args.points)
@@ -133,9 +135,10 @@ def curves(root, args):
     for backbone, runs in RDI_RUNS.items():
         lines = {}
         for run in runs:
-            sweep = not args.runs or run in args.runs
-            if load_summary(root, run) is None or (curve := run_curve(root, run, PRESETS[backbone], splits, args,
-                                                                       sweep)) is None:
+            if load_summary(root, run) is None:
+                continue
+            curve = run_curve(root, run, PRESETS[backbone], splits, args, sweep=not args.runs or run in args.runs)
+            if curve is None:
                 continue
             targets, lines[run] = curve
             print(f"\n{run}: {args.points} cost targets, {args.samples} test images")

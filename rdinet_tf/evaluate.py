@@ -154,17 +154,12 @@ def transfer_rates(labels, clean_logits, exit_attack_logits):
     return rates
 
 
-def has_open_side_exit(policy):
-    """Whether some input can leave before the last exit (a side threshold above 0)."""
-    return policy is not None and bool(np.any(np.asarray(policy.thresholds) > 0))
-
-
 def default_objectives(model, policy):
     """Every single exit, average, max-average; with a policy also routing-aware, and exit hijack when the
     policy leaves a side exit open (with every side exit closed there is nowhere to hijack to)."""
     names = [f"exit_{k + 1}" for k in range(model.num_exits)] + ["average", "max_average"]
     if policy is not None:
-        names += ["routing"] + (["exit_hijack"] if has_open_side_exit(policy) else [])
+        names += ["routing"] + (["exit_hijack"] if policy.has_open_side_exit else [])
     return names
 
 
@@ -202,7 +197,7 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
     clean_logits = driver.exit_logits(images)
     clean, _ = scorer.score("clean (TA)", clean_logits)
     batches = -(-len(images) // batch_size)
-    slowdown_objectives = SLOWDOWN_OBJECTIVES if slowdown and has_open_side_exit(driver.policy) else ()
+    slowdown_objectives = SLOWDOWN_OBJECTIVES if slowdown and driver.policy.has_open_side_exit else ()
     bar = tqdm(total=len(attacks) * (len(objectives) + len(slowdown_objectives)) * batches, desc="attacks",
                disable=not progress, leave=False)
     results, survivors, exit_adversarial, exit_transfer = [], np.ones(len(labels), dtype=bool), {}, {}

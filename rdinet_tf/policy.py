@@ -97,6 +97,11 @@ class ExitPolicy:
     def num_exits(self):
         return len(self.thresholds) + 1
 
+    @property
+    def has_open_side_exit(self):
+        """Whether some input can leave before the last exit (a threshold of 0 closes its exit)."""
+        return bool(np.any(self.thresholds > 0))
+
     def get_config(self):
         return {"thresholds": [float(t) for t in self.thresholds]}
 
