@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from rdinet_tf import bench_kit, data, models  # noqa: E402
 from rdinet_tf.export import CLASS_NAMES, convert, export_tflite, full_model  # noqa: E402
 from rdinet_tf.import_torch import load_torch_checkpoint  # noqa: E402
+from rdinet_tf.inputs import entropy_bounds  # noqa: E402
 from rdinet_tf.policy import ExitPolicy  # noqa: E402
 from rdinet_tf.runtime import BUNDLE_FILE, EarlyExitRunner  # noqa: E402
 
@@ -70,13 +71,14 @@ def public_signature_chain(runner):
     """The segment chain through ``SignatureRunner.__call__`` (resize, allocate, name lookups per call)."""
     signatures = [runner.interpreter.get_signature_runner(s.name) for s in runner.segments]
     last = len(signatures) - 1
+    bounds = entropy_bounds(runner.thresholds)
 
     def run(image):
         start = time.perf_counter()
         inputs = {"image": image[None]}
         for index, signature in enumerate(signatures):
             outputs = signature(**inputs)
-            if index == last or outputs["entropy"][0] < runner.thresholds[index]:
+            if index == last or outputs["entropy"][0] < bounds[index]:
                 break
             inputs = {"features": outputs["next_features"]}
         return time.perf_counter() - start

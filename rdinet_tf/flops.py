@@ -22,6 +22,7 @@ import numpy as np
 
 from rdinet_tf.accounting import check_convention, expected_cost, to_mflops
 from rdinet_tf.architecture.graph import flat_layers, output_positions
+from rdinet_tf.inputs import open_side_exits
 
 SPARSE_NOTE = "(sparse: non-zero weights only)"
 COUNTED_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
@@ -76,7 +77,7 @@ def exit_costs(model, convention="honest", sparse=False, thresholds=None):
     """Cumulative cost of leaving at each exit, shape (K,), in MFLOPs of ``convention``.
 
     ``sparse``: count only non-zero weights (see the module doc).
-    ``thresholds``: the exit policy's; a side exit with threshold 0 is never
+    ``thresholds``: the exit policy's; a closed side exit (threshold 0) is never
     taken, so the honest cost leaves its head out (a single-exit baseline
     with all thresholds 0 costs its backbone alone).
     """
@@ -85,7 +86,7 @@ def exit_costs(model, convention="honest", sparse=False, thresholds=None):
     if convention == "paper":
         backbone = np.cumsum([s.conv for s in stages])
         return to_mflops(backbone + np.array([h.conv for h in heads]), convention)
-    computed = np.ones(len(heads), bool) if thresholds is None else np.append(np.asarray(thresholds) > 0, True)
+    computed = np.ones(len(heads), bool) if thresholds is None else np.append(open_side_exits(thresholds), True)
     return to_mflops(np.cumsum([s.total + h.total * used for s, h, used in zip(stages, heads, computed)]),
                      convention)
 

@@ -77,3 +77,16 @@ def check_thresholds(thresholds):
             f"thresholds must be non-negative entropies (0 = never leave at that exit); got {thresholds!r}"
         )
     return values
+
+
+def open_side_exits(thresholds):
+    """Which side exits an input may leave at (bool, the shape of ``thresholds``): a threshold of 0 closes its
+    exit. The one statement of that rule for Keras routing, cost accounting, export and the device runtime."""
+    return np.asarray(thresholds) > 0
+
+
+def entropy_bounds(thresholds):
+    """What each side exit's entropy must fall below for an input to leave there: its threshold, or -inf for a
+    closed exit (a one-hot softmax has entropy -log(1 + 1e-5), a hair below 0, and still stays)."""
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    return np.where(open_side_exits(thresholds), thresholds, -np.inf)

@@ -14,7 +14,7 @@ from keras import ops
 from rdinet_tf import flops
 from rdinet_tf.accounting import exit_shares
 from rdinet_tf.errors import InputError
-from rdinet_tf.inputs import check_thresholds
+from rdinet_tf.inputs import check_thresholds, entropy_bounds, open_side_exits
 
 ENTROPY_EPS = 1e-5
 # Smallest calibrated threshold: 0 means "exit disabled", so calibration never returns it.
@@ -41,12 +41,11 @@ def first_confident_exit(entropies, thresholds):
 
     ``entropies`` (N, K), ``thresholds`` (K-1,) -> exits (N,). Thresholds with
     leading axes, e.g. (M, 1, K-1), route under M policies at once -> (M, N).
-    A threshold of 0 disables its exit (never taken, even for entropies a hair below 0).
+    A threshold of 0 closes its exit (:func:`rdinet_tf.inputs.entropy_bounds`).
     """
     entropies = ops.convert_to_tensor(entropies)
     num_exits = entropies.shape[-1]
-    thresholds = ops.cast(ops.convert_to_tensor(np.asarray(thresholds)), entropies.dtype)
-    confident = ops.logical_and(entropies[:, :-1] < thresholds, thresholds > 0)
+    confident = entropies[:, :-1] < ops.cast(entropy_bounds(thresholds), entropies.dtype)
     side_exits = ops.arange(num_exits - 1, dtype="int32")
     taken = ops.where(confident, side_exits, num_exits - 1)
     return ops.min(ops.concatenate([taken, ops.full_like(taken[..., :1], num_exits - 1)], axis=-1), axis=-1)
@@ -100,7 +99,7 @@ class ExitPolicy:
     @property
     def has_open_side_exit(self):
         """Whether some input can leave before the last exit (a threshold of 0 closes its exit)."""
-        return bool(np.any(self.thresholds > 0))
+        return bool(np.any(open_side_exits(self.thresholds)))
 
     def get_config(self):
         return {"thresholds": [float(t) for t in self.thresholds]}

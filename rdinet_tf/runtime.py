@@ -4,7 +4,7 @@
 :func:`rdinet_tf.export.export_tflite` (one ``model.tflite`` with a signature
 per segment, and ``manifest.json``) with LiteRT, checks the manifest against
 the file, and for each image runs segment 1, stops if its entropy is below
-T_1, otherwise copies the feature map into segment 2's input, and so on.
+T_1 (a threshold of 0 closes its exit), otherwise copies the feature map into segment 2's input, and so on.
 Tensor indices are resolved once at load and tensors are read and written in
 place, so the per-image work is the invokes and one copy per segment boundary.
 It needs only numpy and ``ai-edge-litert`` (no TensorFlow), so it runs on
@@ -23,7 +23,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from rdinet_tf.accounting import exit_shares
 from rdinet_tf.errors import InputError
-from rdinet_tf.inputs import check_images, check_thresholds
+from rdinet_tf.inputs import check_images, check_thresholds, entropy_bounds
 
 FORMAT = "rdinet_tflite_bundle"
 FORMAT_VERSION = 2
@@ -200,6 +200,7 @@ class EarlyExitRunner:
             self.thresholds = check_thresholds(self.manifest["thresholds"]).astype(np.float32)
         except InputError as error:
             raise InputError(f"{bundle_dir}/{MANIFEST}: {error}; {_EXPORT_HINT}") from error
+        self._entropy_bounds = entropy_bounds(self.thresholds).astype(np.float32)
         self.num_exits = int(self.manifest["num_exits"])
         entries = self.manifest["segments"]
         if not (len(entries) == self.num_exits == len(self.thresholds) + 1):
@@ -270,7 +271,7 @@ class EarlyExitRunner:
         features, input_name = image, "image"
         for index, segment in enumerate(self.segments):
             segment.invoke(input_name, features)
-            if index == last or segment.view("entropy")[0] < self.thresholds[index]:
+            if index == last or segment.view("entropy")[0] < self._entropy_bounds[index]:
                 probabilities = segment.output("probs")[0]
                 break
             features, input_name = segment.view("next_features"), "features"

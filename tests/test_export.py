@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import bench_kit, flops, models
+from rdinet_tf import bench_kit, flops, models, policy
 from rdinet_tf.accounting import CONVENTIONS
 from rdinet_tf.cli import export as export_cli
 from rdinet_tf.errors import InputError
@@ -174,6 +174,27 @@ def test_in_graph_exit_matches_the_segment_chain(bundles, data, precision):
     assert agreement >= (1 if precision == "float32" else 0.85)
     if precision == "float32":
         np.testing.assert_allclose(in_graph.probabilities, chain.probabilities, atol=1e-6)
+
+
+def test_a_closed_exit_is_never_taken_on_the_device(tmp_path, model, data):
+    """A threshold of 0 closes its exit in Keras, in the chain and in the in-graph exit alike, even for an
+    image whose softmax is one-hot (entropy -log(1 + 1e-5), a hair below 0)."""
+    confident = models.build("smallcnn")
+    confident.set_weights(model.get_weights())
+    kernel, bias = confident.get_layer("exit_1").layers[-1].weights
+    kernel.assign(kernel * 1e4)
+    bias.assign(bias * 1e4)
+    images = data["test"][0][:20]
+    exit_logits = confident.predict(images, verbose=0)
+    entropies = np.asarray(policy.exit_entropies(exit_logits))
+    assert np.all(entropies[:, 0] < 0)  # the case the rule is about
+    confident.exit_policy = ExitPolicy([0.0, entropies[:, 1].max() + 1])  # every image may leave at exit 2
+    export_tflite(confident, tmp_path / "bundle", in_graph_exit=True)
+    keras_exits = np.asarray(confident.exit_policy.exits(exit_logits))
+    for in_graph in (False, True):
+        got = EarlyExitRunner(tmp_path / "bundle", in_graph=in_graph).run_batch(images).exits
+        np.testing.assert_array_equal(got, keras_exits)
+    np.testing.assert_array_equal(keras_exits, 1)
 
 
 def test_export_needs_thresholds_and_int8_needs_images(tmp_path, model):

@@ -38,6 +38,7 @@ from rdinet_tf.accounting import CONVENTIONS
 from rdinet_tf.architecture import MultiExitNetwork
 from rdinet_tf.architecture.graph import flat_layers
 from rdinet_tf.errors import InputError
+from rdinet_tf.inputs import open_side_exits
 from rdinet_tf.policy import entropy, predict_exit_logits
 from rdinet_tf.runtime import (BUNDLE_FILE, FORMAT, FORMAT_VERSION, FULL_SIGNATURE, IN_GRAPH_SIGNATURE, MANIFEST,
                                SIGNATURE, EarlyExitRunner, segment_signature)
@@ -45,8 +46,8 @@ from rdinet_tf.runtime import (BUNDLE_FILE, FORMAT, FORMAT_VERSION, FULL_SIGNATU
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
 PREPROCESSING = "none: float32 pixels in [0,1], NHWC"
 ENTROPY_FORMULA = "-sum(p * log(p + 1e-5)) over the softmax probabilities p"
-EXIT_RULE = ("leave at exit k (0-based, k < K-1) when entropy_k < thresholds[k]; "
-             "the last exit always answers")
+EXIT_RULE = ("leave at exit k (0-based, k < K-1) when thresholds[k] > 0 and entropy_k < thresholds[k] "
+             "(a threshold of 0 closes its exit); the last exit always answers")
 
 # What each precision means for the files (recorded in the manifest).
 PRECISION_NOTES = {
@@ -238,14 +239,18 @@ def _input_spec(keras_model):
 
 
 def _in_graph_exit(segments, thresholds):
-    """image -> {probs, exit}: segment 1, then each later segment only if the entropy so far is too high."""
+    """image -> {probs, exit}: segment 1, then each later segment only if the entropy so far is too high
+    (a closed exit has no test: its segment goes straight on to the next)."""
     last = len(segments) - 1
+    is_open = open_side_exits(thresholds)
 
     def from_segment(index, inputs):
         outputs = segments[index](inputs)
         taken = (outputs["probs"], tf.constant([index], tf.int32))
         if index == last:
             return taken
+        if not is_open[index]:
+            return from_segment(index + 1, outputs["next_features"])
         return tf.cond(outputs["entropy"][0] < float(thresholds[index]), lambda: taken,
                        lambda: from_segment(index + 1, outputs["next_features"]))
 
