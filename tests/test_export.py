@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
 from rdinet_tf import bench_kit, flops, models, policy
 from rdinet_tf.accounting import CONVENTIONS
@@ -153,6 +154,16 @@ def test_one_file_stores_the_weights_once(model, bundles):
     with_full = (bundles("float32") / "model.tflite").stat().st_size  # + full + in-graph exit
     separate_full = len(tflite.convert(tflite.full_model(model)))
     assert len(segments_only) < with_full < len(segments_only) + 0.1 * separate_full
+
+
+def test_side_heads_reach_the_device_folded(bundles):
+    """SmallCNN's linear fc chains are stored as one 576x10 and one 1600x10 kernel, not three kernels each."""
+    interpreter = Interpreter(str(bundles("float32") / "model.tflite"))
+    shapes = {tuple(int(n) for n in d["shape"])
+              for subgraph in range(interpreter.num_subgraphs()) for d in interpreter.get_tensor_details(subgraph)}
+    assert {(10, 576), (10, 1600)} <= shapes
+    assert not {(200, 576), (200, 1600)} & shapes
+    assert (200, 1024) in shapes  # the final head's fc1, followed by a ReLU, stays
 
 
 def test_benchmark_times_the_chain_the_in_graph_exit_and_the_full_model(bundles, data):

@@ -1,4 +1,5 @@
-"""BatchNorm folded into convolutions for inference-mode forward passes (rdinet_tf.architecture.folding)."""
+"""BatchNorm folded into convolutions, and linear Dense chains into one Dense, for inference-mode forward passes
+(rdinet_tf.architecture.folding)."""
 
 import keras
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from rdinet_tf import models
-from rdinet_tf.architecture.folding import FoldedConvolution, folded_segment
+from rdinet_tf.architecture.folding import FoldedConvolution, FoldedDense, folded_segment
 
 
 def assert_close(actual, expected, tolerance=1e-5):
@@ -86,3 +87,42 @@ def test_training_mode_is_not_folded(cifar_like):
     # In training mode BatchNorm normalises by the batch: the folded inference weights would differ.
     np.testing.assert_allclose(model.exit_logits(cifar_like, [0], training=True)[0],
                                model(cifar_like, training=True)[0], rtol=1e-5, atol=1e-5)
+
+
+def _dense_layers(segment):
+    return [layer for layer in segment.layers if isinstance(layer, (keras.layers.Dense, FoldedDense))]
+
+
+def test_smallcnn_side_heads_fold_into_one_dense_and_the_final_head_does_not(mnist_like):
+    smallcnn = models.build("smallcnn")
+    for layer in smallcnn._flatten_layers():  # non-zero biases and last layer (fc3 starts at zero)
+        if isinstance(layer, keras.layers.Dense):
+            layer.kernel.assign(np.random.default_rng(2).normal(0, 0.05, layer.kernel.shape))
+            layer.bias.assign(np.random.default_rng(3).normal(0, 0.1, layer.bias.shape))
+    features = mnist_like
+    for stage, head in zip(smallcnn.stages, smallcnn.heads):
+        features = stage(features)
+        folded = folded_segment(head)
+        if head is smallcnn.heads[-1]:  # fc1 and fc2 have a ReLU: nothing to fold
+            assert folded is head
+            continue
+        assert [type(layer) for layer in _dense_layers(folded)] == [FoldedDense]
+        assert not any(isinstance(layer, keras.layers.Dropout) for layer in folded.layers)
+        assert_close(folded(features), head(features, training=False))
+
+
+def test_a_dense_chain_folds_until_a_nonlinearity_or_a_second_use():
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(5, use_bias=False)(inputs)
+    x = keras.layers.Dropout(0.3)(x)
+    x = keras.layers.Dense(4, bias_initializer="random_normal")(x)
+    x = keras.layers.Dense(3, activation="tanh", bias_initializer="random_normal")(x)  # ends the chain
+    y = keras.layers.Dense(3)(x)  # x used twice: this chain starts after it
+    y = keras.layers.Dense(2)(y)
+    segment = keras.Model(inputs, keras.layers.Concatenate()([x, y]))
+    folded = folded_segment(segment)
+    chains = [layer._chain for layer in folded.layers if isinstance(layer, FoldedDense)]
+    assert sorted(len(chain) for chain in chains) == [2, 3]
+    assert len(_dense_layers(folded)) == 2
+    vectors = np.random.default_rng(0).random((4, 6), dtype=np.float32)
+    assert_close(folded(vectors), segment(vectors, training=False))

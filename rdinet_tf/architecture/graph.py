@@ -1,7 +1,7 @@
 """Walking the layers of functional Keras models with public Keras API only.
 
 Used by cost accounting (MACs per layer), pruning (rebuilding a segment
-layer by layer) and BatchNorm folding (finding conv + BatchNorm pairs and
+layer by layer) and folding (finding conv + BatchNorm pairs and Dense chains and
 rebuilding a segment around them). Each layer must be called once in the graph it belongs to,
 as in every model of this package, so that ``layer.input`` and
 ``layer.output`` name its tensors.

@@ -82,7 +82,8 @@ class MultiExitNetwork(keras.Model):
 
         ``exit_logits(x, [k])`` is the truncated forward to exit k: stages after k
         and the heads of other exits are not computed. In inference mode each conv
-        + BatchNorm pair runs as one convolution (:mod:`rdinet_tf.architecture.folding`).
+        + BatchNorm pair runs as one convolution and each chain of linear Dense
+        layers as one Dense (:mod:`rdinet_tf.architecture.folding`).
         """
         exits = list(range(self.num_exits)) if exits is None else list(exits)
         if not exits or not all(0 <= k < self.num_exits for k in exits):
@@ -99,7 +100,7 @@ class MultiExitNetwork(keras.Model):
         return [logits[k] for k in exits]
 
     def _inference_segments(self):
-        """The stages and heads with BatchNorm folded into the convs (:func:`folded_segment`), made once.
+        """The stages and heads in their folded inference form (:func:`folded_segment`), made once.
 
         Kept out of Keras's tracking: they hold no weights of their own and are not saved.
         """

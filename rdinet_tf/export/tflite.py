@@ -36,6 +36,7 @@ from ai_edge_litert.interpreter import Interpreter
 from rdinet_tf import files, flops
 from rdinet_tf.accounting import CONVENTIONS
 from rdinet_tf.architecture import MultiExitNetwork
+from rdinet_tf.architecture.folding import folded_segment
 from rdinet_tf.architecture.graph import flat_layers
 from rdinet_tf.errors import InputError
 from rdinet_tf.inputs import open_side_exits
@@ -85,8 +86,12 @@ class _SoftmaxEntropy(keras.layers.Layer):
 
 
 def segment_model(model, index):
-    """Keras model of segment ``index`` (0-based), sharing the stage and head weights."""
-    stage, head = model.stages[index], model.heads[index]
+    """Keras model of segment ``index`` (0-based), sharing the stage and head weights.
+
+    Stage and head are in their folded inference form (:func:`folded_segment`):
+    a chain of linear Dense layers is stored and computed as one Dense.
+    """
+    stage, head = folded_segment(model.stages[index]), folded_segment(model.heads[index])
     input_name = "image" if index == 0 else "features"
     inputs = keras.Input(batch_shape=(1, *stage.inputs[0].shape[1:]), name=input_name)
     features = stage(inputs)
@@ -176,7 +181,7 @@ def _quantize_with_float_tail(converter):
         for name in calibrated.get_signature_list():
             outputs = calibrated.get_signature_runner(name).get_output_details()
             float_tail += [d["name"] for key, d in outputs.items() if key in ("probs", "entropy")]
-        for subgraph in range(calibrated._interpreter.NumSubgraphs()):
+        for subgraph in range(calibrated.num_subgraphs()):
             float_tail += [d["name"] for d in calibrated.get_tensor_details(subgraph)
                            if _FLOAT_TAIL_LAYER in d["name"]]
         debugger.options = tf.lite.experimental.QuantizationDebugOptions(
@@ -219,11 +224,10 @@ def bundle_endpoints(model, include_full=False, in_graph_exit=False):
     segments = [segment_model(model, index) for index in range(model.num_exits)]
     endpoints = {segment_signature(index): (_single_input(segment), _input_spec(segment))
                  for index, segment in enumerate(segments)}
-    tracked = list(segments)
+    tracked = [model]  # the folded layers use the model's variables without tracking them
     if include_full:
         full = full_model(model)
         endpoints[FULL_SIGNATURE] = (_single_input(full), _input_spec(full))
-        tracked.append(full)
     if in_graph_exit:
         endpoints[IN_GRAPH_SIGNATURE] = (_in_graph_exit(segments, model.exit_policy.thresholds),
                                          _input_spec(segments[0]))
