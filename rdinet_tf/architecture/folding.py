@@ -23,20 +23,34 @@ from rdinet_tf.architecture.graph import flat_layers, replay
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
+def _sole_user_of(segment):
+    """A function: layer -> the one layer of ``segment`` that reads its output, else None
+    (read by several layers, or an output of the segment)."""
+    users = collections.defaultdict(list)
+    for layer in flat_layers(segment):
+        for tensor in keras.tree.flatten(layer.input):
+            users[id(tensor)].append(layer)
+    for tensor in segment.outputs:
+        users[id(tensor)].append(None)
+
+    def sole_user(layer):
+        found = users[id(layer.output)]
+        return found[0] if len(found) == 1 else None
+
+    return sole_user
+
+
 def _foldable_pairs(segment):
     """``{conv: bn}`` for each 2-D conv whose only consumer is a channels-last BatchNormalization."""
-    layers = list(flat_layers(segment))
-    producer = {id(layer.output): layer for layer in layers}
-    consumers = collections.Counter(id(t) for layer in layers for t in keras.tree.flatten(layer.input))
-    consumers.update(id(t) for t in segment.outputs)
+    sole_user = _sole_user_of(segment)
     pairs = {}
-    for layer in layers:
-        if not isinstance(layer, keras.layers.BatchNormalization) or layer.axis not in (-1, 3):
+    for conv in flat_layers(segment):
+        if not (isinstance(conv, _CONVOLUTIONS) and conv.data_format == "channels_last"
+                and conv.activation is keras.activations.linear):
             continue
-        conv = producer.get(id(layer.input))
-        if (isinstance(conv, _CONVOLUTIONS) and conv.data_format == "channels_last"
-                and conv.activation is keras.activations.linear and consumers[id(conv.output)] == 1):
-            pairs[conv] = layer
+        batch_norm = sole_user(conv)
+        if isinstance(batch_norm, keras.layers.BatchNormalization) and batch_norm.axis in (-1, 3):
+            pairs[conv] = batch_norm
     return pairs
 
 
@@ -88,20 +102,9 @@ def _foldable_dense_chains(segment):
     next Dense only through Dropout layers (``between``), every tensor on the
     way used once.
     """
-    layers = list(flat_layers(segment))
-    users = collections.defaultdict(list)
-    for layer in layers:
-        for tensor in keras.tree.flatten(layer.input):
-            users[id(tensor)].append(layer)
-    for tensor in segment.outputs:
-        users[id(tensor)].append(None)
-
-    def sole_user(layer):
-        found = users[id(layer.output)]
-        return found[0] if len(found) == 1 else None
-
+    sole_user = _sole_user_of(segment)
     following = {}  # linear Dense -> (the next Dense of its chain, the Dropouts between)
-    for layer in layers:
+    for layer in flat_layers(segment):
         if not (_plain_dense(layer) and layer.activation is keras.activations.linear):
             continue
         between, user = [], sole_user(layer)
@@ -110,8 +113,9 @@ def _foldable_dense_chains(segment):
             user = sole_user(user)
         if _plain_dense(user):
             following[layer] = (user, between)
+    continued = {nxt for nxt, _ in following.values()}
     chains = []
-    for start in following.keys() - {nxt for nxt, _ in following.values()}:
+    for start in (layer for layer in following if layer not in continued):  # graph order
         chain, between = [start], []
         while chain[-1] in following:
             nxt, dropouts = following[chain[-1]]

@@ -215,7 +215,7 @@ def _tensor_spec(details):
 
 
 def bundle_endpoints(model, include_full=False, in_graph_exit=False):
-    """The bundle's signatures: name -> (function, input spec), and the Keras models they use.
+    """The bundle's signatures: name -> (function, input spec), and the Keras models whose weights they use.
 
     ``segment_1`` .. ``segment_K`` always; ``full`` with ``include_full``;
     ``early_exit`` (image -> ``probs`` of the exit taken and its 0-based ``exit``)
