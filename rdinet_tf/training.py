@@ -38,6 +38,7 @@ then compute in 16 bits, the logits, L_RDI and the attacks in float32; under
 
 import contextlib
 import dataclasses
+import math
 import warnings
 
 import keras
@@ -376,6 +377,70 @@ PRESETS = {
     "smallcnn": Preset("mnist", 256, 0.033, 5e-4, 13_100, (11_700, 12_900), 0.3, 0.01, 40, 40, False),
     "resnet38": Preset("cifar10", 128, 0.1, 1e-4, 64_000, (32_000, 48_000), 8 / 255, 2 / 255, 10, 20, True),
     "mobilenetv2": Preset("cifar10", 128, 0.1, 1e-4, 64_000, (32_000, 48_000), 8 / 255, 2 / 255, 10, 20, True),
+}
+
+
+@keras.saving.register_keras_serializable(package="rdinet_tf")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """The triangular one-cycle learning rate of fast adversarial training (Wong et al., ICLR 2020).
+
+    Rises linearly from 0 to ``peak`` over the first ``peak_at`` fraction of
+    ``total_steps``, then falls linearly back to 0 at ``total_steps`` (and
+    stays there). Its position is the optimizer's iteration count, so a
+    resumed run continues where it was.
+    """
+
+    def __init__(self, peak, total_steps, peak_at=0.5):
+        if not (math.isfinite(peak) and peak > 0):
+            raise InputError(f"OneCycle needs a finite peak > 0; got {peak}")
+        if not (int(total_steps) == total_steps and total_steps >= 1):
+            raise InputError(f"OneCycle needs total_steps >= 1 (a whole number); got {total_steps}")
+        if not 0 < peak_at < 1:
+            raise InputError(f"OneCycle needs 0 < peak_at < 1; got {peak_at}")
+        self.peak, self.total_steps, self.peak_at = float(peak), int(total_steps), float(peak_at)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        rise = self.peak_at * self.total_steps
+        up = step / rise
+        down = (self.total_steps - step) / (self.total_steps - rise)
+        return self.peak * tf.clip_by_value(tf.minimum(up, down), 0.0, 1.0)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "peak_at": self.peak_at}
+
+
+@dataclasses.dataclass(frozen=True)
+class FastRecipe:
+    """A time-to-robust-accuracy recipe of a model: single-step training attack, one-cycle schedule, the guard.
+
+    ``attack`` names the training attack (``"n_fgsm"`` or ``"fast_fgsm"``) at the
+    preset's eps; the optimizer is :class:`ReferenceSGD` (momentum 0.9,
+    ``weight_decay``) under :class:`OneCycle` peaking at ``peak_learning_rate``
+    half-way; training runs under :class:`rdinet_tf.guard.CatastrophicOverfittingGuard`.
+    """
+
+    epochs: int
+    batch_size: int
+    peak_learning_rate: float
+    weight_decay: float
+    attack: str
+
+    def training_attack(self, eps):
+        return {"n_fgsm": attacks.NFGSM, "fast_fgsm": attacks.fast_fgsm}[self.attack](eps)
+
+    def optimizer(self, total_steps, learning_rate=None):
+        peak = self.peak_learning_rate if learning_rate is None else learning_rate
+        return ReferenceSGD(OneCycle(peak, total_steps), momentum=0.9, weight_decay=self.weight_decay)
+
+
+RECIPES = ("paper", "fast")
+FAST_RECIPES = {
+    "smallcnn": FastRecipe(epochs=10, batch_size=128, peak_learning_rate=0.05, weight_decay=5e-4,
+                           attack="fast_fgsm"),
+    "resnet38": FastRecipe(epochs=15, batch_size=128, peak_learning_rate=0.2, weight_decay=5e-4, attack="n_fgsm"),
+    "mobilenetv2": FastRecipe(epochs=15, batch_size=128, peak_learning_rate=0.1, weight_decay=5e-4,
+                              attack="n_fgsm"),
 }
 
 

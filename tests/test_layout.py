@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "rdinet_tf"
 # Layers from the bottom up; a module may import only its own layer and those below.
 LAYERS = [("errors", "inputs", "accounting", "files"), ("data",), ("architecture",), ("flops",), ("policy",),
-          ("adversarial",), ("distribution",), ("distillation",), ("training",), ("models",), ("evaluate",),
+          ("adversarial",), ("distribution",), ("distillation",), ("training", "guard"), ("models",), ("evaluate",),
           ("pruning", "import_torch"), ("runtime", "bench_kit"), ("export",), ("cli", "train")]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 DEVICE_MODULES = ["runtime", "bench_kit", "cli/bench", "cli/base"]

@@ -2,7 +2,9 @@
 
 Methods (L-inf unless noted): :class:`PGD` (random start, step, steps),
 :func:`fgsm`, :func:`fast_fgsm` (random start, step 1.25 eps: the CPU-budget
-training attack), :class:`WRM` (L2 Lagrangian ascent) and :class:`RandomNoise`.
+training attack), :class:`NFGSM` (N-FGSM: noise 2 eps, step eps, no projection;
+the fast recipe's training attack), :class:`WRM` (L2 Lagrangian ascent) and
+:class:`RandomNoise`.
 
 Objectives, by name (exits are named as the model's outputs, 1-based):
 
@@ -144,6 +146,41 @@ def fgsm(eps):
 def fast_fgsm(eps):
     """FGSM with a random start and step 1.25 eps ("fast" adversarial training)."""
     return PGD(eps, 1.25 * eps, 1, random_start=True, name="fast_fgsm")
+
+
+@keras.saving.register_keras_serializable(package="rdinet_tf")
+@dataclasses.dataclass(frozen=True)
+class NFGSM(AttackMethod):
+    """N-FGSM (de Jorge et al., NeurIPS 2022): one signed-gradient step from a strongly noised image.
+
+    ``x + noise + step_size * sign(grad)`` with noise uniform in
+    [-noise, noise], clipped to [0, 1] only: no projection onto the eps-ball,
+    so the training perturbation reaches ``noise + step_size`` (3 eps with the
+    defaults). The large noise keeps single-step training from catastrophic
+    overfitting without extra gradient computations. ``eps`` names the radius
+    the defense is meant for; ``noise`` and ``step_size`` default to 2 eps
+    and eps (the paper's settings).
+    """
+
+    eps: float
+    noise: float = None
+    step_size: float = None
+    name: str = "n_fgsm"
+
+    def __post_init__(self):
+        _check_eps(self.name, self.eps)
+        object.__setattr__(self, "noise", 2.0 * self.eps if self.noise is None else float(self.noise))
+        object.__setattr__(self, "step_size", self.eps if self.step_size is None else float(self.step_size))
+        if not (math.isfinite(self.noise) and self.noise >= 0 and math.isfinite(self.step_size)
+                and self.step_size >= 0):
+            raise InputError(f"n_fgsm needs finite noise >= 0 and step_size >= 0; got noise={self.noise}, "
+                             f"step_size={self.step_size}")
+
+    def perturb(self, loss_fn, images, labels, seed):
+        images = tf.convert_to_tensor(images, tf.float32)
+        noised = tf.clip_by_value(images + uniform_noise(images, seed, self.noise), 0.0, 1.0)
+        step = self.step_size * tf.sign(loss_and_gradient(loss_fn, noised, labels)[1])
+        return tf.stop_gradient(tf.clip_by_value(noised + step, 0.0, 1.0))
 
 
 @keras.saving.register_keras_serializable(package="rdinet_tf")

@@ -13,15 +13,20 @@ def add_data_arguments(parser, required=True, default=None, help="dataset (digit
     parser.add_argument("--data-dir", help=f"local data directory (else ${data.DATA_DIR_ENV} or tfds)")
 
 
+TRAINING_ATTACKS = ("pgd", "fast_fgsm", "n_fgsm")
+
+
 def add_attack_arguments(parser, training):
-    """``--eps``, ``--step-size`` and the attack steps; ``training`` adds ``--fast`` and the eval steps."""
+    """``--eps``, ``--step-size`` and the attack steps; ``training`` adds the training attack and the eval steps."""
     parser.add_argument("--eps", type=non_negative_float, help="L-inf radius (default: the model's preset)")
     parser.add_argument("--step-size", type=non_negative_float, help="PGD step size (default: preset)")
     parser.add_argument("--attack-steps", type=positive_int,
                         help=("training" if training else "evaluation") + " PGD steps (default: preset)")
     if training:
-        parser.add_argument("--fast", action="store_true",
-                            help="train with FGSM, random start, step 1.25 eps instead of PGD (CPU budget)")
+        parser.add_argument("--train-attack", choices=TRAINING_ATTACKS,
+                            help="training attack: pgd (the paper's), fast_fgsm (FGSM, random start, step 1.25 "
+                            "eps), n_fgsm (noise 2 eps, step eps, no projection) (default: the recipe's)")
+        parser.add_argument("--fast", action="store_true", help="the same as --train-attack fast_fgsm (CPU budget)")
         parser.add_argument("--eval-attack-steps", type=positive_int, help="evaluation PGD steps (default: preset)")
 
 
@@ -37,11 +42,22 @@ def preset_for(image_shape, name=None):
     return PRESETS["smallcnn" if tuple(image_shape)[-1] == 1 else "resnet38"]
 
 
-def training_attack(args, preset):
-    """The training attack: fast FGSM with ``--fast``, else PGD with the preset's settings."""
+def training_attack(args, preset, default="pgd"):
+    """The training attack named by ``--train-attack`` (``--fast``: fast_fgsm; else ``default``) at the preset's eps.
+
+    ``--step-size`` is PGD's (training and evaluation); ``--attack-steps``, which a
+    single-step attack has no use for, is refused with one.
+    """
     eps = or_default(args.eps, preset.eps)
-    if args.fast:
+    if args.fast and args.train_attack not in (None, "fast_fgsm"):
+        raise InputError(f"--fast means --train-attack fast_fgsm; it contradicts --train-attack {args.train_attack}")
+    name = args.train_attack or ("fast_fgsm" if args.fast else default)
+    if name != "pgd" and args.attack_steps is not None:
+        raise InputError(f"--attack-steps sets PGD's steps; the training attack {name} takes one step: drop it")
+    if name == "fast_fgsm":
         return attacks.fast_fgsm(eps)
+    if name == "n_fgsm":
+        return attacks.NFGSM(eps)
     return attacks.PGD(eps, or_default(args.step_size, preset.step_size),
                        or_default(args.attack_steps, preset.train_attack_steps))
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import h5py
 import keras
 
-from rdinet_tf import files
+from rdinet_tf import files, guard
 from rdinet_tf.errors import InputError
 
 MODEL_FILE = "model.keras"
@@ -104,9 +104,21 @@ class RunDirectory:
         with contextlib.suppress(OSError):
             self.root.rmdir()
 
+    def resumed_epoch(self):
+        """The epoch ``BackupAndRestore`` resumes ``fit`` from (0 for a new run): how much of the input stream
+        the interrupted run consumed."""
+        path = self.backup / "training_metadata.json"
+        if not (self.backup / "latest.weights.h5").is_file() or not path.is_file():
+            return 0
+        try:
+            return int(json.loads(path.read_text())["epoch"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise InputError(f"the training backup {path} is corrupt ({error}): pass --restart to train "
+                             "again") from error
+
     def _discard_unfinished(self):
         shutil.rmtree(self.backup, ignore_errors=True)
-        for name in (TRAINED_FILE, PROGRESS_FILE):
+        for name in (TRAINED_FILE, PROGRESS_FILE, guard.STATE_FILE, guard.BEST_WEIGHTS_FILE):
             (self.out / name).unlink(missing_ok=True)
 
     def _resumable_progress(self):
