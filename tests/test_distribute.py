@@ -41,7 +41,8 @@ def _finish(*processes):
 
 def _weights(tmp_path, name):
     with np.load(tmp_path / f"{name}.npz") as dump:
-        return [dump[key] for key in sorted(dump.files, key=lambda k: int(k.split("_")[1]))]
+        return [dump[key] for key in sorted((k for k in dump.files if k.startswith("weight_")),
+                                            key=lambda k: int(k.split("_")[1]))]
 
 
 def _assert_same_weights(left, right, atol):
@@ -101,8 +102,8 @@ def test_an_interrupted_two_worker_run_resumes_on_both_workers(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     steps = ["--epochs", "3", "--steps-per-epoch", "2", "--distribute", "multi_worker"]
 
-    def workers(extra_env):
-        return [_train(tmp_path, f"worker_{i}", steps, {
+    def workers(extra_env, prefix="worker"):
+        return [_train(tmp_path, f"{prefix}_{i}", steps, {
             "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}), **extra_env})
             for i in range(2)]
 
@@ -119,6 +120,12 @@ def test_an_interrupted_two_worker_run_resumes_on_both_workers(tmp_path):
     assert len(summary["history"]["loss"]) == 3
     assert sorted(p.name for p in chief.iterdir()) == ["model.keras", "summary.json"]
     assert not other.exists()
+    _finish(*workers({}, prefix="whole"))  # the same run, never interrupted: the same weights and optimizer state
+    with np.load(tmp_path / "worker_0.npz") as resumed, np.load(tmp_path / "whole_0.npz") as whole:
+        assert sorted(resumed.files) == sorted(whole.files)
+        assert any(key.startswith("optimizer_") for key in whole.files)
+        for key in whole.files:
+            np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,8 +1,10 @@
-"""Run ``rdinet-train`` with dropout off and dump the trained weights: ``python train_harness.py DUMP.npz ARGS...``.
+"""Run ``rdinet-train`` with dropout off and dump the trained state: ``python train_harness.py DUMP.npz ARGS...``.
 
 Dropout draws its masks per replica, so only without it does a distributed
 run train on exactly what a single-process run on the same global batches
-trains on; the dump lets a test compare workers that write no outputs. With
+trains on (``HARNESS_KEEP_DROPOUT=1`` keeps it); the dump (the weights as
+``weight_<i>``, the optimizer's variables as ``optimizer_<i>``) lets a test
+compare workers that write no outputs. With
 ``HARNESS_KILL_AFTER_EPOCH=N`` the process dies (exit code 17, no cleanup)
 once epoch N is finished and backed up, as a killed run would.
 """
@@ -23,6 +25,8 @@ class DumpWithoutDropout(keras.callbacks.Callback):
         self.path = path
 
     def on_train_begin(self, logs=None):  # before the first step traces the model
+        if os.environ.get("HARNESS_KEEP_DROPOUT"):
+            return
         for layer in flat_layers(self.model):
             if isinstance(layer, keras.layers.Dropout):
                 layer.rate = 0.0
@@ -32,7 +36,9 @@ class DumpWithoutDropout(keras.callbacks.Callback):
             os._exit(17)
 
     def on_train_end(self, logs=None):
-        np.savez(self.path, *[np.asarray(w) for w in self.model.get_weights()])
+        state = {f"weight_{i}": np.asarray(w) for i, w in enumerate(self.model.get_weights())}
+        state.update({f"optimizer_{i}": np.asarray(v) for i, v in enumerate(self.model.optimizer.variables)})
+        np.savez(self.path, **state)
 
 
 if __name__ == "__main__":

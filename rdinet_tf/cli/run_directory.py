@@ -3,7 +3,9 @@
 Layout of ``--out`` while a run is under way, and what a rerun does with it:
 
 * ``backup/``: Keras's ``BackupAndRestore`` state during ``fit`` (a rerun
-  resumes from the last finished epoch);
+  resumes from the last finished epoch), with the random generators' states
+  that it does not save (dropout's), so that a resumed run is the run it
+  continues;
 * ``progress.json``: the arguments and every finished epoch's metrics and
   seconds, so the summary of a resumed run covers all its epochs;
 * ``trained.keras``: the model once ``fit`` has finished (a rerun calibrates,
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import h5py
 import keras
+import numpy as np
 
 from rdinet_tf import files, guard
 from rdinet_tf.errors import InputError
@@ -79,7 +82,7 @@ class RunDirectory:
 
     def callbacks(self):
         """``BackupAndRestore`` and the callback that records each finished epoch."""
-        return [keras.callbacks.BackupAndRestore(str(self.backup), double_checkpoint=True),
+        return [_RandomStates(self), keras.callbacks.BackupAndRestore(str(self.backup), double_checkpoint=True),
                 _EpochRecorder(self)]
 
     def record_epoch(self, epoch, logs, seconds):
@@ -146,6 +149,42 @@ class RunDirectory:
             except OSError as error:
                 raise InputError(f"the training backup {path} is corrupt ({error}): delete {self.backup}, or "
                                  "pass --restart to train again") from error
+
+
+class _RandomStates(keras.callbacks.Callback):
+    """Keeps the model's variables that ``save_weights`` leaves out (the ``SeedGenerator`` states of dropout)
+    beside the backup, one file per finished epoch, and restores those of the epoch a rerun resumes from.
+
+    It runs before ``BackupAndRestore`` at every epoch end, so the file of any epoch the backup holds exists.
+    """
+
+    def __init__(self, run_directory):
+        super().__init__()
+        self.run_directory = run_directory
+
+    def _states(self):
+        weights = {id(w) for w in self.model.weights}
+        return [v for v in self.model.variables if id(v) not in weights]
+
+    def _path(self, epoch):
+        return self.run_directory.backup / f"random_states.{epoch}.npz"
+
+    def on_train_begin(self, logs=None):
+        epoch = self.run_directory.resumed_epoch()
+        if epoch == 0 or not self._states():
+            return
+        try:
+            with np.load(self._path(epoch)) as stored:
+                for i, variable in enumerate(self._states()):
+                    variable.assign(stored[f"state_{i}"])
+        except (OSError, KeyError, ValueError) as error:
+            raise InputError(f"the training backup in {self.run_directory.backup} lacks the random states of epoch "
+                             f"{epoch} ({error}): pass --restart to train again") from error
+
+    def on_epoch_end(self, epoch, logs=None):
+        states = {f"state_{i}": np.asarray(v) for i, v in enumerate(self._states())}
+        files.publish(self.run_directory.backup, {self._path(epoch + 1).name: lambda path: np.savez(path, **states)})
+        self._path(epoch - 1).unlink(missing_ok=True)  # the backup keeps two epochs
 
 
 class _EpochRecorder(keras.callbacks.Callback):
