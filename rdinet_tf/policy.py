@@ -43,9 +43,15 @@ def first_confident_exit(entropies, thresholds):
     leading axes, e.g. (M, 1, K-1), route under M policies at once -> (M, N).
     A threshold of 0 closes its exit (:func:`rdinet_tf.inputs.entropy_bounds`).
     """
+    return first_exit_below(entropies, entropy_bounds(thresholds))
+
+
+def first_exit_below(entropies, bounds):
+    """:func:`first_confident_exit` from the side exits' entropy bounds (:func:`rdinet_tf.inputs.entropy_bounds`),
+    which may be a tensor (the thresholds a training step reads from a variable)."""
     entropies = ops.convert_to_tensor(entropies)
     num_exits = entropies.shape[-1]
-    confident = entropies[:, :-1] < ops.cast(entropy_bounds(thresholds), entropies.dtype)
+    confident = entropies[:, :-1] < ops.cast(bounds, entropies.dtype)
     side_exits = ops.arange(num_exits - 1, dtype="int32")
     taken = ops.where(confident, side_exits, num_exits - 1)
     return ops.min(ops.concatenate([taken, ops.full_like(taken[..., :1], num_exits - 1)], axis=-1), axis=-1)
@@ -189,6 +195,47 @@ class ExitPolicy:
                 "target_cost=MFLOPs, labels=y and adversarial=[x_adv, ...])"
             )
         return cls(thresholds)
+
+
+class TrainingThresholds:
+    """Side-exit thresholds that a compiled training step reads from a variable, so that they can follow the
+    model between epochs (:class:`rdinet_tf.training.FollowThresholds`) without retracing.
+
+    Duck-types an :class:`ExitPolicy` for the attack objectives that know the policy (``route``,
+    ``thresholds``); closed exits (threshold 0) stay closed, as everywhere.
+    """
+
+    def __init__(self, thresholds):
+        thresholds = check_thresholds(thresholds)
+        self._thresholds = keras.Variable(thresholds.astype("float32"), trainable=False, name="training_thresholds")
+        self._bounds = keras.Variable(entropy_bounds(thresholds).astype("float32"), trainable=False,
+                                      name="training_entropy_bounds")
+
+    @property
+    def num_exits(self):
+        return int(self._thresholds.shape[0]) + 1
+
+    @property
+    def thresholds(self):
+        """The thresholds as a tensor; closed exits have a bound of -inf (never left at)."""
+        return self._bounds.value
+
+    def values(self):
+        """The current thresholds, as a numpy array."""
+        return np.asarray(self._thresholds.numpy(), np.float64)
+
+    def assign(self, thresholds):
+        thresholds = check_thresholds(thresholds)
+        if thresholds.shape != tuple(self._thresholds.shape):
+            raise InputError(f"expected {self._thresholds.shape[0]} thresholds (one per side exit); got "
+                             f"{thresholds.tolist()}")
+        self._thresholds.assign(thresholds.astype("float32"))
+        self._bounds.assign(entropy_bounds(thresholds).astype("float32"))
+
+    def route(self, exit_logits):
+        """Routed logits (N, C) and 0-based exit taken (N,), as :meth:`ExitPolicy.route`."""
+        exits = first_exit_below(exit_entropies(exit_logits), self._bounds)
+        return routed_logits(exit_logits, exits), exits
 
 
 def predict_exit_logits(model, images, batch_size=256):

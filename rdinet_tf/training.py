@@ -49,11 +49,16 @@ from rdinet_tf.adversarial import attacks
 from rdinet_tf.architecture.network import MultiExitNetwork
 from rdinet_tf.distillation import NeoKD, weighted_batch_mean
 from rdinet_tf.errors import InputError
+from rdinet_tf.policy import ExitPolicy, TrainingThresholds, entropy
 
-DEFENSES = ("none", "main", "average", "max_average")
+# Defenses whose training attack knows the exit policy: they read the thresholds the model follows in training.
+POLICY_DEFENSES = ("routing", "exit_hijack", "worst_case")
+DEFENSES = ("none", "main", "average", "max_average", *POLICY_DEFENSES)
+# The candidates of the per-sample worst-case defense: the paper's strongest form and the policy-aware ones.
+WORST_CASE_OBJECTIVES = ("max_average", "routing", "exit_hijack")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 _RDI_COMPILE_ARGS = ("defense", "attack", "exit_weights", "adversarial_weight", "seed", "slowdown_weight",
-                     "slowdown_attack", "distillation")
+                     "slowdown_attack", "distillation", "abstention_weight", "training_thresholds")
 # keras.Model.compile arguments that L_RDI replaces: refused with a pointer to what to use instead.
 _REFUSED_COMPILE_ARGS = {
     "loss": "the loss is L_RDI; choose it with defense=..., exit_weights=... and adversarial_weight=...",
@@ -94,18 +99,41 @@ def rdi_loss(labels, clean_logits, adversarial_logits, exit_weights, adversarial
     return total
 
 
+_SEED_STRIDE = 7919  # apart the random starts of the worst-case defense's candidates
+
+
+def abstention_loss(labels, logits, sample_weight=None):
+    """How confident one exit is where it is wrong: per sample ``(1 - p_y) * (1 - H / log C)``, weighted mean.
+
+    ``p_y`` is the exit's probability of the true class (a constant: the term
+    only moves the entropy H), ``1 - H / log C`` its confidence in [0, 1]
+    (0: a uniform softmax). Minimising it raises the entropy of the inputs the
+    exit gets wrong, above any threshold, so that they go on to deeper exits,
+    and leaves the ones it gets right alone.
+    """
+    logits = tf.cast(logits, tf.float32)
+    wrong = 1.0 - tf.stop_gradient(tf.gather(tf.nn.softmax(logits), tf.cast(labels, tf.int32), batch_dims=1))
+    confidence = 1.0 - entropy(logits) / math.log(logits.shape[-1])
+    return weighted_batch_mean(wrong * confidence, sample_weight)
+
+
 @keras.saving.register_keras_serializable(package="rdinet_tf")
 class MultiExitModel(MultiExitNetwork):
     """A :class:`MultiExitNetwork` that trains with the RDI defenses through ``compile`` and ``fit``."""
 
     def compile(self, optimizer="sgd", defense="max_average", attack=None, exit_weights=None,
                 adversarial_weight=0.5, seed=0, slowdown_weight=0.0, slowdown_attack=None, distillation=None,
-                metrics=None, **kwargs):
+                abstention_weight=0.0, training_thresholds=None, metrics=None, **kwargs):
         """Configure training.
 
         Args:
             optimizer: any Keras optimizer (or its name).
-            defense: one of ``DEFENSES``: the attack objective of the training attack.
+            defense: one of ``DEFENSES``: the attack objective of the training attack. The policy-aware
+                ones attack the exit policy the model follows in training (its ``training_thresholds``):
+                ``"routing"`` (each step ascends the loss of the exit the policy takes), ``"exit_hijack"``
+                (makes a side exit confident and wrong while earlier exits stay above their thresholds)
+                and ``"worst_case"`` (per sample, the candidate of ``max_average``, ``routing`` and
+                ``exit_hijack`` whose routed exit has the largest cross-entropy).
             attack: an attack method from :mod:`rdinet_tf.adversarial.attacks` (e.g. ``PGD(...)``);
                 required unless ``defense="none"``.
             exit_weights: per-exit loss weights w_i (default all 1).
@@ -115,6 +143,12 @@ class MultiExitModel(MultiExitNetwork):
             slowdown_attack: the attack method making the slowdown examples (default: ``attack``).
             distillation: None, or a :class:`rdinet_tf.distillation.NeoKD` (``"neo_kd"``: its default
                 weights): NEO-KD's distillation terms on the defense's adversarial batch.
+            abstention_weight: mu, the weight of the abstention term (0: off): side exits learn to stay
+                uncertain on the adversarial inputs they get wrong (see :func:`abstention_loss`), so an
+                attacker cannot make an early exit leave with a wrong answer.
+            training_thresholds: the side-exit thresholds the policy-aware defenses attack (K-1 entropies;
+                0 closes an exit); default: the model's ``exit_policy`` if it has one, else every exit
+                closed until :class:`FollowThresholds` calibrates them on held-out data.
             metrics: Keras metrics (names or objects) computed on the clean batch for every
                 exit, reported as ``exit_k_<name>``.
             **kwargs: passed to ``keras.Model.compile`` (e.g. ``jit_compile``,
@@ -142,6 +176,14 @@ class MultiExitModel(MultiExitNetwork):
             raise InputError(f"distillation must be None, 'neo_kd' or a NeoKD(...); got {distillation!r}")
         if distillation is not None and defense == "none":
             raise InputError("distillation distils onto the adversarial batch: give a defense other than 'none'")
+        if not (math.isfinite(abstention_weight) and abstention_weight >= 0):
+            raise InputError(f"abstention_weight must be >= 0; got {abstention_weight}")
+        if abstention_weight > 0 and (defense == "none" or self.num_exits < 2):
+            raise InputError("abstention_weight acts on the side exits' adversarial outputs: give a defense "
+                             "other than 'none' and a model with side exits")
+        if training_thresholds is None:
+            policy = getattr(self, "exit_policy", None)
+            training_thresholds = policy.thresholds if policy is not None else [0.0] * (self.num_exits - 1)
         if slowdown_weight > 0:
             if slowdown_attack is None:
                 raise InputError("slowdown_weight needs an attack: pass slowdown_attack=PGD(eps, step_size, steps)")
@@ -152,9 +194,11 @@ class MultiExitModel(MultiExitNetwork):
         self.attack_seed = int(seed)
         self.slowdown_weight, self.slowdown_attack = float(slowdown_weight), slowdown_attack
         self.distillation = distillation
+        self.abstention_weight = float(abstention_weight)
+        self.training_policy = TrainingThresholds(training_thresholds)
         self._metric_specs = list(metrics or [])
         self._rdi_metrics = _RDIMetrics(self.num_exits, defense != "none", slowdown_attack is not None,
-                                        distillation is not None, self._metric_specs)
+                                        distillation is not None, abstention_weight > 0, self._metric_specs)
         super().compile(optimizer=optimizer, **kwargs)
 
     def get_compile_config(self):
@@ -166,7 +210,8 @@ class MultiExitModel(MultiExitNetwork):
                 defense=self.defense, attack=serialize(self.attack), exit_weights=self.exit_weights,
                 adversarial_weight=self.adversarial_weight, seed=self.attack_seed,
                 slowdown_weight=self.slowdown_weight, slowdown_attack=serialize(self.slowdown_attack),
-                distillation=serialize(self.distillation), metrics=serialize(self._metric_specs))
+                distillation=serialize(self.distillation), abstention_weight=self.abstention_weight,
+                training_thresholds=self.training_policy.values().tolist(), metrics=serialize(self._metric_specs))
         return config
 
     def compile_from_config(self, config):
@@ -219,7 +264,18 @@ class MultiExitModel(MultiExitNetwork):
         """The training attack's batch for this step, or None without a defense."""
         if self.defense == "none":
             return None
-        return attacks.generate(self, images, labels, self.attack, self.defense, seed=self._step_seed())
+        if self.defense == "worst_case":
+            candidates = [attacks.generate(self, images, labels, self.attack, objective, self.training_policy,
+                                           self._step_seed() + i * _SEED_STRIDE)
+                          for i, objective in enumerate(WORST_CASE_OBJECTIVES)]
+            return attacks.select_routed(self, self.training_policy, candidates, labels)
+        policy = self.training_policy if self.defense in POLICY_DEFENSES else None
+        return attacks.generate(self, images, labels, self.attack, self.defense, policy, seed=self._step_seed())
+
+    def abstention_loss(self, labels, adversarial_logits, sample_weight=None):
+        """The abstention term of this step over the side exits (see :func:`abstention_loss`)."""
+        return tf.add_n([weight * abstention_loss(labels, logits, sample_weight)
+                         for weight, logits in zip(self.exit_weights[:-1], adversarial_logits[:-1])])
 
     def distillation_loss(self, labels, clean_logits, adversarial_logits, sample_weight=None):
         """The distillation terms of this step (see :class:`rdinet_tf.distillation.NeoKD`)."""
@@ -247,7 +303,7 @@ class MultiExitModel(MultiExitNetwork):
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         adversarial = self.adversarial_batch(images, labels)
         slowdown = self.slowdown_batch(images, labels)
-        slowdown_term = distillation_term = None
+        slowdown_term = distillation_term = abstention_term = None
         with tf.GradientTape() as tape:
             clean_logits = self(images, training=True)
             adversarial_logits = None if adversarial is None else self(adversarial, training=True)
@@ -255,6 +311,9 @@ class MultiExitModel(MultiExitNetwork):
             if self.distillation is not None:
                 distillation_term = self.distillation_loss(labels, clean_logits, adversarial_logits, sample_weight)
                 loss += distillation_term
+            if self.abstention_weight > 0:
+                abstention_term = self.abstention_loss(labels, adversarial_logits, sample_weight)
+                loss += self.abstention_weight * abstention_term
             if slowdown is not None:
                 slowdown_term = self.slowdown_loss(
                     labels, clean_logits, self.exit_logits(slowdown, range(self.num_exits - 1), training=True),
@@ -265,8 +324,9 @@ class MultiExitModel(MultiExitNetwork):
             scaled = self.optimizer.scale_loss((loss + regularization) / replicas)
         gradients = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        self._rdi_metrics.update(loss, labels, sample_weight, clean_logits, adversarial_logits, slowdown_term,
-                                 distillation_term)
+        self._rdi_metrics.update(loss, labels, sample_weight, clean_logits, adversarial_logits,
+                                 {"slowdown": slowdown_term, "distillation": distillation_term,
+                                  "abstention": abstention_term})
         return _logs(self.metrics)
 
     def test_step(self, data):
@@ -275,6 +335,28 @@ class MultiExitModel(MultiExitNetwork):
         loss = self.rdi_loss(labels, clean_logits, None, sample_weight)
         self._rdi_metrics.update(loss, labels, sample_weight, clean_logits)
         return _logs(self._rdi_metrics.evaluated)
+
+
+class FollowThresholds(keras.callbacks.Callback):
+    """Before each epoch, calibrates the thresholds a policy-aware defense attacks on held-out ``images``.
+
+    The thresholds follow the model as it learns (``ExitPolicy.calibrate(model, images, **calibration)``,
+    default ``equal_share``) and come from data that is never the test set; they are logged as
+    ``threshold_k`` and saved with the model (its compile config). A resumed run recalibrates from the
+    restored weights, as the uninterrupted run did.
+    """
+
+    def __init__(self, images, **calibration):
+        super().__init__()
+        self.images, self.calibration = images, calibration
+
+    def on_epoch_begin(self, epoch, logs=None):
+        policy = ExitPolicy.calibrate(self.model, self.images, **self.calibration)
+        self.model.training_policy.assign(policy.thresholds)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update({f"threshold_{k + 1}": float(t) for k, t in enumerate(self.model.training_policy.values())})
 
 
 def _logs(metrics):
@@ -292,22 +374,22 @@ def _logs(metrics):
 
 class _RDIMetrics:
     """The metrics of RDI training: loss, per-exit clean and adversarial accuracy, user metrics per exit,
-    the slowdown and distillation terms when trained with them."""
+    the slowdown, distillation and abstention terms when trained with them."""
 
-    def __init__(self, num_exits, adversarial, slowdown, distillation, metric_specs):
+    def __init__(self, num_exits, adversarial, slowdown, distillation, abstention, metric_specs):
         exits = [f"exit_{k + 1}" for k in range(num_exits)]
         self.loss = keras.metrics.Mean(name="loss")
         self.clean = [keras.metrics.SparseCategoricalAccuracy(name=f"{e}_acc") for e in exits]
         self.adversarial = ([keras.metrics.SparseCategoricalAccuracy(name=f"{e}_adv_acc") for e in exits]
                             if adversarial else [])
         self.terms = {name: keras.metrics.Mean(name=f"{name}_loss")
-                      for name, used in (("slowdown", slowdown), ("distillation", distillation)) if used}
+                      for name, used in (("slowdown", slowdown), ("distillation", distillation),
+                                         ("abstention", abstention)) if used}
         self.user = [[_exit_metric(spec, e) for spec in metric_specs] for e in exits]
         self.evaluated = [self.loss, *self.clean, *(m for per_exit in self.user for m in per_exit)]
         self.all = [*self.evaluated, *self.adversarial, *self.terms.values()]
 
-    def update(self, loss, labels, sample_weight, clean_logits, adversarial_logits=None, slowdown_term=None,
-               distillation_term=None):
+    def update(self, loss, labels, sample_weight, clean_logits, adversarial_logits=None, terms=None):
         batch = tf.shape(labels)[0]
         self.loss.update_state(loss, sample_weight=batch)
         for k, logits in enumerate(clean_logits):
@@ -316,7 +398,7 @@ class _RDIMetrics:
                 metric.update_state(labels, logits, sample_weight=sample_weight)
         for metric, logits in zip(self.adversarial, adversarial_logits or []):
             metric.update_state(labels, logits, sample_weight=sample_weight)
-        for name, term in (("slowdown", slowdown_term), ("distillation", distillation_term)):
+        for name, term in (terms or {}).items():
             if term is not None:
                 self.terms[name].update_state(term, sample_weight=batch)
 

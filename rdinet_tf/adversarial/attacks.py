@@ -350,7 +350,7 @@ def exit_hijack_loss(model, policy, exit_index):
     makes exit k confident and wrong: its entropy falls below T_k), minus, for each
     earlier exit j, ``max(T_j (1 + margin) - H_j, 0)`` (they stay above their thresholds).
     """
-    thresholds = tf.constant(policy.thresholds[:exit_index] * (1 + THRESHOLD_MARGIN), tf.float32)
+    thresholds = tf.cast(policy.thresholds[:exit_index], tf.float32) * (1 + THRESHOLD_MARGIN)
 
     def loss(x, y):
         logits = model.exit_logits(x, range(exit_index + 1))

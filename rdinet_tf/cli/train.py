@@ -24,8 +24,10 @@ from rdinet_tf.distillation import NeoKD
 from rdinet_tf.errors import InputError
 from rdinet_tf.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
 from rdinet_tf.policy import ExitPolicy
-from rdinet_tf.training import (DEFENSES, FAST_RECIPES, PRECISIONS, PRESETS, RECIPES, check_exit_weights,
-                                precision_scope, preset_optimizer)
+from rdinet_tf.training import (DEFENSES, FAST_RECIPES, POLICY_DEFENSES, PRECISIONS, PRESETS, RECIPES,
+                                FollowThresholds, check_exit_weights, precision_scope, preset_optimizer)
+
+POLICY_CALIBRATION_SAMPLES = 2000  # validation images the policy-aware defenses calibrate on before each epoch
 
 
 def parser():
@@ -67,6 +69,10 @@ def parser():
     parser.add_argument("--neo-kd", metavar="NKD,EOKD",
                         help="add NEO-KD's distillation terms with these weights (neighbour, exit-wise orthogonal; "
                         "e.g. 1,1) on the defense's adversarial batch")
+    parser.add_argument("--abstention-weight", type=base.non_negative_float,
+                        help="weight of the abstention term: side exits learn to stay uncertain on the adversarial "
+                        "inputs they get wrong, so an attacker cannot make an early exit leave with a wrong answer "
+                        "(default 0: off)")
     parser.add_argument("--eval-attacks", default="pgd", help="comma-separated: pgd,fgsm,wrm,noise")
     parser.add_argument("--eval-objectives", help="comma-separated attack objectives "
                         "(default: every exit, average, max_average, routing, exit_hijack)")
@@ -161,7 +167,7 @@ def run(args, callbacks=()):
                              else preset_optimizer(preset, total_steps, args.lr))
                 model.compile(optimizer=optimizer, defense=args.defense, attack=attack, exit_weights=exit_weights,
                               seed=args.seed, slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack,
-                              distillation=distillation)
+                              distillation=distillation, abstention_weight=args.abstention_weight or 0.0)
             if guard is not None and guard.load_state():  # killed after the guard stopped the run
                 guard.restore_best(model)
             else:
@@ -172,7 +178,8 @@ def run(args, callbacks=()):
                 model.fit(_sharded(train_data, placement), epochs=epochs, steps_per_epoch=steps_per_epoch,
                           shuffle=False,
                           validation_data=_sharded(data.make_dataset(splits.x_val, splits.y_val, 256), placement),
-                          callbacks=[*([guard] if guard else []), *run_directory.callbacks(), *callbacks],
+                          callbacks=[*_policy_callbacks(args.defense, splits), *([guard] if guard else []),
+                                     *run_directory.callbacks(), *callbacks],
                           verbose=0 if args.quiet else "auto")
             run_directory.save_trained(model)
         if not placement.is_chief:
@@ -193,6 +200,11 @@ def run(args, callbacks=()):
                            "precision": args.precision})
         placement.wait_for_all()
         return summary
+
+
+def _policy_callbacks(defense, splits):
+    """A policy-aware defense attacks thresholds calibrated on the validation split before each epoch."""
+    return [FollowThresholds(splits.x_val[:POLICY_CALIBRATION_SAMPLES])] if defense in POLICY_DEFENSES else []
 
 
 def _recipe_summary(args, recipe, preset, attack, epochs, total_steps, global_batch):
