@@ -21,6 +21,7 @@ ATA within a cost budget.
 """
 
 import dataclasses
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,14 @@ def savings_kept(full, clean, attacked):
     return None if saved <= 1e-9 * full else float((full - attacked) / saved)
 
 
+LEGEND = ("Legend: TA = clean accuracy of the adaptive model; ATA = its accuracy on attacked images; worst case, "
+          "per sample = a sample counts only if it survives every attack form above (the headline); MFLOPs = "
+          "average cost per image in 10^6 conv+dense MACs, the heads of the exits an input passed included "
+          "(honest); paper = 2^20 conv MACs, own head only (the paper's convention); exit shares = % of images "
+          "leaving at each exit; savings kept = (full - attacked cost) / (full - clean cost): 100 = the attack "
+          "costs nothing, 0 = every image runs the whole network.")
+
+
 @dataclasses.dataclass(frozen=True)
 class RobustnessReport:
     """TA, ATA per attack, worst cases and per-exit accuracies; see :func:`robustness_report`."""
@@ -84,6 +93,7 @@ class RobustnessReport:
     exit_adversarial_accuracy: dict  # method -> each exit alone under the attack on that exit
     # method -> [j][k]: share of the exit_{j+1} attack's successes that also fool exit k+1 (transfer_rates)
     exit_transfer: dict = dataclasses.field(default_factory=dict)
+    exit_transfer_counts: dict = dataclasses.field(default_factory=dict)  # method -> [j][k]: samples of each rate
     slowdown: list = dataclasses.field(default_factory=list)  # SlowdownResult per method and slowdown objective
     autoattack: autoattack_lib.AutoAttackResult = None
     per_sample_worst_case_with_autoattack: float = None  # survives every attack above and every suite run
@@ -92,44 +102,68 @@ class RobustnessReport:
         return dataclasses.asdict(self)
 
     def table(self):
-        """The report as a printable table."""
-        lines = [f"{'inputs':<28}{'accuracy':>9}{'MFLOPs':>9}{'paper':>9}   exit shares (%)"]
+        """The report as printable, titled tables with a legend; the headline is the per-sample worst case."""
+        lines = [f"Robustness of the adaptive model (entropy early exit, thresholds "
+                 f"{', '.join(f'{t:.4g}' for t in self.thresholds)}) on {self.num_samples} test images",
+                 "attacks: " + "; ".join(describe_attack(m) for m in self.attack_methods), ""]
+        max_average = [r for r in self.attacks if r.name.endswith(" max_average")]
+        lines.append(f"HEADLINE  worst-case ATA, per sample: {self.per_sample_worst_case_ata:.2%}"
+                     + (f"   (paper's strongest form, max-average: "
+                        f"{', '.join(f'{r.accuracy:.2%}' for r in max_average)})" if max_average else ""))
+        if self.autoattack is not None:
+            lines.append(f"          with the AutoAttack-style suite too: {self.per_sample_worst_case_with_autoattack:.2%}")
+        lines += ["", f"TA and ATA per attack form ({self.num_samples} images)",
+                  f"{'inputs':<28}{'accuracy':>9}{'MFLOPs':>9}{'paper':>9}   exit shares (%)"]
         for result in [self.clean, *self.attacks]:
             shares = " ".join(f"{100 * s:.0f}" for s in result.exit_shares)
             lines.append(f"{result.name:<28}{result.accuracy:>9.2%}{result.mflops:>9.3f}"
                          f"{result.paper_mflops:>9.3f}   {shares}")
-        lines.append(f"{'worst case (' + self.worst_case_attack + ')':<28}{self.worst_case_ata:>9.2%}")
+        lines.append(f"{'worst form (' + self.worst_case_attack + ')':<28}{self.worst_case_ata:>9.2%}")
         lines.append(f"{'worst case, per sample':<28}{self.per_sample_worst_case_ata:>9.2%}")
-        if self.autoattack is not None:
-            lines.append(f"{'per sample, with the suite':<28}{self.per_sample_worst_case_with_autoattack:>9.2%}")
         if self.slowdown:
-            lines.append("")
-            lines.append(f"{'slowdown (cost attack)':<28}{'accuracy':>9}{'MFLOPs':>9}{'paper':>9}"
-                         f"   savings kept (%, honest / paper)")
+            lines += ["", "Cost under the slowdown attacks (they attack the early exits' confidence, not the answer)",
+                      f"{'inputs':<28}{'accuracy':>9}{'MFLOPs':>9}{'paper':>9}   savings kept (%, honest / paper)"]
             for result in self.slowdown:
-                kept = " / ".join("-" if k is None else f"{100 * k:.0f}"
+                kept = " / ".join("-" if k is None else f"{round(100 * k):d}"
                                   for k in (result.savings_kept, result.paper_savings_kept))
                 lines.append(f"{result.name:<28}{result.accuracy:>9.2%}{result.mflops:>9.3f}"
                              f"{result.paper_mflops:>9.3f}   {kept}")
         if self.autoattack is not None:
-            lines.append("")
-            lines.append(self.autoattack.table())
-        lines.append("")
+            lines += ["", self.autoattack.table()]
         methods = list(self.exit_adversarial_accuracy)
-        lines.append(f"{'exit alone':<12}{'clean':>9}" + "".join(f"{m:>14}" for m in methods))
+        lines += ["", "Each exit alone (no early exit), clean and under the attack on that exit",
+                  f"{'exit':<12}{'clean':>9}" + "".join(f"{m:>14}" for m in methods)]
         for k, clean in enumerate(self.exit_clean_accuracy):
             lines.append(f"exit_{k + 1:<7}{clean:>9.2%}" + "".join(
-                f"{self.exit_adversarial_accuracy[m][k]:>14.2%}" for m in methods))
+                f"{_percent(self.exit_adversarial_accuracy[m][k]):>14}" for m in methods))
         for method, rates in self.exit_transfer.items():
-            lines.append("")
-            lines.append(f"{method + ' transfer':<20}" + "".join(f"{'to exit_' + str(k + 1):>11}"
-                                                               for k in range(len(rates))))
+            counts = self.exit_transfer_counts.get(method)
+            lines += ["", f"Transfer of the {method} attack on one exit to the others "
+                      "(share of its successes that also fool the other exit; samples in brackets)",
+                      f"{'':<14}" + "".join(f"{'to exit_' + str(k + 1):>15}" for k in range(len(rates)))]
             for j, row in enumerate(rates):
-                lines.append(f"{'from exit_' + str(j + 1):<20}" + "".join(
-                    f"{'-':>11}" if np.isnan(rate) else f"{rate:>11.2%}" for rate in row))
-        lines.append(f"(MFLOPs: 10^6 conv+dense MACs incl. rejected heads; paper: 2^20 conv MACs; "
-                     f"{self.num_samples} samples)")
+                lines.append(f"{'from exit_' + str(j + 1):<14}" + "".join(
+                    f"{_percent(rate, 0) + ('' if counts is None else f' ({counts[j][k]})'):>15}"
+                    for k, rate in enumerate(row)))
+        lines += ["", textwrap.fill(LEGEND, 110)]
         return "\n".join(lines)
+
+
+def describe_attack(config):
+    """One attack method's settings in words, e.g. ``pgd: PGD-20, eps 0.0314, step 0.00784, random start``."""
+    name = config.get("name", "?")
+    if "steps" in config and "step_size" in config:
+        start = ", random start" if config.get("random_start") else ""
+        return f"{name}: PGD-{config['steps']}, eps {config['eps']:.4g}, step {config['step_size']:.4g}{start}"
+    if name == "wrm":
+        return f"wrm: {config['steps']} steps, eps {config['eps']:.4g} (L2 Lagrangian)"
+    settings = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in config.items() if k != "name")
+    return f"{name}: {settings}"
+
+
+def _percent(value, digits=2):
+    return "-" if value is None or np.isnan(value) else f"{100 * value:.{digits}f}%"
 
 
 SLOWDOWN_OBJECTIVES = ("slowdown", "threshold_slowdown")
@@ -143,15 +177,22 @@ def transfer_rates(labels, clean_logits, exit_attack_logits):
     and the exit-j attack makes exit j get wrong, the share that exit k gets wrong
     too (the diagonal is 1).
     """
+    return transfer_counts(labels, clean_logits, exit_attack_logits)[0]
+
+
+def transfer_counts(labels, clean_logits, exit_attack_logits):
+    """``(rates, counts)``: :func:`transfer_rates` and, per entry, the number of samples it is a share of."""
     clean_correct = np.stack([z.argmax(-1) == labels for z in clean_logits])
     rates = np.full((len(clean_logits), len(clean_logits)), np.nan)
+    counts = np.zeros(rates.shape, dtype=int)
     for j, attacked in enumerate(exit_attack_logits):
         fooled = np.stack([z.argmax(-1) != labels for z in attacked])
         for k in range(len(clean_logits)):
             qualified = clean_correct[j] & clean_correct[k] & fooled[j]
+            counts[j, k] = qualified.sum()
             if qualified.any():
                 rates[j, k] = fooled[k][qualified].mean()
-    return rates
+    return rates, counts
 
 
 def default_objectives(model, policy):
@@ -200,7 +241,8 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
     slowdown_objectives = SLOWDOWN_OBJECTIVES if slowdown and driver.policy.has_open_side_exit else ()
     bar = tqdm(total=len(attacks) * (len(objectives) + len(slowdown_objectives)) * batches, desc="attacks",
                disable=not progress, leave=False)
-    results, survivors, exit_adversarial, exit_transfer = [], np.ones(len(labels), dtype=bool), {}, {}
+    results, survivors, exit_adversarial = [], np.ones(len(labels), dtype=bool), {}
+    exit_transfer, exit_transfer_counts = {}, {}
     for method in attacks:
         exit_adversarial[method.name] = [float("nan")] * model.num_exits
         exit_attack_logits = {}
@@ -215,8 +257,9 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
                     np.mean(adversarial_logits[exit_index].argmax(-1) == labels))
                 exit_attack_logits[exit_index] = adversarial_logits
         if len(exit_attack_logits) == model.num_exits > 1:
-            exit_transfer[method.name] = transfer_rates(
-                labels, clean_logits, [exit_attack_logits[k] for k in range(model.num_exits)]).tolist()
+            rates, counts = transfer_counts(labels, clean_logits,
+                                            [exit_attack_logits[k] for k in range(model.num_exits)])
+            exit_transfer[method.name], exit_transfer_counts[method.name] = rates.tolist(), counts.tolist()
     slowdown_results = []
     for method in attacks:
         for objective in slowdown_objectives:
@@ -240,6 +283,7 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
         exit_clean_accuracy=[float(np.mean(z.argmax(-1) == labels)) for z in clean_logits],
         exit_adversarial_accuracy=exit_adversarial,
         exit_transfer=exit_transfer,
+        exit_transfer_counts=exit_transfer_counts,
         slowdown=slowdown_results,
         autoattack=suite,
         per_sample_worst_case_with_autoattack=None if suite is None else float(

@@ -124,6 +124,7 @@ def test_transfer_rates_count_the_shared_successes_of_single_exit_attacks():
     on_exit_2 = [np.stack([wrong, wrong, right, wrong]), np.stack([wrong, wrong, right, right])]
     rates = evaluate.transfer_rates(labels, clean, [on_exit_1, on_exit_2])
     np.testing.assert_allclose(rates, [[1.0, 1 / 3], [1.0, 1.0]])
+    np.testing.assert_array_equal(evaluate.transfer_counts(labels, clean, [on_exit_1, on_exit_2])[1], [[3, 3], [2, 2]])
     none_fooled = evaluate.transfer_rates(labels, clean, [clean, clean])
     assert np.isnan(none_fooled).all()
 
@@ -136,7 +137,8 @@ def test_report_gives_the_transfer_matrix_of_its_single_exit_attacks(digits_mode
     assert rates.shape == (3, 3)
     np.testing.assert_array_equal(np.diag(rates)[~np.isnan(np.diag(rates))], 1.0)
     assert np.nanmax(rates - np.eye(3)) > 0  # the attacks transfer, in part
-    assert "pgd transfer" in report.table()
+    assert "Transfer of the pgd attack" in report.table()
+    assert np.array(report.exit_transfer_counts["pgd"]).shape == (3, 3)
     assert np.array(json.loads(json.dumps(report.to_dict()))["exit_transfer"]["pgd"]).shape == (3, 3)
     partial = evaluate.robustness_report(digits_model, digits.x_test[:16], digits.y_test[:16], [attacks.PGD(0.3, 0.05, 2)],
                                          objectives=["exit_1", "average"], progress=False, slowdown=False)
