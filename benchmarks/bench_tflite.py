@@ -254,6 +254,8 @@ def main(argv=None):
     durations = ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items())
     report = f"""# TFLite (LiteRT) latency: one-file bundle, early exit vs full model, real weights
 
+[Back to the benchmark summary](RESULTS.md#summary).
+
 Command: `{command.strip()}` (wall time per part, including loading, training, calibration and
 export: {durations}).
 
@@ -268,7 +270,7 @@ full model and each segment alone; then a second pass alternating the chain thro
 
 - "latency chain/full": mean chain latency / mean full-model latency; "cost EE/full": expected honest
   cost of the measured exit distribution (segments 1..k, every evaluated head counted) / honest cost of
-  the full model (backbone + final head). "chain ratio / cost ratio" is the target of issue 16 (<= 1.10).
+  the full model (backbone + final head). "chain ratio / cost ratio" is the target (<= 1.10).
 - "segments alone, predicted/full": sum_k share_k * (t_1 + ... + t_k) / full from each segment timed alone
   (what `rdinet_tf.bench_kit` computes from on-device `benchmark_model` logs); the chain's own cost (Python,
   the feature-map copies) is the difference between it and "latency chain/full".

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CIFAR-10 study (issue 15): defended single-exit and RDI ResNet-38 / MobileNetV2, one CPU budget for every run,
 # then the TF-MOT pruned ResNet-38 at the RDI max_average model's average cost.
-# Re-creates every model of benchmarks/RESULTS.md section 8; a finished run is skipped, an interrupted one resumes
+# Re-creates every model of the CIFAR-10 study in benchmarks/RESULTS.md; a finished run is skipped, an interrupted one resumes
 # (rdinet-train's run directory), so the script can be started again after a kill.
 # Usage: benchmarks/cifar_study.sh [DATA_DIR] [OUT_ROOT] [RUN ...]   (default: every run, in order)
 set -euo pipefail
