@@ -204,16 +204,18 @@ def test_the_summary_records_the_recipe_per_epoch_accuracies_and_the_guard(tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_after", ["0", "1"])
-def test_a_killed_and_resumed_run_is_the_uninterrupted_run(tmp_path, kill_after):
+@pytest.mark.parametrize("kill_after, defense", [("0", "max_average"), ("1", "max_average"), ("0", "routing")])
+def test_a_killed_and_resumed_run_is_the_uninterrupted_run(tmp_path, kill_after, defense):
     """Weights, optimizer state (momentum, iterations: the schedule's position and the attack seeds) and the
-    per-epoch logs (which follow the input stream) are bit-identical, dropout included."""
-    whole, whole_dump = _harness(tmp_path, "whole", env={"HARNESS_KEEP_DROPOUT": "1"})
+    per-epoch logs (which follow the input stream, and the thresholds a policy-aware defense follows) are
+    bit-identical, dropout included."""
+    extra = ["--defense", defense]
+    whole, whole_dump = _harness(tmp_path, "whole", extra, env={"HARNESS_KEEP_DROPOUT": "1"})
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killed, _ = _harness(tmp_path, "resumed", env={"HARNESS_KILL_AFTER_EPOCH": kill_after,
-                                                    "HARNESS_KEEP_DROPOUT": "1"})
+    killed, _ = _harness(tmp_path, "resumed", extra, env={"HARNESS_KILL_AFTER_EPOCH": kill_after,
+                                                           "HARNESS_KEEP_DROPOUT": "1"})
     assert killed.returncode == 17, killed.stderr[-2000:]
-    resumed, resumed_dump = _harness(tmp_path, "resumed", env={"HARNESS_KEEP_DROPOUT": "1"})
+    resumed, resumed_dump = _harness(tmp_path, "resumed", extra, env={"HARNESS_KEEP_DROPOUT": "1"})
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     expected, actual = _state(whole_dump), _state(resumed_dump)
     assert sorted(expected) == sorted(actual) and any(key.startswith("optimizer_") for key in expected)
