@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import keras
 import numpy as np
 import pytest
 
@@ -23,13 +24,16 @@ def images():
 @pytest.fixture(scope="module")
 def model(images):
     """A fresh SmallCNN with thresholds halfway between neighbouring exit entropies of ``images`` (no ties),
-    about a third of the images leaving at each exit."""
+    roughly a third of the images leaving at each exit."""
+    keras.utils.set_random_seed(0)
     model = models.build("smallcnn")
     entropies = oracle.entropies(model.predict(images, verbose=0))
     thresholds = []
     for k, share in ((0, 1 / 3), (1, 1 / 2)):
         ordered = np.sort(entropies[:, k] if k == 0 else entropies[entropies[:, 0] >= thresholds[0], 1])
-        i = int(share * len(ordered))
+        # the widest gap between neighbours around the share (an untrained network's entropies crowd log 10)
+        candidates = range(int((share - 0.1) * len(ordered)), int((share + 0.1) * len(ordered)) + 1)
+        i = max(candidates, key=lambda j: ordered[j] - ordered[j - 1])
         thresholds.append(float((ordered[i - 1] + ordered[i]) / 2))
     model.exit_policy = ExitPolicy(thresholds)
     return model
@@ -60,7 +64,7 @@ def test_run_and_run_batch_give_the_keras_early_exit(bundle, model, images):
     the rule, computed in numpy (no entropy is within 1e-6 of a threshold, so the exits agree exactly)."""
     exits, predictions, probabilities, entropies = oracle.keras_early_exit(model, images)
     assert np.abs(entropies[:, :-1] - model.exit_policy.thresholds).min() > 1e-6
-    assert np.bincount(exits, minlength=3).min() >= 10
+    assert np.bincount(exits, minlength=3).min() >= 8
     runner = EarlyExitRunner(bundle, num_threads=1)
     singles = [runner.run(image) for image in images]
     np.testing.assert_array_equal([r.exit for r in singles], exits)
