@@ -55,6 +55,9 @@ class Mutant:
     append: str = ""  # text added at the end of the file
 
 
+INTERSECTION_TEST = ("tests/test_worst_case.py::"
+                     "test_per_sample_worst_case_is_the_intersection_of_every_form_slowdown_included")
+
 MUTANTS = [
     Mutant("chain_tie", "device chain leaves at an exit when entropy equals T_k (< -> <=)",
            "rdinet_tf/runtime.py", 'segment.view("entropy")[0] < self._entropy_bounds[index]',
@@ -67,11 +70,11 @@ MUTANTS = [
     Mutant("per_sample_min", "per_sample_worst_case_ata = the minimum over forms",
            "rdinet_tf/evaluate.py", "per_sample_worst_case_ata=float(survivors.mean()),",
            "per_sample_worst_case_ata=worst.accuracy,",
-           ["tests/test_worst_case.py::test_per_sample_worst_case_is_the_intersection_of_every_form_slowdown_included"]),
+           [INTERSECTION_TEST]),
     Mutant("slowdown_survivors", "slowdown attacks left out of the per-sample survivors",
            "rdinet_tf/evaluate.py", "            slowdown_results.append(result)\n            survivors &= correct\n",
            "            slowdown_results.append(result)\n",
-           ["tests/test_worst_case.py::test_per_sample_worst_case_is_the_intersection_of_every_form_slowdown_included"]),
+           [INTERSECTION_TEST]),
     Mutant("autoattack_min", "per_sample_worst_case_with_autoattack = a minimum",
            "rdinet_tf/evaluate.py", "survivors[suite.robust_samples].sum() / len(labels))",
            "min(survivors.mean(), suite.robust_accuracy))",
@@ -107,7 +110,8 @@ MUTANTS = [
            ["tests/test_export.py::test_int8_keeps_the_softmax_entropy_tail_in_float32",
             "tests/test_export.py::test_quantized_agreement_is_measured"]),
     Mutant("resume_epoch_only", "resume restores only the epoch counter",
-           "rdinet_tf/cli/run_directory.py", "keras.callbacks.BackupAndRestore(str(self.backup), double_checkpoint=True)",
+           "rdinet_tf/cli/run_directory.py",
+           "keras.callbacks.BackupAndRestore(str(self.backup), double_checkpoint=True)",
            "_EpochOnlyBackup(str(self.backup), double_checkpoint=True)",
            ["tests/test_recipe.py::test_a_killed_and_resumed_run_is_the_uninterrupted_run[1]"],
            append=EPOCH_ONLY_BACKUP),
@@ -213,8 +217,8 @@ def main():
     table = "\n".join(lines)
     print("\n" + table)
     if args.out:
-        Path(args.out).write_text(f"Command: nice -n 10 python benchmarks/mutation_check.py {' '.join(sys.argv[1:])}\n\n"
-                                  f"{table}\n")
+        command = " ".join(["nice -n 10 python benchmarks/mutation_check.py", *sys.argv[1:]])
+        Path(args.out).write_text(f"Command: {command}\n\n{table}\n")
     return 0 if all("| caught |" in line for line in lines[2:]) else 1
 
 
