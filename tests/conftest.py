@@ -5,6 +5,7 @@ that changes a shared model (its policy, a monkeypatched stage) restores it.
 """
 
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -12,6 +13,19 @@ import pytest
 
 from rdinet_tf import data, models
 from rdinet_tf.policy import ExitPolicy
+
+
+@pytest.fixture(scope="session", autouse=True)
+def subprocesses_import_this_checkout():
+    """Python subprocesses the tests start (train_harness.py, python -c ...) import this checkout's rdinet_tf,
+    not whichever one an editable install points to: the checkout goes first on PYTHONPATH."""
+    root, previous = str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [previous])])
+    yield
+    if previous is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -134,6 +134,40 @@ def test_wrm_moves_towards_higher_loss(trained):
     assert adversarial.numpy().min() >= 0 and adversarial.numpy().max() <= 1
 
 
+def test_wrm_ascends_the_loss_minus_half_the_squared_l2_transport():
+    """A linear loss eps * <c, x>: WRM's Lagrangian eps <c, x> - 0.5 ||x - x0||^2 has gradient eps c - (x - x0),
+    so the iterates follow that recursion (step 1/sqrt(t + 2), clipped to [0, 1]) to the point x0 + eps c, not
+    to the edge of [0, 1] where the loss alone would take them."""
+    rng = np.random.default_rng(0)
+    x0 = rng.uniform(0.3, 0.7, (3, 5, 5, 1)).astype(np.float32)
+    c = rng.uniform(-0.2, 0.2, x0.shape).astype(np.float32)
+    eps, steps = 0.5, 15
+    loss = lambda x, _: tf.reduce_sum(c * x, axis=[1, 2, 3])  # noqa: E731
+    got = attacks.WRM(eps, steps).perturb(loss, x0, None, [0, 0]).numpy()
+    expected = x0.astype(np.float64)
+    for t in range(steps):
+        expected = np.clip(expected + (eps * c - (expected - x0)) / np.sqrt(t + 2), 0, 1)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(got, x0 + eps * c, atol=1e-4)  # the fixed point, inside [0, 1]
+
+
+def test_random_average_weighs_the_exits_with_random_convex_weights(trained):
+    """The per-sample random_average loss is a combination sum_k w_k CE_k of the exits' cross-entropies: the
+    weights recovered by least squares are positive, sum to 1, are not uniform and change with the seed."""
+    model, images, labels = trained
+    images, labels = images[:32], labels[:32]
+    per_exit = np.stack([attacks.cross_entropy(labels, z).numpy() for z in model.exit_logits(images)], axis=1)
+    recovered = []
+    for seed in ([0, 0], [1, 0], [2, 5]):
+        loss = attacks.objective_loss(model, "random_average", seed=seed)(images, labels).numpy()
+        weights, residual, *_ = np.linalg.lstsq(per_exit.astype(np.float64), loss, rcond=None)
+        np.testing.assert_allclose(per_exit @ weights, loss, rtol=1e-4, atol=1e-5)  # exactly such a combination
+        assert np.all(weights > 0) and weights.sum() == pytest.approx(1, abs=1e-4)
+        assert np.ptp(weights) > 0.05  # not 1/K each
+        recovered.append(weights)
+    assert np.ptp(np.stack(recovered), axis=0).max() > 0.05  # each seed draws its own
+
+
 def test_bad_objectives_and_attacks(trained):
     model, images, labels = trained
     with pytest.raises(InputError, match="unknown attack objective 'exit_9'"):

@@ -172,11 +172,15 @@ def test_suite_flags_a_gradient_masked_model(trained, digits):
 
 
 def test_report_with_the_suite_on_a_normal_model(trained, digits):
+    """At eps 0.1 (not 0.3, where APGD-CE alone leaves nothing to attack) every later attack of the suite
+    attacks the samples APGD-CE left correct (15 of 48 here, about a third)."""
     images, labels = digits.x_test[:48], digits.y_test[:48]
-    report = evaluate.robustness_report(trained, images, labels, [attacks.PGD(0.3, 0.05, 5)],
+    suite = autoattack.AutoAttack(0.1, steps=10, queries=150, num_targets=1)
+    report = evaluate.robustness_report(trained, images, labels, [attacks.PGD(0.1, 0.025, 5)],
                                         objectives=["routing"], progress=False, slowdown=False,
-                                        autoattack=SUITE)
+                                        autoattack=suite)
     saved = json.loads(json.dumps(report.to_dict()))["autoattack"]
+    assert min(r["attacked"] for r in saved["runs"]) >= 5  # no attack of the suite runs on nothing
     assert not any(saved["flags"].values()), saved["checks"]
     assert [(r["attack"], r["objective"]) for r in saved["runs"]] == [
         ("apgd-ce", "routing"), ("apgd-dlr", "routing"), ("apgd-t", "routing"), ("square", "routing")]

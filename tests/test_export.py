@@ -19,6 +19,8 @@ from rdinet_tf.export import compare_with_keras, export_tflite, tflite
 from rdinet_tf.policy import ExitPolicy
 from rdinet_tf.runtime import EarlyExitRunner
 
+from oracle import keras_early_exit
+
 NUM_CLASSES = 10
 
 
@@ -89,6 +91,65 @@ def test_float32_runner_takes_the_keras_exit_and_prediction(model, bundles, data
     assert min(report["keras_exit_shares"]) > 0.15  # calibration spreads samples over all exits
 
 
+def test_float32_runner_gives_the_keras_early_exit_per_image(model, bundles, data):
+    """Each image: the runner's exit, prediction and probabilities are those of Keras's logits under the rule,
+    computed in numpy; an exit may differ only where the Keras entropy is within float32 rounding of T_k."""
+    images = data["test"][0][:200]
+    exits, predictions, probabilities, entropies = keras_early_exit(model, images)
+    runner = EarlyExitRunner(bundles("float32"), num_threads=1)
+    got = [runner.run(image) for image in images]
+    got_exits = np.array([r.exit for r in got])
+    thresholds = model.exit_policy.thresholds
+    near = np.any(np.abs(entropies[:, :-1] - thresholds) < 1e-5, axis=1)
+    assert np.all((got_exits == exits) | near) and near.mean() < 0.02
+    same = got_exits == exits
+    assert same.mean() >= 0.98 and len(set(exits.tolist())) == model.num_exits
+    np.testing.assert_array_equal(np.array([r.prediction for r in got])[same], predictions[same])
+    np.testing.assert_allclose(np.stack([r.probabilities for r in got])[same], probabilities[same], atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_compare_with_keras_reports_the_agreement_with_keras_itself(model, bundles, data, precision):
+    """Every number of the report recomputed from Keras's logits (numpy rule) and the runner's own outputs."""
+    images, labels = data["test"]
+    exits, predictions, _, _ = keras_early_exit(model, images)
+    device = EarlyExitRunner(bundles(precision)).run_batch(images)
+    report = compare_with_keras(model, bundles(precision), images, labels)
+    same_exit = device.exits == exits
+    same_prediction = device.predictions == predictions
+    assert report["same_exit"] == pytest.approx(same_exit.mean(), abs=2.5e-3)  # one tie within rounding
+    assert report["same_prediction"] == pytest.approx(same_prediction.mean(), abs=2.5e-3)
+    assert report["same_exit_and_prediction"] == pytest.approx((same_exit & same_prediction).mean(), abs=2.5e-3)
+    assert report["keras_accuracy"] == pytest.approx(np.mean(predictions == labels), abs=2.5e-3)
+    assert report["tflite_accuracy"] == np.mean(device.predictions == labels)
+    np.testing.assert_allclose(report["keras_exit_shares"], np.bincount(exits, minlength=3) / len(labels),
+                               atol=2.5e-3)
+    if precision == "int8":  # quantization moves some samples: the report must see it
+        assert report["same_exit_and_prediction"] < 1
+
+
+def test_device_tie_rule_stays_at_an_exit_whose_entropy_equals_its_threshold(tmp_path, model, bundles, data):
+    """Strictly below T_k leaves, equal stays, on the segment chain and in the in-graph exit alike: T_1 set to
+    exactly the float32 entropy the device computes for an image, then to the next float32 above it."""
+    image = data["test"][0][:1]
+    probe = EarlyExitRunner(bundles("float32"), num_threads=1).segments[0]
+    probe.invoke("image", image)
+    entropy = probe.output("entropy")[0]
+    assert entropy.dtype == np.float32 and entropy > 0.01
+    policy = model.exit_policy
+    try:
+        for threshold, expected_exit in ((entropy, 2), (np.nextafter(entropy, np.float32(np.inf)), 0)):
+            model.exit_policy = ExitPolicy([float(threshold), 0.0])  # exit 2 closed: stay means exit 3
+            out = tmp_path / f"bundle_{expected_exit}"
+            export_tflite(model, out, in_graph_exit=True)
+            assert np.float32(json.loads((out / "manifest.json").read_text())["thresholds"][0]) == threshold
+            for in_graph in (False, True):
+                assert EarlyExitRunner(out, num_threads=1, in_graph=in_graph).run(image).exit == expected_exit, \
+                    (threshold, in_graph)
+    finally:
+        model.exit_policy = policy
+
+
 def test_full_model_gives_the_final_exit_probabilities(model, bundles, data):
     images = data["test"][0][:20]
     runner = EarlyExitRunner(bundles("float32"))
@@ -97,8 +158,10 @@ def test_full_model_gives_the_final_exit_probabilities(model, bundles, data):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("precision, minimum", [("float16", 0.97), ("dynamic_int8", 0.85),
-                                                ("int8", 0.8)])
+# Observed here: 1.0, 0.9925 and 0.975 of 400 images (0.855 for int8 without its float32 softmax/entropy
+# tail); each bound leaves room for a few images to move across a threshold on another CPU's kernels.
+@pytest.mark.parametrize("precision, minimum", [("float16", 0.99), ("dynamic_int8", 0.97),
+                                                ("int8", 0.94)])
 def test_quantized_agreement_is_measured(model, bundles, data, precision, minimum):
     images, labels = data["test"]
     report = compare_with_keras(model, bundles(precision), images, labels)
@@ -146,6 +209,23 @@ def test_int8_manifest_records_calibration(bundles):
     assert manifest["precision"] == "int8" and manifest["int8_calibration_images"] == 100
     assert "float32 inputs/outputs" in manifest["precision_notes"]
     assert manifest["full_model"] is None
+
+
+def test_int8_keeps_the_softmax_entropy_tail_in_float32(model, bundles, data):
+    """The int8 heads' logits feed a float32 softmax and entropy: no tail tensor is quantized, and the
+    device entropies of an exit take as many distinct values as there are images (an int8 softmax, with
+    a resolution of 1/256, collapses confident exits onto a few values)."""
+    interpreter = Interpreter(model_path=str(bundles("int8") / "model.tflite"))
+    tail = [d for subgraph in range(interpreter.num_subgraphs())
+            for d in interpreter.get_tensor_details(subgraph) if tflite._FLOAT_TAIL_LAYER in d["name"]]
+    dtypes = {np.dtype(d["dtype"]).name for d in tail}
+    assert "float32" in dtypes and not dtypes & {"int8", "uint8", "int16"}, dtypes  # (int32: axes, shapes)
+    runner = EarlyExitRunner(bundles("int8"), num_threads=1)
+    entropies = []
+    for image in data["test"][0][:100]:
+        runner.segments[0].invoke("image", image[None])
+        entropies.append(float(runner.segments[0].output("entropy")[0]))
+    assert len(set(entropies)) >= 95
 
 
 def test_one_file_stores_the_weights_once(model, bundles):

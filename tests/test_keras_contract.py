@@ -3,9 +3,11 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from rdinet_tf import data, models
 from rdinet_tf.adversarial import attacks, autoattack
+from rdinet_tf.distillation import NeoKD
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import ExitPolicy
 from rdinet_tf.training import MultiExitModel, rdi_loss
@@ -24,7 +26,7 @@ def _weights(model):
 
 @pytest.mark.parametrize("source", ["arrays", "dataset"])
 def test_a_step_with_zero_sample_weights_leaves_the_weights_unchanged(digits, source):
-    model = _compiled(slowdown_weight=1.0)  # every term: clean, adversarial and slowdown
+    model = _compiled(slowdown_weight=1.0, distillation=NeoKD())  # every term: clean, adversarial, slowdown, NEO-KD
     images, labels = digits.x_train[:32], digits.y_train[:32]
     zeros = np.zeros(32, np.float32)
     model.fit(images[:8], labels[:8], epochs=1, verbose=0)  # builds the optimizer and the graph
@@ -65,6 +67,51 @@ def test_metrics_are_weighted_by_the_sample_weights(digits):
     plain = model.evaluate(images, labels, return_dict=True, verbose=0)
     assert weighted["exit_1_acc"] == pytest.approx(1.0)
     assert plain["exit_1_acc"] == pytest.approx(right.mean())
+
+
+def test_training_metrics_clean_and_adversarial_are_weighted_by_the_sample_weights(digits):
+    """With a zero learning rate, no dropout and an eps-0 attack, the adversarial batch is the clean batch: every
+    exit's clean and adversarial accuracy of a fit step is the weighted accuracy of the training-mode logits."""
+    keras.utils.set_random_seed(0)
+    model = models.build("smallcnn")
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    model.compile(optimizer=keras.optimizers.SGD(0.0), defense="main", attack=attacks.fgsm(0.0),
+                  distillation=NeoKD())
+    images, labels = digits.x_train[:64], digits.y_train[:64]
+    weights = np.random.default_rng(0).integers(0, 4, 64).astype(np.float32)
+    logits = model(images, training=True)
+    logs = model.fit(images, labels, sample_weight=weights, batch_size=64, epochs=1, verbose=0).history
+    for k, z in enumerate(logits):
+        right = np.argmax(z, -1) == labels
+        expected = np.sum(weights * right) / np.sum(weights)
+        assert abs(expected - right.mean()) > 0.01  # the weights change the value
+        assert logs[f"exit_{k + 1}_acc"][0] == pytest.approx(expected, abs=1e-6)
+        assert logs[f"exit_{k + 1}_adv_acc"][0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_neo_kd_term_of_a_step_is_its_weighted_batch_mean(digits):
+    """The logged distillation term of a fit step with sample weights w equals NeoKD.loss with w (whose formula
+    test_distillation checks against the paper) and differs from it without w."""
+    keras.utils.set_random_seed(0)
+    model = models.build("smallcnn")
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    model.compile(optimizer=keras.optimizers.SGD(0.0), defense="main", attack=attacks.fgsm(0.1),
+                  distillation=NeoKD())
+    images, labels = digits.x_train[:64], digits.y_train[:64]
+    weights = np.random.default_rng(1).random(64).astype(np.float32) * 2
+    logits = model(images, training=True)
+    adversarial = model(model.adversarial_batch(images, labels), training=True)
+    seed = tf.stack([model.attack_seed, 1])  # the first step's: iterations 0
+    expected = float(NeoKD().loss(labels, logits, adversarial, model.exit_weights, seed, weights))
+    unweighted = float(NeoKD().loss(labels, logits, adversarial, model.exit_weights, seed))
+    logs = model.fit(images, labels, sample_weight=weights, batch_size=64, epochs=1, shuffle=False,
+                     verbose=0).history  # unshuffled: the wrong classes are dealt per row
+    assert abs(expected - unweighted) > 0.01 * expected
+    assert logs["distillation_loss"][0] == pytest.approx(expected, rel=1e-4)
 
 
 def test_compile_metrics_are_reported_per_exit_and_survive_saving(digits, tmp_path):

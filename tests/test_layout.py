@@ -21,14 +21,23 @@ def _module_file(name):
 
 
 def _imports(path):
-    """``(top-level third-party modules, rdinet_tf modules)`` imported anywhere in ``path``."""
+    """``(top-level third-party modules, rdinet_tf modules)`` imported anywhere in ``path``.
+
+    Relative imports are resolved against ``path``'s package: ``from . import x`` in rdinet_tf/cli/train.py
+    is ``rdinet_tf.cli.x``, ``from ..policy import y`` is ``rdinet_tf.policy.y``.
+    """
     external, internal = set(), set()
+    package = ["rdinet_tf", *path.relative_to(PACKAGE).parent.parts]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            names = ([f"{node.module}.{alias.name}" for alias in node.names] if node.module == "rdinet_tf"
-                     else [node.module])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[:len(package) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            names = ([f"{base}.{alias.name}" for alias in node.names] if base.startswith("rdinet_tf")
+                     and (node.level or base == "rdinet_tf") else [base])
         else:
             continue
         for name in names:
@@ -39,6 +48,17 @@ def _imports(path):
     return external, internal
 
 
+def test_relative_imports_are_resolved_and_checked(tmp_path, monkeypatch):
+    """A relative import counts like the absolute one it stands for (an upward one among them is caught)."""
+    module = PACKAGE / "policy.py"
+    source = "from . import evaluate\nfrom .adversarial import attacks\nfrom ..rdinet_tf import flops\n"
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: source)
+    _, internal = _imports(module)
+    assert internal == {"evaluate", "adversarial.attacks", "flops"}
+    with pytest.raises(AssertionError, match="imports .*evaluate.* from a layer above it"):
+        test_imports_point_down_the_layers(module)
+
+
 def _layer(relative):
     return RANK[relative.parts[0].removesuffix(".py")]
 
@@ -47,9 +67,10 @@ def _layer(relative):
                                         or p.parent != PACKAGE), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_imports_point_down_the_layers(path):
     relative = path.relative_to(PACKAGE)
-    if relative.name == "__main__.py":
-        return  # a ``python -m`` entry point runs its command line
     _, internal = _imports(path)
+    if relative.name == "__main__.py":  # a ``python -m`` entry point runs its command line, and only that
+        assert internal and all(name.startswith("cli.") for name in internal), f"{relative} imports {internal}"
+        internal = set()
     upward = [name for name in internal if _layer(Path(*name.split("."))) > _layer(relative)]
     assert not upward, f"{relative} imports {upward} from a layer above it"
 

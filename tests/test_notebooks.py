@@ -23,6 +23,70 @@ EXPECTED = ["01_quickstart.ipynb", "02_attacks_and_defenses.ipynb", "03_tflite_d
 KERNEL = "python3"
 CELL_TIMEOUT_S = 600
 
+# Checks run in the notebook's kernel after its last cell (appended to the executed copy, not stored):
+# the results it shows, recomputed from first principles where that is cheap. RULE is the early-exit
+# rule in numpy (float64 entropies), independent of the library's routing.
+RULE = """
+import numpy as np
+
+def _rule(exit_logits, thresholds):
+    probs = [np.exp(z - z.max(-1, keepdims=True)) for z in map(np.asarray, exit_logits)]
+    probs = [p / p.sum(-1, keepdims=True) for p in probs]
+    entropy = np.stack([-(p * np.log(p + 1e-5)).sum(-1) for p in probs], 1)
+    exits = np.full(len(entropy), len(probs) - 1)
+    for i in range(len(entropy)):
+        for k, t in enumerate(thresholds):
+            if t > 0 and entropy[i, k] < t:
+                exits[i] = k
+                break
+    return exits, np.array([probs[k][i].argmax() for i, k in enumerate(exits)])
+
+def _check_report(report, model, images, labels):
+    exits, predictions = _rule(model.predict(images, verbose=0), model.exit_policy.thresholds)
+    tie = 1 / len(labels)  # one image may sit on a threshold within float32 rounding
+    assert abs(report.clean.accuracy - np.mean(predictions == labels)) <= tie, report.clean
+    assert np.abs(np.asarray(report.clean.exit_shares) - np.bincount(exits, minlength=model.num_exits)
+                  / len(labels)).max() <= tie
+    every = report.attacks + report.slowdown
+    assert report.worst_case_ata == min(r.accuracy for r in every)
+    assert report.per_sample_worst_case_ata <= report.worst_case_ata
+"""
+CHECKS = {
+    "01_quickstart.ipynb": """
+assert np.isfinite(history.history["loss"]).all() and np.all(np.diff(costs) > 0)
+_check_report(report, model, x_eval, y_eval)
+np.testing.assert_array_equal(reloaded.exit_policy.thresholds, model.exit_policy.thresholds)
+for a, b in zip(reloaded.predict(x_eval[:16], verbose=0), model.predict(x_eval[:16], verbose=0)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+""",
+    "02_attacks_and_defenses.ipynb": """
+for defense, report in reports.items():
+    _check_report(report, trained[defense], x_eval, y_eval)
+_check_report(method_report, model, x_eval, y_eval)
+assert np.abs(x_adv - x_show).max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+assert len(curve) == COST_POINTS and points[-1].accuracy == reports["main"].clean.accuracy
+calibration = splits.x_val[:CALIBRATION_SAMPLES]
+calibration_exits, _ = _rule(model.predict(calibration, verbose=0), robust.thresholds)
+assert flops.exit_costs(model, thresholds=robust.thresholds)[calibration_exits].mean() <= budget * (1 + 1e-9)
+""",
+    "03_tflite_deployment.ipynb": """
+exits, predictions = _rule(model.predict(x_eval, verbose=0), model.exit_policy.thresholds)
+assert PRECISION == "float32" and np.mean(chain.exits == exits) >= 0.98
+assert np.mean(chain.predictions == predictions) >= 0.98
+assert comparison["samples"] == len(x_eval) and comparison["tflite_accuracy"] == chain.accuracy(y_eval)
+assert abs(comparison["keras_accuracy"] - np.mean(predictions == y_eval)) <= 1 / len(x_eval)
+assert manifest["thresholds"] == [float(t) for t in model.exit_policy.thresholds]
+assert (first.exit, first.prediction) == (exits[0], predictions[0])
+""",
+    "04_pruning_baseline.ipynb": """
+_check_report(rdi_report, rdi, x_eval, y_eval)
+assert abs(result.sparsity - result.target_sparsity) <= 0.02, (result.sparsity, result.target_sparsity)
+assert rows["RDI (early exit)"]["TA"] == rdi_report.clean.accuracy
+pruned_cost = pruning.final_exit_cost(pruned, CONVENTION, sparse=True)
+assert pruned_cost < pruning.final_exit_cost(baseline, CONVENTION) and abs(pruned_cost - target) <= 0.05 * target
+""",
+}
+
 
 @pytest.fixture(scope="session")
 def kernel_dir(tmp_path_factory):
@@ -49,7 +113,7 @@ def _environment(monkeypatch, kernel_dir):
 
 
 def test_every_notebook_is_here():
-    assert [path.name for path in NOTEBOOKS] == EXPECTED
+    assert [path.name for path in NOTEBOOKS] == EXPECTED == sorted(CHECKS)
 
 
 @pytest.mark.slow
@@ -64,13 +128,14 @@ def test_notebook_runs_in_fast_mode(path, kernel_dir, tmp_path, monkeypatch):
     assert spec.argv[0] == sys.executable, f"kernel {KERNEL!r} runs {spec.argv[0]}, not {sys.executable}"
 
     notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(RULE + CHECKS[path.name]))
     before = sorted(p.name for p in NOTEBOOK_DIR.iterdir())
     client = nbclient.NotebookClient(notebook, kernel_name=KERNEL, timeout=CELL_TIMEOUT_S,
                                      startup_timeout=180, resources={"metadata": {"path": str(tmp_path)}})
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as error:
-        pytest.fail(f"{path.name} failed in FAST mode:\n{error}", pytrace=False)
+        pytest.fail(f"{path.name} failed in FAST mode (or its checks, the last cell):\n{error}", pytrace=False)
     assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before, "the notebook wrote into notebooks/"
 
 

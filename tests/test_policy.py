@@ -4,10 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-from rdinet_tf import flops
+from rdinet_tf import flops, policy as policy_module
 from rdinet_tf.errors import InputError
 from rdinet_tf.policy import (ExitOutcomes, ExitPolicy, entropy, first_confident_exit, robust_thresholds,
                               routed_logits, thresholds_for_counts)
+
+import oracle
 
 
 def test_entropy_matches_reference_formula():
@@ -73,14 +75,25 @@ def test_calibrate_to_target_cost(smallcnn, mnist_like):
         ExitPolicy.calibrate(smallcnn, mnist_like, method="target_cost", target_cost=0.1)
 
 
-def test_predict_is_consistent_with_route(smallcnn, mnist_like):
-    policy = ExitPolicy([0.5, 1.0])
+def _between(values, share):
+    """A threshold halfway between two neighbouring sorted ``values``, about ``share`` of them below it."""
+    ordered = np.sort(values)
+    i = int(share * len(ordered))
+    return float((ordered[i - 1] + ordered[i]) / 2)
+
+
+def test_predict_takes_the_exit_and_answer_of_the_rule_computed_in_numpy(smallcnn, mnist_like):
+    logits = [np.asarray(z) for z in smallcnn(mnist_like)]
+    entropies = oracle.entropies(logits)
+    policy = ExitPolicy([_between(entropies[:, 0], 0.3), _between(entropies[:, 1], 0.6)])
+    exits, predictions, _, _ = oracle.early_exit(logits, policy.thresholds)
+    assert np.bincount(exits, minlength=3).min() >= 10  # every exit taken by a good share
     result = policy.predict(smallcnn, mnist_like)
-    routed, exits = policy.route(smallcnn(mnist_like))
-    np.testing.assert_array_equal(result.exits, np.asarray(exits))
-    np.testing.assert_array_equal(result.predictions, np.asarray(routed).argmax(-1))
-    np.testing.assert_array_equal(np.asarray(policy.exits(smallcnn(mnist_like))), result.exits)
-    np.testing.assert_allclose(result.costs, flops.exit_costs(smallcnn)[result.exits])
+    np.testing.assert_array_equal(result.exits, exits)
+    np.testing.assert_array_equal(result.predictions, predictions)
+    np.testing.assert_allclose(result.costs, flops.exit_costs(smallcnn)[exits])
+    closed = ExitPolicy([0.0, policy.thresholds[1]]).predict(smallcnn, mnist_like)
+    np.testing.assert_array_equal(closed.exits, oracle.early_exit(logits, [0.0, policy.thresholds[1]])[0])
 
 
 def test_save_load_round_trip_keeps_outputs_and_thresholds(smallcnn, mnist_like, tmp_path):
@@ -197,3 +210,37 @@ def test_robust_thresholds_improve_the_next_worst_attack_when_the_worst_cannot_m
     thresholds = robust_thresholds(clean, [hopeless, fooled_early], np.array([1.0, 2.0]), target_cost=2.0,
                                    starts=[[1.6]])  # everything leaves at exit 1: the early attack fools all
     assert thresholds[0] <= 0.2  # the first exit closes to what the early attack brings there
+
+
+def test_robust_calibration_beats_its_cost_only_start_on_a_crafted_model(smallcnn, monkeypatch):
+    """Crafted logits: the attack makes exit 1 confidently wrong (entropy 0.15, below every clean exit-1 entropy)
+    and leaves exits 2 and 3 right. The cost-only policy lets clean samples out at exit 1 and so every attacked
+    one too (ATA 0); the robust policy closes exit 1 to the attacked entropies and answers from exit 2 within
+    the budget (ATA 1). Scored with the numpy rule, not the library's routing."""
+    rng = np.random.default_rng(0)
+    count, classes = 200, 10
+    labels = np.arange(count) % classes
+    right, wrong = np.eye(classes)[labels], np.eye(classes)[(labels + 1) % classes]
+    clean_logits = [right * rng.uniform(0, 4, (count, 1)), right * rng.uniform(0, 8, (count, 1)), right * 3.0]
+    attacked_logits = [wrong * 6.0, right * 6.0, right * 3.0]
+    clean_images, attacked_images = np.zeros((count, 28, 28, 1), np.float32), np.ones((count, 28, 28, 1), np.float32)
+
+    def crafted(model, images, batch_size=256):
+        return [z.astype(np.float32) for z in (clean_logits if images is clean_images else attacked_logits)]
+
+    monkeypatch.setattr(policy_module, "predict_exit_logits", crafted)
+    costs = flops.exit_costs(smallcnn)
+    budget = float(costs[1] + 0.25 * (costs[2] - costs[1]))  # room for all at exit 2, not all at exit 3
+    start = ExitPolicy.calibrate(smallcnn, clean_images, "target_cost", target_cost=budget)
+    robust = ExitPolicy.calibrate(smallcnn, clean_images, "robust", target_cost=budget, labels=labels,
+                                  adversarial=[attacked_images])
+
+    def scores(thresholds):
+        clean_exits, clean_predictions, _, _ = oracle.early_exit(clean_logits, thresholds)
+        _, attacked_predictions, _, _ = oracle.early_exit(attacked_logits, thresholds)
+        return costs[clean_exits].mean(), np.mean(attacked_predictions == labels), np.mean(clean_predictions == labels)
+
+    start_cost, start_ata, _ = scores(start.thresholds)
+    robust_cost, robust_ata, robust_ta = scores(robust.thresholds)
+    assert start_cost <= budget and start_ata < 0.5
+    assert robust_cost <= budget * (1 + 1e-9) and robust_ata == 1.0 and robust_ta == 1.0

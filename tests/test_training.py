@@ -13,6 +13,7 @@ from rdinet_tf import data, models
 from rdinet_tf.adversarial import attacks
 from rdinet_tf.cli import evaluate, train
 from rdinet_tf.errors import InputError
+from rdinet_tf.policy import ExitPolicy
 from rdinet_tf.training import PRESETS, learning_rate_schedule, rdi_loss
 
 
@@ -177,12 +178,26 @@ def test_train_cli_writes_model_and_summary_and_resumes(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_python_m_train_runs_the_command_line(tmp_path):
-    completed = subprocess.run([sys.executable, "-m", "rdinet_tf.train", "--dataset", "digits", "--epochs", "0",
-                                "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 2 and "Traceback" not in completed.stderr, completed.stderr[-3000:]
-    assert completed.stderr.strip().splitlines()[-1].startswith("error: argument --epochs: must be >= 1")
-    assert not any(tmp_path.iterdir())
+def test_python_m_train_runs_the_command_line(tmp_path, digits):
+    """``python -m rdinet_tf.train`` trains, calibrates on the validation split, evaluates and saves; a bad
+    argument is one error line and writes nothing."""
+    out = tmp_path / "run"
+    completed = subprocess.run([sys.executable, "-m", "rdinet_tf.train", "--dataset", "digits", "--epochs", "1",
+                                "--steps-per-epoch", "3", "--batch-size", "16", "--eval-attacks", "fgsm",
+                                "--eval-samples", "16", "--quiet", "--out", str(out)],
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert "loss" in summary["history"] and {len(v) for v in summary["history"].values()} == {1}  # one epoch
+    model = models.load(out / "model.keras")
+    expected = ExitPolicy.calibrate(model, digits.x_val)  # equal share on the validation split
+    np.testing.assert_allclose(model.exit_policy.thresholds, expected.thresholds, rtol=1e-6)
+    assert "worst case" in completed.stdout and "fgsm max_average" in completed.stdout
+    bad = subprocess.run([sys.executable, "-m", "rdinet_tf.train", "--dataset", "digits", "--epochs", "0",
+                          "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr[-3000:]
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: argument --epochs: must be >= 1")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_cli_errors_are_one_line(tmp_path, cli_error):
