@@ -138,11 +138,11 @@ def bundle(tmp_path_factory):
 
 
 def test_readme_pins_the_runtime_the_library_is_tested_with():
-    """The board installs the LiteRT the main environment pins (setup.py) and the tests run with."""
+    """The board installs the LiteRT the main environment pins (pyproject.toml) and the tests run with."""
     from importlib.metadata import version
 
     pins = [r for r in DEVICE_REQUIREMENTS if r.startswith("ai-edge-litert")]
-    setup_pin = re.search(r'"(ai-edge-litert==[^"]+)"', (REPO / "setup.py").read_text()).group(1)
+    setup_pin = re.search(r'"(ai-edge-litert==[^"]+)"', (REPO / "pyproject.toml").read_text()).group(1)
     assert pins == [setup_pin] == [f"ai-edge-litert=={version('ai-edge-litert')}"]
 
 
