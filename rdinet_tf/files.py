@@ -97,6 +97,8 @@ def check_output(path, directory=True, option="--out", overwrite=True, inputs=()
     unless ``overwrite``; ``inputs`` (paths the command reads) are never
     outputs: neither ``path`` itself nor, for a directory, a file in it.
     """
+    if not str(path).strip():
+        raise InputError(f"{option} is empty; name the {'directory' if directory else 'file'} to write")
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise InputError(f"{option} {path} is a symlink to {os.readlink(path)}, which does not exist; "
@@ -217,6 +219,8 @@ def write_json(path, data):
 
 def check_replaceable(out_dir, overwrite=False, inputs=()):
     """What :func:`staged_directory` requires of ``out_dir``, checked before any work."""
+    if not str(out_dir).strip():
+        raise InputError("--out is empty; name the directory to write")
     out_dir = Path(out_dir)
     check_output(out_dir, option="--out", inputs=inputs)
     for source in inputs:  # the directory is replaced as a whole: nothing under it may be an input

@@ -47,6 +47,7 @@ feature map (SmallCNN ``fc1`` and both exit heads' first linear).
 
 import pickle
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -134,12 +135,20 @@ def load_torch_checkpoint(path, model_name):
     except ImportError as error:
         raise ImportError(_INSTALL_HINT) from error
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, Exception) as error:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*Check the documentation", str(error), re.DOTALL)
+        detail = " ".join((found.group(1) if found else str(error)).split())[:120]
+        raise InputError(f"{path} is not a state dict of tensors ({detail}); it is read with "
+                         "torch.load(weights_only=True), which never runs code: a crafted, corrupt or non-PyTorch "
+                         "file?") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a bad file
         message = " ".join(str(error).split())[:200]
         raise InputError(
             f"cannot read {path} as a PyTorch checkpoint (weights_only=True): {type(error).__name__}: {message}"
-        ) from error
+        ) from None
     state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict):
         raise InputError(

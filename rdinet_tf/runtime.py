@@ -80,6 +80,8 @@ def load_manifest(bundle_dir):
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path} is not valid JSON ({error}); {_EXPORT_HINT}") from error
+    except RecursionError:
+        raise InputError(f"{path} is nested too deeply to be a manifest; {_EXPORT_HINT}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{path} is not an {FORMAT} manifest; {_EXPORT_HINT}")
     if manifest.get("format_version") == 1:

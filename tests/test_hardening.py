@@ -609,3 +609,46 @@ def test_unexpected_errors_are_one_line_unless_the_traceback_is_asked_for(capsys
     monkeypatch.setenv(base.TRACEBACK_ENV, "1")
     with pytest.raises(KeyError):
         base.guarded(broken, None)
+
+
+# ----------------------------------------------------------------------------- found by trying more bad inputs
+
+
+def test_more_bad_inputs_each_give_one_line(tmp_path, run_dir, cli_error, no_data_load, monkeypatch):
+    model_file = str(run_dir / "model.keras")
+    os.mkfifo(tmp_path / "fifo")
+    deep = _fake_bundle(tmp_path / "deep")
+    (deep / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    cases = [
+        (train.main, [*TRAIN, "--out", ""], "--out is empty"),
+        (prune.main, ["--model", model_file, "--out", "", "--target-sparsity", "0.3"], "--out is empty"),
+        (export.main, ["--tflite", "--model", model_file, "--out", ""], "--out is empty"),
+        (evaluate.main, ["--model", model_file, "--dataset", "digits", "--out", str(tmp_path / "fifo")],
+         "not a regular file or directory"),
+        (bench.main, ["--bundle", str(_fake_bundle(tmp_path / "b")), "--logs", model_file, "--out",
+                      str(tmp_path / "l.csv")], "is not a directory"),
+        (bench.main, ["--bundle", str(deep), "--plan"], "nested too deeply"),
+    ]
+    for main, argv, message in cases:
+        assert message in cli_error(main, argv), argv
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["hostonly", "b:2"]}, "task": {"type": "worker", '
+                                    '"index": 0}}')
+    assert 'must be a list of "host:port" strings' in cli_error(train.main, [*TRAIN, "--distribute", "multi_worker",
+                                                                           "--out", str(tmp_path / "r")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "deep", "fifo", "run"]
+
+
+def test_a_pickled_payload_is_refused_in_one_line_without_running(tmp_path, cli_error):
+    pytest.importorskip("torch")
+    marker = tmp_path / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    with open(tmp_path / "evil.pth", "wb") as stream:
+        __import__("pickle").dump({"state_dict": Payload()}, stream)
+    error = cli_error(import_torch.main, ["--checkpoint", str(tmp_path / "evil.pth"), "--model", "smallcnn",
+                                          "--out", str(tmp_path / "m.keras")])
+    assert "is not a state dict of tensors" in error and "never runs code" in error
+    assert not marker.exists() and not (tmp_path / "m.keras").exists()

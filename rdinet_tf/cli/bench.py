@@ -42,6 +42,8 @@ def main(args):
     if args.logs is None or args.out is None:
         raise InputError("--logs and --out are required (unless --plan)")
     logs = Path(args.logs)
+    if not logs.is_dir():
+        raise InputError(f"--logs {logs} is not a directory; pass the directory of <signature>.log benchmark logs")
     inputs = [Path(args.bundle) / MANIFEST, args.distribution,
               *(logs / f"{name}.log" for _, name in bench_kit.benchmark_plan(manifest))]
     files.check_output(args.out, directory=False, overwrite=args.overwrite, inputs=inputs)

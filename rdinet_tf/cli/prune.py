@@ -65,6 +65,7 @@ def run(args):
     """Prune, fine-tune, evaluate and save as ``args`` says; returns the summary."""
     if args.target_sparsity is not None:
         pruning.check_sparsity(args.target_sparsity)
+    files.check_output(args.out, inputs=[args.model])  # before Path(""), which is "."
     out = Path(args.out)
     _check_out(out, args)
     with files.lock(out):

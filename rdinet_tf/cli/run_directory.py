@@ -59,8 +59,8 @@ class RunDirectory:
     """The state of a training run in ``out``; see the module doc."""
 
     def __init__(self, out, args, overwrite=False, restart=False, worker=None):
+        files.check_output(out)
         self.root = Path(out)
-        files.check_output(self.root)
         # A non-chief worker of a multi-worker run keeps its own resumable state in a private
         # folder (removed by finish_worker) and writes no outputs.
         self.out = self.root if worker is None else self.root / f".worker_{worker}"
