@@ -24,21 +24,33 @@ EXTRA_FLAGS=${EXTRA_FLAGS:-}
 PYTHON=${PYTHON:-python3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bench() { PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m rdinet_tf.cli.bench --bundle "$bundle" "$@"; }
+fail() { echo "error: $*" >&2; exit 2; }
+# Everything pasted into an adb shell command is single-quoted (adb joins its arguments into one sh line).
+quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+safe='^[A-Za-z0-9_][A-Za-z0-9_.-]*$'
 
-[[ -f "$binary" ]] || { echo "error: benchmark_model binary $binary not found" >&2; exit 2; }
-plan=$(bench --plan)  # one "FILE SIGNATURE" line per run; checks the manifest first
+[[ -f "$binary" ]] || fail "benchmark_model binary $binary not found"
+for value in "$NUM_THREADS" "$WARMUP_RUNS" "$NUM_RUNS"; do
+  [[ "$value" =~ ^[0-9]+$ ]] || fail "NUM_THREADS, WARMUP_RUNS and NUM_RUNS must be whole numbers; got '$value'"
+done
+plan=$(bench --plan) || exit 2  # one "FILE SIGNATURE" line per run; checks the manifest first
+while read -r file signature rest; do  # bench --plan checks these too; the script does not trust it
+  [[ "$file" =~ $safe && "$signature" =~ $safe && -z "$rest" ]] || fail "unsafe run in the plan: '$file $signature $rest'"
+done <<<"$plan"
+dir=$(quote "$DEVICE_DIR")
 
-"$ADB" shell "rm -rf $DEVICE_DIR && mkdir -p $DEVICE_DIR/logs"
+"$ADB" shell "rm -rf $dir && mkdir -p $dir/logs"
 "$ADB" push "$binary" "$DEVICE_DIR/benchmark_model" >/dev/null
-"$ADB" shell "chmod +x $DEVICE_DIR/benchmark_model"
+"$ADB" shell "chmod +x $dir/benchmark_model"
 "$ADB" push "$bundle/$(head -n1 <<<"$plan" | cut -d' ' -f1)" "$DEVICE_DIR/" >/dev/null
 
 failed=0
 while read -r file signature; do
   echo "benchmarking $signature ..."
-  if ! "$ADB" shell "$DEVICE_DIR/benchmark_model --graph=$DEVICE_DIR/$file --signature_to_run_for=$signature \
+  # EXTRA_FLAGS is passed as flags on purpose (e.g. "--use_gpu=true"): it comes from the user, not the bundle.
+  if ! "$ADB" shell "$dir/benchmark_model --graph=$dir/$(quote "$file") --signature_to_run_for=$(quote "$signature") \
       --num_threads=$NUM_THREADS --warmup_runs=$WARMUP_RUNS --num_runs=$NUM_RUNS $EXTRA_FLAGS \
-      > $DEVICE_DIR/logs/$signature.log 2>&1"; then
+      > $dir/logs/$(quote "$signature.log") 2>&1"; then
     echo "warning: benchmark_model failed on $signature; see $logs/$signature.log" >&2
     failed=1
   fi
@@ -49,5 +61,5 @@ mkdir -p "$logs"
 "$ADB" shell "getprop ro.product.model; getprop ro.board.platform" > "$logs/device.txt" 2>/dev/null || true
 echo "logs in $logs"
 
-bench --logs "$logs" --out "$logs/latency.csv" ${DISTRIBUTION:+--distribution "$DISTRIBUTION"}
+bench --logs "$logs" --out "$logs/latency.csv" --overwrite ${DISTRIBUTION:+--distribution "$DISTRIBUTION"} || exit 2
 exit $failed

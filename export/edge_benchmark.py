@@ -25,10 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from rdinet_tf import bench_kit  # noqa: E402
+from rdinet_tf import bench_kit, files  # noqa: E402
 from rdinet_tf.cli import base  # noqa: E402  (argument parsing and the error convention; no TensorFlow)
-from rdinet_tf.errors import InputError  # noqa: E402
-from rdinet_tf.runtime import EarlyExitRunner  # noqa: E402
+from rdinet_tf.runtime import MANIFEST, EarlyExitRunner  # noqa: E402
 
 
 def main(argv=None):
@@ -41,8 +40,15 @@ def main(argv=None):
     parser.add_argument("--warmup", type=base.non_negative_int, default=20,
                         help="untimed warm-up images (default 20)")
     parser.add_argument("--out", default="edge_latency.csv", help="CSV to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
-    try:
+    return base.guarded(_run, args)
+
+
+def _run(args):
+    files.check_output(args.out, directory=False, overwrite=args.overwrite,
+                       inputs=[Path(args.bundle) / MANIFEST, args.images])
+    with files.lock(args.out):
         runner = EarlyExitRunner(args.bundle, num_threads=args.threads)
         in_graph = (EarlyExitRunner(args.bundle, num_threads=args.threads, in_graph=True)
                     if runner.manifest.get("in_graph_exit") else None)
@@ -55,12 +61,10 @@ def main(argv=None):
                   else bench_kit.manifest_distribution(runner.manifest))
         full_us = None if result["full_ms"] is None else result["full_ms"]["mean"] * 1e3
         rows = bench_kit.combine(runner.manifest, result["segment_us"], shares, full_us)
-        bench_kit.write_csv(rows, args.out)
-    except (InputError, OSError) as error:
-        base.fail(error)
+        bench_kit.write_csv(rows, args.out, overwrite=args.overwrite)
     early, full = result["early_exit_ms"], result["full_ms"]
     print(f"{platform.machine()} {platform.platform()}, {args.threads} thread(s), "
-          f"{len(images)} images, precision {runner.manifest['precision']}")
+          f"{len(images)} images, precision {runner.manifest.get('precision')}")
     print(f"exit shares        {np.round(result['exit_shares'], 3).tolist()} measured on these images")
     if not args.images:
         print(f"                   {np.round(shares, 3).tolist()} from the manifest (used in the CSV)")

@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import re
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from rdinet_tf import files
 from rdinet_tf.accounting import exit_shares, expected_cost
 from rdinet_tf.errors import InputError
+from rdinet_tf.runtime import SAFE_NAME
 
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)"
 _SUMMARY = re.compile(r"Inference \(avg\):\s*" + _NUMBER)
@@ -61,8 +63,12 @@ def parse_benchmark_model(text):
         for name, pattern in _FIELD.items():
             found = pattern.search(last.group("rest"))
             extras[name] = float(found.group(1)) if found else None
+    avg_us = float(summary[-1]) if summary else float(last.group(2))
+    if not (np.isfinite(avg_us) and avg_us > 0):
+        raise InputError(f"the average inference time {avg_us} us is not a positive finite number: is this the "
+                         "output of a complete benchmark_model run?")
     return BenchmarkTiming(
-        avg_us=float(summary[-1]) if summary else float(last.group(2)),
+        avg_us=avg_us,
         runs=int(last.group(1)) if last is not None else None,
         std_us=extras.get("std"),
         median_us=extras.get("median"),
@@ -85,24 +91,39 @@ def expected_latency(segment_latencies, exit_distribution):
 
 def read_distribution_csv(path, num_exits):
     """Exit shares from a CSV with columns ``exit`` (1-based) and ``share`` or ``count``."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"{path} is not a readable CSV ({error})") from None
     column = next((c for c in ("share", "count") if rows and c in rows[0]), None)
     if column is None or "exit" not in rows[0]:
         raise InputError(f"{path} needs a header with columns 'exit' (1-based) and 'share' or 'count'")
     shares = np.zeros(num_exits)
-    for row in rows:
-        exit_number = int(row["exit"])
+    for line, row in enumerate(rows, start=2):
+        try:
+            exit_number, value = int(row["exit"]), float(row[column])
+        except (TypeError, ValueError):
+            raise InputError(f"{path} line {line}: exit {str(row['exit'])[:20]!r} must be an integer and "
+                             f"{column} {str(row[column])[:20]!r} a number") from None
         if not 1 <= exit_number <= num_exits:
             raise InputError(f"{path}: exit {exit_number} is out of range 1..{num_exits}")
-        shares[exit_number - 1] += float(row[column])
-    return shares / shares.sum() if shares.sum() > 0 else shares
+        if not (np.isfinite(value) and value >= 0):
+            raise InputError(f"{path} line {line}: {column} {value} must be a finite non-negative number")
+        shares[exit_number - 1] += value
+    if not (np.isfinite(shares.sum()) and shares.sum() > 0):
+        raise InputError(f"{path}: the {column}s must have a positive finite sum; got {shares.sum()}")
+    return shares / shares.sum()
 
 
 def benchmark_plan(manifest):
     """The ``benchmark_model`` runs a bundle needs: one ``(file, signature)`` per segment, then the full model."""
     full = manifest.get("full_model")
     signatures = [s["signature"] for s in manifest["segments"]] + ([full["signature"]] if full else [])
+    for name in (manifest["file"], *signatures):  # they reach a shell on the device
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+            raise InputError(f"the manifest names {str(name)[:80]!r}: a bundle's file and signature names hold only "
+                             "letters, digits and _ . - (a tampered manifest?); re-export the bundle")
     return [(manifest["file"], signature) for signature in signatures]
 
 
@@ -114,7 +135,11 @@ def manifest_distribution(manifest):
             "the manifest records no exit distribution (export with representative images); "
             "pass --distribution exits.csv with columns exit,share"
         )
-    return np.asarray(recorded["shares"], np.float64)
+    shares = np.asarray(recorded["shares"], np.float64)
+    if not (np.isfinite(shares).all() and (shares >= 0).all() and shares.sum() > 0):
+        raise InputError(f"the manifest's exit distribution {shares.tolist()} is not a set of finite non-negative "
+                         "shares; re-export the bundle or pass --distribution exits.csv")
+    return shares
 
 
 def combine(manifest, segment_latencies_us, shares, full_latency_us=None):
@@ -142,13 +167,19 @@ def combine(manifest, segment_latencies_us, shares, full_latency_us=None):
         full_cost = full["cost_mflops"]["honest"]
         rows.append({"row": "full_model", "signature": full["signature"], "latency_us": full_latency_us,
                      "mflops_honest": full_cost})
-        rows.append({"row": "early_exit_over_full", "latency_us": expected / full_latency_us,
-                     "mflops_honest": mean_cost / full_cost})
+        if full_latency_us > 0 and full_cost > 0:
+            rows.append({"row": "early_exit_over_full", "latency_us": expected / full_latency_us,
+                         "mflops_honest": mean_cost / full_cost})
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, (int, float, np.floating)) and not np.isfinite(value):
+                raise InputError(f"{row['row']} {key} is {value}: the latencies, shares and costs must be finite "
+                                 "(a bad log, distribution or manifest?)")
     return rows
 
 
-def write_csv(rows, path):
-    """Write :func:`combine` rows to ``path`` (atomically)."""
+def write_csv(rows, path, overwrite=True):
+    """Write :func:`combine` rows to ``path`` (atomically; an existing file only with ``overwrite``)."""
     def write(temporary):
         with open(temporary, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, restval="")
@@ -156,7 +187,7 @@ def write_csv(rows, path):
             writer.writerows(rows)
 
     path = Path(path)
-    files.publish(path.parent, {path.name: write})
+    files.publish(path.parent, {path.name: write}, replace=overwrite)
 
 
 def percentiles_ms(seconds):
@@ -219,11 +250,29 @@ def _time_segments(runner, image):
 
 
 def images_from_npz(path, key, image_shape, count=None):
-    """Float32 images in [0, 1] of ``image_shape`` from uint8 (or [0, 1] float) array ``key``."""
-    with np.load(path) as arrays:
-        if key not in arrays:
-            raise InputError(f"{path} has no array {key!r}; it has {sorted(arrays)}")
-        images = arrays[key][:count]
+    """Float32 images in [0, 1] of ``image_shape`` from uint8 (or [0, 1] float) array ``key`` of an ``.npz``
+    (or the array of an ``.npy``); one clear error for anything else."""
+    try:
+        with open(path, "rb") as handle:
+            loaded = np.load(handle, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                with loaded:
+                    if key not in loaded.files:
+                        raise InputError(f"{path} has no array {key!r}; it has {sorted(loaded.files)[:20]}")
+                    images = loaded[key]
+            else:
+                images = loaded
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"{path}: its array is too large to load (a corrupt header?)") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise InputError(f"{path} is not a readable .npz or .npy of numeric images (allow_pickle=False): "
+                         f"{type(error).__name__}: {error}") from None
+    if images.dtype.kind not in "uif" or images.ndim not in (3, 4):
+        raise InputError(f"{path}: images must be a numeric (N, H, W[, C]) array; got {images.dtype} of shape "
+                         f"{images.shape}")
+    images = images[:count]
     if images.ndim == 3:
         images = images[..., None]
     if images.shape[1:] != tuple(image_shape):

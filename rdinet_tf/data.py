@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
+import math
 import os
 import pickle
 import re
@@ -346,7 +347,12 @@ def _npz_lengths(path):
                     version = np.lib.format.read_magic(f)
                     read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                                    else np.lib.format.read_array_header_2_0)
-                    shape = read_header(f)[0]
+                    shape, _, dtype = read_header(f)
+                    header_end = f.tell()
+                stored = archive.getinfo(member).file_size - header_end
+                if dtype.hasobject or any(n < 0 for n in shape) or math.prod(shape) * dtype.itemsize > stored:
+                    raise ValueError(f"its array {member!r} claims shape {shape} of {dtype}, more than the "
+                                     f"{stored} bytes it holds (truncated or crafted)")
                 lengths[member.removesuffix(".npy")] = shape[0] if shape else 0
     return lengths
 
@@ -356,8 +362,8 @@ def _npz_errors(path):
     """Turn a failure to read ``path`` as an .npz archive into a DataError naming it."""
     try:
         yield
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"could not read {str(path)!r} as an .npz archive: {exc}") from exc
+    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile) as exc:
+        raise DataError(f"could not read {str(path)!r} as an .npz archive: {type(exc).__name__}: {exc}") from exc
 
 
 def _idx_name(base, magic):
@@ -401,11 +407,14 @@ def _read_idx(path, magic):
             f"magic number {int(header[0])}, expected {magic}; replace it with the original file"
         )
     shape = tuple(int(d) for d in header[1:])
+    if any(d < 0 for d in shape):
+        raise DataError(f"{str(path)!r} is corrupt: its header gives the negative shape {shape}; replace it with "
+                        "the original file")
     data = np.frombuffer(raw, dtype=np.uint8, offset=header_size)
-    if data.size != int(np.prod(shape)):
+    if data.size != math.prod(shape):
         raise DataError(
             f"{str(path)!r} is truncated or corrupt: header promises shape {shape} "
-            f"({int(np.prod(shape))} bytes) but holds {data.size} bytes of data"
+            f"({math.prod(shape)} bytes) but holds {data.size} bytes of data"
         )
     return data.reshape(shape)
 

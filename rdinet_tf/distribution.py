@@ -18,6 +18,7 @@ shards it over the workers); gradients are summed over the replicas, so
 import dataclasses
 import json
 import os
+import re
 
 import tensorflow as tf
 
@@ -25,6 +26,7 @@ from rdinet_tf.errors import InputError
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 TF_CONFIG = "TF_CONFIG"
+_ADDRESS = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,12 +91,29 @@ def _tf_config(text):
         members = cluster[task_type]
     except (ValueError, KeyError, TypeError) as error:
         raise InputError(f"{TF_CONFIG} is malformed ({type(error).__name__}: {error}); {fix}") from None
-    if not isinstance(index, int) or not 0 <= index < len(members):
+    if not isinstance(members, list):
+        raise InputError(f"{TF_CONFIG} cluster {task_type!r} must be a list of \"host:port\" strings; got "
+                         f"{json.dumps(members)[:100]}; {fix}")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(members):
         raise InputError(f"{TF_CONFIG} task index {index!r} is not among the {len(members)} "
                          f"{task_type!r} addresses; {fix}")
     if not set(cluster) <= {"chief", "worker"} or task_type not in cluster:
         raise InputError(f"{TF_CONFIG} cluster may hold only 'chief' and 'worker' tasks and must hold "
                          f"this task's type; got {sorted(cluster)} and {task_type!r}")
+    addresses = []
+    for kind in sorted(cluster):
+        members = cluster[kind]
+        if not isinstance(members, list) or not all(isinstance(a, str) and _ADDRESS.fullmatch(a) for a in members):
+            raise InputError(f"{TF_CONFIG} cluster {kind!r} must be a list of \"host:port\" strings; got "
+                             f"{json.dumps(members)[:100]}; {fix}")
+        addresses += members
+    duplicates = sorted({a for a in addresses if addresses.count(a) > 1})
+    if duplicates:
+        raise InputError(f"{TF_CONFIG} lists the address {duplicates[0]} more than once: every task needs its own "
+                         f"host:port; {fix}")
+    if len(addresses) < 2:
+        raise InputError(f"{TF_CONFIG} describes a cluster of one task ({addresses[0]}): multi_worker needs two or "
+                         "more; on one machine use --distribute none or mirrored")
     return config
 
 

@@ -47,6 +47,7 @@ feature map (SmallCNN ``fc1`` and both exit heads' first linear).
 
 import pickle
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -134,11 +135,20 @@ def load_torch_checkpoint(path, model_name):
     except ImportError as error:
         raise ImportError(_INSTALL_HINT) from error
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*Check the documentation", str(error), re.DOTALL)
+        detail = " ".join((found.group(1) if found else str(error)).split())[:120]
+        raise InputError(f"{path} is not a state dict of tensors ({detail}); it is read with "
+                         "torch.load(weights_only=True), which never runs code: a crafted, corrupt or non-PyTorch "
+                         "file?") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a bad file
+        message = " ".join(str(error).split())[:200]
         raise InputError(
-            f"cannot read {path} as a PyTorch checkpoint (weights_only=True): {error}"
-        ) from error
+            f"cannot read {path} as a PyTorch checkpoint (weights_only=True): {type(error).__name__}: {message}"
+        ) from None
     state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict):
         raise InputError(
@@ -147,15 +157,35 @@ def load_torch_checkpoint(path, model_name):
         )
     arrays = {}
     for key, tensor in state_dict.items():
+        if not isinstance(key, str):
+            raise InputError(f"{path}: a state dict is keyed by parameter names; got the key {str(key)[:40]!r} "
+                             f"({type(key).__name__})")
         if not isinstance(tensor, torch.Tensor):
             raise InputError(
-                f"{path}: entry {key!r} is a {type(tensor).__name__}, not a tensor; pass a state "
+                f"{path}: entry {key[:80]!r} is a {type(tensor).__name__}, not a tensor; pass a state "
                 "dict or a dict with a 'state_dict' entry"
             )
-        arrays[key.removeprefix("module.")] = tensor.detach().cpu().numpy()
+        arrays[key.removeprefix("module.")] = _to_numpy(torch, tensor, path, key)
     model = models.build(model_name)
     load_state_dict(model, arrays, model_name)
     return model
+
+
+def _to_numpy(torch, tensor, path, key):
+    """A checkpoint tensor as a numpy array: sparse made dense, bfloat16/float16 widened to float32 (exact);
+    complex and other non-real tensors refused."""
+    tensor = tensor.detach().cpu()
+    if tensor.layout != torch.strided:
+        tensor = tensor.to_dense()
+    if tensor.is_complex():
+        raise InputError(f"{path}: tensor {key[:80]!r} is {tensor.dtype}: a weight is real; the checkpoint is "
+                         "not a reference model's")
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    try:
+        return tensor.numpy()
+    except (TypeError, RuntimeError) as error:
+        raise InputError(f"{path}: tensor {key[:80]!r} of dtype {tensor.dtype} cannot be read ({error})") from None
 
 
 def load_state_dict(model, state_dict, model_name):
@@ -182,6 +212,9 @@ def load_state_dict(model, state_dict, model_name):
                         f"layer {layer.name!r}; is it a reference {model_name} checkpoint?"
                     )
                 tensor = np.asarray(remaining.pop(key))
+                if tensor.dtype.kind not in "fiu":
+                    raise InputError(f"checkpoint tensor {key!r} is {tensor.dtype}, not real numbers; is it a "
+                                     f"reference {model_name} checkpoint?")
                 if tensor.shape != torch_shape:
                     raise InputError(
                         f"checkpoint tensor {key!r} has shape {tensor.shape}, expected "

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from rdinet_tf import architecture
 from rdinet_tf.architecture import exit_name
@@ -52,13 +53,43 @@ def load(path):
     if missing:
         raise InputError(f"{path} is not a complete .keras file (it lacks {', '.join(missing)}); {remake}")
     try:
-        model = keras.models.load_model(path)
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
-        raise InputError(f"{path} cannot be loaded ({type(error).__name__}: {error}); {remake}") from error
+        model = keras.models.load_model(path)  # safe mode: a Lambda or unknown class is refused, never run
+    except MemoryError:
+        raise InputError(f"{path} is too large to load (out of memory); {remake}") from None
+    except RecursionError:
+        raise InputError(f"{path} cannot be loaded: its config is nested too deeply (crafted or corrupt); "
+                         f"{remake}") from None
+    except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a bad file
+        raise InputError(f"{path} cannot be loaded ({type(error).__name__}: {_first_line(error)}); {remake}") \
+            from error
     if not isinstance(model, MultiExitModel):
         raise InputError(f"{path} holds a {type(model).__name__}, not an rdinet_tf multi-exit model; build one "
                          "with rdinet_tf.models.build or attach_exits, or train one with rdinet-train")
+    try:
+        if not (model.num_exits >= 1 and len(model.stages) == len(model.heads) == model.num_exits
+                and all(isinstance(m, keras.Model) for m in (*model.stages, *model.heads))):
+            raise ValueError("its stages and heads do not form a multi-exit network")
+        model.image_shape, model.num_classes  # noqa: B018 - derived from the layers; fails on a bad structure
+    except Exception as error:  # noqa: BLE001
+        raise InputError(f"{path} is not a valid multi-exit model ({type(error).__name__}: {_first_line(error)}); "
+                         f"{remake}") from error
+    check_finite_weights(model, str(path), "the model is from a diverged training or corrupt; retrain it with a "
+                         "lower --lr (rdinet-train --restart)")
     return model
+
+
+def _first_line(error, limit=200):
+    """The start of an error message: Keras puts whole configs in some (tens of KB)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def check_finite_weights(model, what, fix):
+    """One clear error naming ``what`` if any weight of ``model`` is NaN or infinite."""
+    for variable in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(variable))
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise InputError(f"{what} holds NaN or infinite weights (in {variable.path}): {fix}")
 
 
 __all__ = ["INPUT_SHAPES", "MultiExitModel", "attach_exits", "build", "cifar_resnet", "exit_name", "load"]

@@ -15,6 +15,8 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
+import re
 import time
 from pathlib import Path
 
@@ -78,6 +80,8 @@ def load_manifest(bundle_dir):
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path} is not valid JSON ({error}); {_EXPORT_HINT}") from error
+    except RecursionError:
+        raise InputError(f"{path} is nested too deeply to be a manifest; {_EXPORT_HINT}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{path} is not an {FORMAT} manifest; {_EXPORT_HINT}")
     if manifest.get("format_version") == 1:
@@ -90,10 +94,110 @@ def load_manifest(bundle_dir):
             f"{path} has format version {manifest.get('format_version')!r}; this library "
             f"reads version {FORMAT_VERSION}; {_EXPORT_HINT}"
         )
-    for key in ("file", "num_exits", "thresholds", "segments", "input"):
+    for key in ("file", "sha256", "num_exits", "thresholds", "segments", "input"):
         if key not in manifest:
             raise InputError(f"{path} has no {key!r} entry; {_EXPORT_HINT}")
+    try:
+        check_manifest(manifest)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{path} is malformed: {error}; {_EXPORT_HINT}") from None
     return manifest
+
+
+# What a file or signature name of a bundle may hold: it reaches benchmark_model's command line.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def _is_int(value, minimum):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_number(value, minimum=0.0):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value >= minimum)
+
+
+def _require(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+def check_manifest(manifest):
+    """Check the type and range of every manifest field the device side uses (``ValueError`` naming the first
+    bad one): a tampered manifest is refused here, not deep inside the runner or the benchmark tools."""
+    name = manifest["file"]
+    _require(isinstance(name, str) and SAFE_NAME.fullmatch(name) and name not in (".", ".."),
+             f"'file' must be a plain file name inside the bundle (letters, digits, _ . -); got {name!r:.80}")
+    digest = manifest["sha256"]
+    _require(isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest),
+             f"'sha256' must be 64 lowercase hex digits; got {digest!r:.80}")
+    num_exits = manifest["num_exits"]
+    _require(_is_int(num_exits, 1), f"'num_exits' must be a positive integer; got {num_exits!r:.40}")
+    thresholds = manifest["thresholds"]
+    _require(isinstance(thresholds, list) and len(thresholds) == num_exits - 1
+             and all(_is_number(t) for t in thresholds),
+             f"'thresholds' must be {num_exits - 1} finite non-negative numbers; got {thresholds!r:.80}")
+    image = manifest["input"]
+    _require(isinstance(image, dict) and isinstance(image.get("shape"), list) and len(image["shape"]) == 4
+             and all(_is_int(n, 1) for n in image["shape"]) and image["shape"][0] == 1
+             and math.prod(image["shape"]) <= 2**26,
+             f"'input' must hold the 'shape' [1, H, W, C] of positive integers; got {image!r:.80}")
+    num_classes = manifest.get("num_classes")
+    _require(num_classes is None or _is_int(num_classes, 1), f"'num_classes' must be a positive integer; got "
+             f"{num_classes!r:.40}")
+    segments = manifest["segments"]
+    _require(isinstance(segments, list) and len(segments) == num_exits,
+             f"'segments' must list {num_exits} segments; got {segments!r:.80}")
+    for index, entry in enumerate(segments):
+        _check_entry(entry, segment_signature(index), f"segments[{index}]")
+        cost = entry["cost_mflops"]["honest"]
+        _require(isinstance(cost, dict) and _is_number(cost.get("cumulative")),
+                 f"segments[{index}] 'cost_mflops.honest.cumulative' must be a finite non-negative number")
+    full = manifest.get("full_model")
+    if full is not None:
+        _check_entry(full, FULL_SIGNATURE, "full_model")
+        _require(_is_number(full["cost_mflops"]["honest"], 1e-12),
+                 "full_model 'cost_mflops.honest' must be a finite positive number")
+    if manifest.get("in_graph_exit") is not None:
+        _check_entry(manifest["in_graph_exit"], IN_GRAPH_SIGNATURE, "in_graph_exit", cost=False)
+    distribution = manifest.get("exit_distribution")
+    if distribution is not None:
+        shares = distribution.get("shares") if isinstance(distribution, dict) else None
+        _require(isinstance(shares, list) and len(shares) == num_exits and all(_is_number(v) for v in shares)
+                 and sum(shares) > 0, f"'exit_distribution.shares' must be {num_exits} finite non-negative numbers "
+                 f"with a positive sum; got {shares!r:.80}")
+    for key in ("precision", "model_name"):
+        _require(isinstance(manifest.get(key, ""), str), f"{key!r} must be a string")
+    names = manifest.get("class_names")
+    _require(names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names)),
+             "'class_names' must be a list of strings or null")
+
+
+def _check_entry(entry, signature, where, cost=True):
+    """A signature entry: its expected name, tensor maps of {tensor, shape, dtype}, and (``cost``) its costs."""
+    _require(isinstance(entry, dict), f"{where} must be an object; got {entry!r:.80}")
+    _require(entry.get("signature") == signature,
+             f"{where} must be the signature {signature!r}; got {entry.get('signature')!r:.80}")
+    for kind in ("inputs", "outputs"):
+        tensors = entry.get(kind, {})  # compared with the file's own by Signature
+        _require(isinstance(tensors, dict) and all(
+            isinstance(t, dict) and isinstance(t.get("tensor"), str) and isinstance(t.get("dtype"), str)
+            and isinstance(t.get("shape"), list) and all(_is_int(n, 0) for n in t["shape"])
+            for t in tensors.values()), f"{where} {kind!r} must map names to {{tensor, shape, dtype}}")
+    if cost:
+        _require(isinstance(entry.get("cost_mflops"), dict) and "honest" in entry["cost_mflops"],
+                 f"{where} has no 'cost_mflops.honest'")
+
+
+def bundle_file(bundle_dir, manifest):
+    """``(path, content)`` of the bundle's model file, checked against the manifest's sha256 (always)."""
+    path = Path(bundle_dir) / manifest["file"]
+    if not path.is_file():
+        raise InputError(f"{path} listed in the manifest is missing; {_EXPORT_HINT}")
+    content = path.read_bytes()
+    if hashlib.sha256(content).hexdigest() != manifest["sha256"]:
+        raise InputError(f"{path} does not match the manifest's sha256 (changed or corrupt); {_EXPORT_HINT}")
+    return path, content
 
 
 def _load_interpreter(bundle_dir, manifest, num_threads):
@@ -102,12 +206,7 @@ def _load_interpreter(bundle_dir, manifest, num_threads):
     if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
         raise InputError(f"the manifest of {bundle_dir} names the file {name!r}: the bundle's file is a "
                          f"plain name inside the bundle directory; {_EXPORT_HINT}")
-    path = Path(bundle_dir) / name
-    if not path.is_file():
-        raise InputError(f"{path} listed in the manifest is missing; {_EXPORT_HINT}")
-    content = path.read_bytes()
-    if manifest.get("sha256") not in (None, hashlib.sha256(content).hexdigest()):
-        raise InputError(f"{path} does not match the manifest's sha256 (changed or corrupt); {_EXPORT_HINT}")
+    path, content = bundle_file(bundle_dir, manifest)
     try:
         interpreter = Interpreter(model_content=content, num_threads=num_threads)
         interpreter.allocate_tensors()
@@ -194,6 +293,8 @@ class EarlyExitRunner:
     """
 
     def __init__(self, bundle_dir, num_threads=None, in_graph=False):
+        if num_threads is not None and not _is_int(num_threads, 1):
+            raise InputError(f"num_threads must be a positive integer or None (LiteRT's default); got {num_threads!r}")
         self.bundle_dir = Path(bundle_dir)
         self.manifest = load_manifest(bundle_dir)
         try:
@@ -276,7 +377,7 @@ class EarlyExitRunner:
                 break
             features, input_name = segment.view("next_features"), "features"
         seconds = time.perf_counter() - start
-        return ExitResult(int(probabilities.argmax()), index, probabilities, seconds)
+        return ExitResult(_prediction(probabilities, self.bundle_dir), index, probabilities, seconds)
 
     def _run_in_graph(self, image):
         start = time.perf_counter()
@@ -284,7 +385,7 @@ class EarlyExitRunner:
         probabilities = self.in_graph.output("probs")[0]
         exit_taken = int(self.in_graph.view("exit")[0])
         seconds = time.perf_counter() - start
-        return ExitResult(int(probabilities.argmax()), exit_taken, probabilities, seconds)
+        return ExitResult(_prediction(probabilities, self.bundle_dir), exit_taken, probabilities, seconds)
 
     def run_batch(self, images):
         """Early exit for each image of (N, H, W, C), one at a time -> :class:`BatchResult`."""
@@ -309,4 +410,12 @@ class EarlyExitRunner:
         self.full_model.invoke("image", image)
         probabilities = self.full_model.output("probs")[0]
         seconds = time.perf_counter() - start
-        return ExitResult(int(probabilities.argmax()), self.num_exits - 1, probabilities, seconds)
+        return ExitResult(_prediction(probabilities, self.bundle_dir), self.num_exits - 1, probabilities, seconds)
+
+
+def _prediction(probabilities, bundle_dir):
+    """The class of ``probabilities``; refused if they are not finite (argmax would answer class 0)."""
+    if not np.isfinite(probabilities).all():
+        raise InputError(f"{bundle_dir} computed NaN or infinite probabilities: its weights are not finite (a "
+                         "diverged training?); retrain the model with a lower --lr and export it again")
+    return int(probabilities.argmax())

@@ -81,6 +81,9 @@ def check_exit_weights(exit_weights, num_exits):
     weights = np.ones(num_exits) if exit_weights is None else np.asarray(exit_weights, float)
     if weights.shape != (num_exits,) or not np.isfinite(weights).all() or (weights < 0).any():
         raise InputError(f"exit_weights must be {num_exits} non-negative numbers (one per exit); got {exit_weights!r}")
+    if not weights.sum() > 0:
+        raise InputError(f"exit_weights are all 0: no exit would be trained (the loss would be 0); give at least one "
+                         f"exit a positive weight, e.g. {','.join(['0'] * (num_exits - 1) + ['1'])}")
     return [float(w) for w in weights]
 
 

@@ -134,9 +134,9 @@ def bundle_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(thresholds=[float("nan"), 0.5]), "thresholds must be non-negative"),
-    (lambda m: m.update(thresholds=[-1.0, 0.5]), "thresholds must be non-negative"),
-    (lambda m: m.update(file="../../other/model.tflite"), "plain name inside the bundle"),
+    (lambda m: m.update(thresholds=[float("nan"), 0.5]), "'thresholds' must be 2 finite non-negative numbers"),
+    (lambda m: m.update(thresholds=[-1.0, 0.5]), "'thresholds' must be 2 finite non-negative numbers"),
+    (lambda m: m.update(file="../../other/model.tflite"), "plain file name inside the bundle"),
 ])
 def test_the_runtime_refuses_a_tampered_manifest(bundle_dir, tmp_path, edit, message):
     import json
@@ -156,12 +156,14 @@ def test_the_runtime_refuses_a_tampered_manifest(bundle_dir, tmp_path, edit, mes
 def test_a_killed_export_leaves_nothing_the_next_one_keeps(bundle_dir, tmp_path, umask):
     from rdinet_tf import files
 
-    (tmp_path / ".bundle.tmp-killed").mkdir()
-    (tmp_path / ".summary.killed.json").write_text("")
+    dead = 2**22 + 1  # above Linux's largest process id: never a running process
+    (tmp_path / f".bundle.tmp-{dead}-killed").mkdir()
+    (tmp_path / f".summary.{dead}-killed.json").write_text("")
+    (tmp_path / f".bundle.tmp-{os.getpid()}-live").mkdir()  # a running process's: kept
     with files.staged_directory(tmp_path / "bundle") as staging:
         (staging / "manifest.json").write_text("{}")
     files.write_json(tmp_path / "summary.json", {"ok": True})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".bundle.tmp-{os.getpid()}-live", "bundle", "summary.json"]
     assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 

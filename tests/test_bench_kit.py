@@ -1,6 +1,7 @@
 """Parsing LiteRT benchmark_model logs and combining segment latencies into early-exit latency."""
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -126,7 +127,8 @@ def bundle(tmp_path):
     bundle.mkdir()
     (bundle / "model.tflite").write_bytes(b"flatbuffer")
     manifest = dict(MANIFEST, format="rdinet_tflite_bundle", format_version=2, num_exits=3,
-                    thresholds=[0.1, 0.2], file="model.tflite", input={"shape": [1, 28, 28, 1]})
+                    thresholds=[0.1, 0.2], file="model.tflite", input={"shape": [1, 28, 28, 1]},
+                    sha256=hashlib.sha256(b"flatbuffer").hexdigest())
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     return bundle
 
@@ -141,8 +143,11 @@ def test_command_line_writes_the_csv(tmp_path, bundle, cli_error):
     rows = {r["row"]: r for r in csv.DictReader(out.open())}
     assert float(rows["early_exit_expected"]["latency_us"]) == pytest.approx(212.5)
     assert float(rows["full_model"]["latency_us"]) == 300
-    (logs / "segment_2.log").write_text("Segmentation fault\n")
     message = cli_error(bench.main, ["--bundle", str(bundle), "--logs", str(logs), "--out", str(out)])
+    assert "already exists; pass --overwrite" in message
+    (logs / "segment_2.log").write_text("Segmentation fault\n")
+    message = cli_error(bench.main, ["--bundle", str(bundle), "--logs", str(logs), "--out", str(out),
+                                     "--overwrite"])
     assert "segment_2.log" in message and "benchmark_model" in message
     assert float({r["row"]: r for r in csv.DictReader(out.open())}["full_model"]["latency_us"]) == 300  # kept
 

@@ -1,5 +1,6 @@
 """EarlyExitRunner: early exit on one image and on a batch, and a clear error for each bad input."""
 
+import hashlib
 import json
 import shutil
 
@@ -145,10 +146,18 @@ def test_truncated_bundle_file(copy):
         EarlyExitRunner(copy)
 
 
-def test_corrupt_bundle_file_without_checksum(copy):
+def test_corrupt_bundle_file_with_a_matching_checksum(copy):
     (copy / "model.tflite").write_bytes(b"not a flatbuffer" * 64)
-    _edit_manifest(copy, lambda m: m.pop("sha256"))
+    _edit_manifest(copy, lambda m: m.update(sha256=hashlib.sha256(b"not a flatbuffer" * 64).hexdigest()))
     with pytest.raises(InputError, match="not a valid TFLite model"):
+        EarlyExitRunner(copy)
+
+
+def test_the_checksum_is_mandatory(copy):
+    """Deleting the manifest's sha256 does not let another file through."""
+    (copy / "model.tflite").write_bytes(b"another model")
+    _edit_manifest(copy, lambda m: m.pop("sha256"))
+    with pytest.raises(InputError, match="has no 'sha256' entry"):
         EarlyExitRunner(copy)
 
 
@@ -170,12 +179,13 @@ def test_manifest_tensor_name_that_does_not_match_the_file(copy):
 
 def test_manifest_with_a_segment_missing(copy):
     _edit_manifest(copy, lambda m: m["segments"].pop(1))
-    with pytest.raises(InputError, match="2 segments and 2 thresholds for 3 exits"):
+    with pytest.raises(InputError, match="'segments' must list 3 segments"):
         EarlyExitRunner(copy)
 
 
 def test_manifest_naming_a_signature_the_file_lacks(copy):
-    _edit_manifest(copy, lambda m: m.update(full_model=dict(m["segments"][0], signature="full")))
+    _edit_manifest(copy, lambda m: m.update(full_model=dict(m["segments"][0], signature="full",
+                                                            cost_mflops={"honest": 1.0, "paper": 1.0})))
     with pytest.raises(InputError, match="has no signature 'full'"):
         EarlyExitRunner(copy)
 
@@ -195,7 +205,7 @@ def test_segments_that_do_not_chain(copy):
     specs = tflite.tensor_specs(flatbuffer)
 
     def edit(manifest):
-        manifest.pop("sha256")
+        manifest["sha256"] = hashlib.sha256(flatbuffer).hexdigest()
         for segment in manifest["segments"]:
             segment.update(specs[segment["signature"]])
     _edit_manifest(copy, edit)

@@ -12,10 +12,10 @@ combined with the manifest's exit distribution, or ``--distribution exits.csv``
 
 from pathlib import Path
 
-from rdinet_tf import bench_kit
+from rdinet_tf import bench_kit, files
 from rdinet_tf.cli import base
 from rdinet_tf.errors import InputError
-from rdinet_tf.runtime import load_manifest
+from rdinet_tf.runtime import MANIFEST, bundle_file, load_manifest
 
 
 def parser():
@@ -27,6 +27,7 @@ def parser():
     parser.add_argument("--distribution", help="CSV with columns exit,share (or exit,count); "
                         "default: the manifest's exit_distribution")
     parser.add_argument("--out", help="CSV to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
 
 
@@ -34,12 +35,23 @@ def parser():
 def main(args):
     manifest = load_manifest(args.bundle)
     if args.plan:
+        bundle_file(args.bundle, manifest)  # the file pushed to the device is the one the manifest describes
         for file, signature in bench_kit.benchmark_plan(manifest):
             print(file, signature)
         return
     if args.logs is None or args.out is None:
         raise InputError("--logs and --out are required (unless --plan)")
     logs = Path(args.logs)
+    if not logs.is_dir():
+        raise InputError(f"--logs {logs} is not a directory; pass the directory of <signature>.log benchmark logs")
+    inputs = [Path(args.bundle) / MANIFEST, args.distribution,
+              *(logs / f"{name}.log" for _, name in bench_kit.benchmark_plan(manifest))]
+    files.check_output(args.out, directory=False, overwrite=args.overwrite, inputs=inputs)
+    with files.lock(args.out):
+        _combine(args, manifest, logs)
+
+
+def _combine(args, manifest, logs):
     latencies = [bench_kit.log_timing(logs, s["signature"]).avg_us for s in manifest["segments"]]
     full = manifest.get("full_model")
     full_latency = (bench_kit.log_timing(logs, full["signature"]).avg_us
@@ -47,7 +59,7 @@ def main(args):
     shares = (bench_kit.read_distribution_csv(args.distribution, len(latencies)) if args.distribution
               else bench_kit.manifest_distribution(manifest))
     rows = bench_kit.combine(manifest, latencies, shares, full_latency)
-    bench_kit.write_csv(rows, args.out)
+    bench_kit.write_csv(rows, args.out, overwrite=args.overwrite)
     for row in rows:
         print(f"{row['row']:<22}{row['latency_us']:>14.4g}  {row['mflops_honest']:>10.4g}")
 

@@ -100,3 +100,12 @@ def check_dataset_shape(image_shape, dataset, owner):
     if data.DATASETS[dataset][0] != tuple(image_shape):
         raise InputError(f"{owner} takes {tuple(image_shape)} images but {dataset} has "
                          f"{data.DATASETS[dataset][0]}; pick a matching --dataset")
+
+
+def check_dataset(model, dataset, owner):
+    """One clear error when ``dataset``'s images or classes do not fit ``model``."""
+    check_dataset_shape(model.image_shape, dataset, owner)
+    classes = data.DATASETS[dataset][1]
+    if model.num_classes != classes:
+        raise InputError(f"{owner} has {model.num_classes} classes but {dataset} has {classes}; pick a matching "
+                         "--dataset or a model trained on it")

@@ -31,15 +31,23 @@ def parser():
     parser.add_argument("--autoattack-queries", type=base.positive_int, default=5000, help="Square iterations")
     parser.add_argument("--autoattack-targets", type=base.positive_int, default=9, help="APGD-T target classes")
     parser.add_argument("--out", help="write the report as JSON here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
 
 
 @base.command(parser)
 def main(args):
     if args.out:
-        files.check_output(args.out, directory=False)
+        files.check_output(args.out, directory=False, overwrite=args.overwrite, inputs=[args.model])
+        with files.lock(args.out):
+            _evaluate(args)
+    else:
+        _evaluate(args)
+
+
+def _evaluate(args):
     model = models.load(args.model)
-    common.check_dataset_shape(model.image_shape, args.dataset, args.model)
+    common.check_dataset(model, args.dataset, args.model)
     objectives = common.objectives(args.objectives, model.num_exits)
     preset = common.preset_for(model.image_shape, args.preset)
     eps = common.or_default(args.eps, preset.eps)
@@ -53,7 +61,7 @@ def main(args):
     print(report.table())
     if args.out:
         out = Path(args.out)
-        files.publish(out.parent, {out.name: files.json_writer(report.to_dict())})
+        files.publish(out.parent, {out.name: files.json_writer(report.to_dict())}, replace=args.overwrite)
         print(f"report written to {out}")
 
 

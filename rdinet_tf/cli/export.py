@@ -38,11 +38,11 @@ def parser():
 
 @base.command(parser)
 def main(args):
-    files.check_replaceable(args.out, args.overwrite)
+    files.check_replaceable(args.out, args.overwrite, inputs=[args.model])
     model = models.load(args.model)
     splits = None
     if args.dataset is not None:
-        common.check_dataset_shape(model.image_shape, args.dataset, args.model)
+        common.check_dataset(model, args.dataset, args.model)
         splits = data.load(args.dataset, data_dir=args.data_dir)
     manifest = export_tflite(
         model, args.out, args.precision,
@@ -51,6 +51,7 @@ def main(args):
         in_graph_exit=args.in_graph_exit,
         class_names=None if splits is None else CLASS_NAMES[args.dataset],
         overwrite=args.overwrite,
+        inputs=[args.model],
     )
     print(f"wrote {args.out}: {manifest['file']} ({manifest['bytes'] / 1024:.1f} KiB, {args.precision}), "
           f"{len(manifest['segments'])} segment signatures")

@@ -17,6 +17,7 @@ def parser():
     parser.add_argument("--checkpoint", required=True, help="PyTorch checkpoint (.pth / .pth.tar)")
     parser.add_argument("--model", required=True, choices=sorted(REFERENCE_NAMES))
     parser.add_argument("--out", required=True, help="output .keras file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
 
 
@@ -25,12 +26,13 @@ def main(args):
     out = Path(args.out)
     if out.suffix != ".keras":
         raise InputError(f"--out must name a .keras file; got {args.out!r}")
-    files.check_output(out, directory=False)
-    try:
-        model = load_torch_checkpoint(args.checkpoint, args.model)
-    except ImportError as error:
-        raise InputError(f"{error}; install torch with pip install \"rdinet_tf[torch]\"") from error
-    files.publish(out.parent, {out.name: model.save})
+    files.check_output(out, directory=False, overwrite=args.overwrite, inputs=[args.checkpoint])
+    with files.lock(out):
+        try:
+            model = load_torch_checkpoint(args.checkpoint, args.model)
+        except ImportError as error:
+            raise InputError(f"{error}; install torch with pip install \"rdinet_tf[torch]\"") from error
+        files.publish(out.parent, {out.name: model.save}, replace=args.overwrite)
     print(f"wrote {out} ({args.model}, {model.num_exits} exits)")
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from rdinet_tf import data, evaluate, files, models, pruning
 from rdinet_tf.adversarial import attacks
 from rdinet_tf.cli import base, common
+from rdinet_tf.errors import InputError
 from rdinet_tf.policy import predict_exit_logits
 
 MODEL_FILE = "model.keras"
@@ -50,7 +51,8 @@ def parser():
     parser.add_argument("--lr", type=base.positive_float, default=0.01, help="SGD learning rate (momentum 0.9)")
     common.add_attack_arguments(parser, training=True)
     parser.add_argument("--eval-samples", type=base.positive_int, default=1000, help="attack the first N test images")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=base.seed, default=0, help="random seed, in [0, 2**32) (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -63,11 +65,26 @@ def run(args):
     """Prune, fine-tune, evaluate and save as ``args`` says; returns the summary."""
     if args.target_sparsity is not None:
         pruning.check_sparsity(args.target_sparsity)
+    files.check_output(args.out, inputs=[args.model])  # before Path(""), which is "."
     out = Path(args.out)
-    files.check_output(out)
+    _check_out(out, args)
+    with files.lock(out):
+        _check_out(out, args)  # as it is now that nobody else writes it
+        return _prune(args, out)
+
+
+def _check_out(out, args):
+    files.check_output(out, inputs=[args.model])
+    existing = [name for name in (MODEL_FILE, SUMMARY_FILE) if (out / name).exists()]
+    if existing and not args.overwrite:
+        raise InputError(f"{out} already holds {' and '.join(existing)} (an earlier run's); pass --overwrite to "
+                         "replace them or choose another --out")
+
+
+def _prune(args, out):
     source = models.load(args.model)
     pruning.check_model(source)
-    common.check_dataset_shape(source.image_shape, args.dataset, args.model)
+    common.check_dataset(source, args.dataset, args.model)
     sparsity = (args.target_sparsity if args.target_mflops is None
                 else pruning.sparsity_for_cost(source, args.target_mflops, args.convention))
     preset = common.preset_for(source.image_shape)
@@ -102,7 +119,8 @@ def run(args):
         "source": rows["source"],
         "pruned": rows["pruned"],
     }
-    files.publish(out, {MODEL_FILE: result.model.save, SUMMARY_FILE: files.json_writer(summary)})
+    files.publish(out, {MODEL_FILE: result.model.save, SUMMARY_FILE: files.json_writer(summary)},
+                  replace=args.overwrite)
     print(table(rows, eval_attack, samples))
     print(f"\nwrote {out / MODEL_FILE} and {out / SUMMARY_FILE}")
     return summary

@@ -82,7 +82,7 @@ def parser():
                         "e.g. 0,0,1 trains a single-exit baseline")
     parser.add_argument("--calibration", default="equal_share", choices=["equal_share", "none"],
                         help="thresholds from the validation split; none: no early exit (all thresholds 0)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=base.seed, default=0, help="random seed, in [0, 2**32) (default 0)")
     parser.add_argument("--out", default="runs/rdinet", help="output directory")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     parser.add_argument("--restart", action="store_true",
@@ -149,57 +149,60 @@ def run(args, callbacks=()):
                            attacks.PGD(eps, 2.5 * eps / args.slowdown_attack_steps, args.slowdown_attack_steps))
         run_directory = RunDirectory(args.out, args, overwrite=args.overwrite, restart=args.restart,
                                      worker=None if placement.is_chief else placement.worker)
-        splits = data.load(dataset, data_dir=args.data_dir, seed=args.seed)
-        if len(splits.x_val) == 0:
-            raise InputError(f"the validation split of {dataset} ({splits.source}) is empty: training validates "
-                             "and calibrates the exits on it; use a dataset with more training images")
-        steps_per_epoch = common.or_default(args.steps_per_epoch, math.ceil(len(splits.x_train) / global_batch))
-        epochs = common.or_default(args.epochs, recipe.epochs if recipe else math.ceil(preset.iterations /
-                                                                                       steps_per_epoch))
-        total_steps = epochs * steps_per_epoch
-        guard = (CatastrophicOverfittingGuard(splits.x_val[:GUARD_SAMPLES], splits.y_val[:GUARD_SAMPLES],
-                                              guard_attack(eps), state_dir=run_directory.out, seed=args.seed)
-                 if (recipe is not None if args.guard is None else args.guard) else None)
-        trained = run_directory.trained_model()  # an earlier run's, if its fit finished
-        if trained is None:
-            with placement.strategy.scope():
-                optimizer = (recipe.optimizer(total_steps, args.lr) if recipe
-                             else preset_optimizer(preset, total_steps, args.lr))
-                model.compile(optimizer=optimizer, defense=args.defense, attack=attack, exit_weights=exit_weights,
-                              seed=args.seed, slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack,
-                              distillation=distillation, abstention_weight=args.abstention_weight or 0.0)
-            if guard is not None and guard.load_state():  # killed after the guard stopped the run
-                guard.restore_best(model)
-            else:
-                # A resumed run continues the input stream where the interrupted one stopped.
-                train_data = data.make_dataset(splits.x_train, splits.y_train, global_batch, shuffle=True,
-                                               augment=preset.augment and dataset == "cifar10", seed=args.seed)
-                train_data = train_data.repeat().skip(run_directory.resumed_epoch() * steps_per_epoch)
-                model.fit(_sharded(train_data, placement), epochs=epochs, steps_per_epoch=steps_per_epoch,
-                          shuffle=False,
-                          validation_data=_sharded(data.make_dataset(splits.x_val, splits.y_val, 256), placement),
-                          callbacks=[*_policy_callbacks(args.defense, splits), *([guard] if guard else []),
-                                     *run_directory.callbacks(), *callbacks],
-                          verbose=0 if args.quiet else "auto")
-            run_directory.save_trained(model)
-        if not placement.is_chief:
-            run_directory.finish_worker()
-            print(f"worker {placement.worker}: training done; the chief writes the outputs")
+        try:
+            splits = data.load(dataset, data_dir=args.data_dir, seed=args.seed)
+            if len(splits.x_val) == 0:
+                raise InputError(f"the validation split of {dataset} ({splits.source}) is empty: training validates "
+                                 "and calibrates the exits on it; use a dataset with more training images")
+            steps_per_epoch = common.or_default(args.steps_per_epoch, math.ceil(len(splits.x_train) / global_batch))
+            epochs = common.or_default(args.epochs, recipe.epochs if recipe else math.ceil(preset.iterations /
+                                                                                           steps_per_epoch))
+            total_steps = epochs * steps_per_epoch
+            guard = (CatastrophicOverfittingGuard(splits.x_val[:GUARD_SAMPLES], splits.y_val[:GUARD_SAMPLES],
+                                                  guard_attack(eps), state_dir=run_directory.out, seed=args.seed)
+                     if (recipe is not None if args.guard is None else args.guard) else None)
+            trained = run_directory.trained_model()  # an earlier run's, if its fit finished
+            if trained is None:
+                with placement.strategy.scope():
+                    optimizer = (recipe.optimizer(total_steps, args.lr) if recipe
+                                 else preset_optimizer(preset, total_steps, args.lr))
+                    model.compile(optimizer=optimizer, defense=args.defense, attack=attack, exit_weights=exit_weights,
+                                  seed=args.seed, slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack,
+                                  distillation=distillation, abstention_weight=args.abstention_weight or 0.0)
+                if guard is not None and guard.load_state():  # killed after the guard stopped the run
+                    guard.restore_best(model)
+                else:
+                    # A resumed run continues the input stream where the interrupted one stopped.
+                    train_data = data.make_dataset(splits.x_train, splits.y_train, global_batch, shuffle=True,
+                                                   augment=preset.augment and dataset == "cifar10", seed=args.seed)
+                    train_data = train_data.repeat().skip(run_directory.resumed_epoch() * steps_per_epoch)
+                    model.fit(_sharded(train_data, placement), epochs=epochs, steps_per_epoch=steps_per_epoch,
+                              shuffle=False,
+                              validation_data=_sharded(data.make_dataset(splits.x_val, splits.y_val, 256), placement),
+                              callbacks=[*_policy_callbacks(args.defense, splits), *([guard] if guard else []),
+                                         *run_directory.callbacks(), *callbacks],
+                              verbose=0 if args.quiet else "auto")
+                run_directory.save_trained(model)
+            if not placement.is_chief:
+                run_directory.finish_worker()
+                print(f"worker {placement.worker}: training done; the chief writes the outputs")
+                placement.wait_for_all()
+                return None
+            if trained is None:
+                trained = run_directory.trained_model()  # loaded outside the strategy: the chief evaluates alone
+            if guard is not None:
+                guard.load_state()  # where it acted, also when an earlier run trained
+            summary = _finish(args, trained, splits, dataset, attack, eval_attacks, eval_objectives, run_directory,
+                              {"recipe": _recipe_summary(args, recipe, preset, attack, epochs, total_steps, global_batch),
+                               "guard": guard.report() if guard else None,
+                               "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": global_batch,
+                               "distribution": {**placement.to_dict(), "global_batch": global_batch,
+                                                "per_replica_batch": per_replica_batch},
+                               "precision": args.precision})
             placement.wait_for_all()
-            return None
-        if trained is None:
-            trained = run_directory.trained_model()  # loaded outside the strategy: the chief evaluates alone
-        if guard is not None:
-            guard.load_state()  # where it acted, also when an earlier run trained
-        summary = _finish(args, trained, splits, dataset, attack, eval_attacks, eval_objectives, run_directory,
-                          {"recipe": _recipe_summary(args, recipe, preset, attack, epochs, total_steps, global_batch),
-                           "guard": guard.report() if guard else None,
-                           "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": global_batch,
-                           "distribution": {**placement.to_dict(), "global_batch": global_batch,
-                                            "per_replica_batch": per_replica_batch},
-                           "precision": args.precision})
-        placement.wait_for_all()
-        return summary
+            return summary
+        finally:
+            run_directory.close()
 
 
 def _policy_callbacks(defense, splits):

@@ -34,6 +34,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from rdinet_tf import files, flops
+from rdinet_tf.models import check_finite_weights
 from rdinet_tf.accounting import CONVENTIONS
 from rdinet_tf.architecture import MultiExitNetwork
 from rdinet_tf.architecture.folding import folded_segment
@@ -266,7 +267,7 @@ def _in_graph_exit(segments, thresholds):
 
 
 def export_tflite(model, out_dir, precision="float32", representative_images=None,
-                  include_full=False, class_names=None, overwrite=False, in_graph_exit=False):
+                  include_full=False, class_names=None, overwrite=False, in_graph_exit=False, inputs=()):
     """Write ``model`` as ``model.tflite`` (one signature per segment) plus ``manifest.json`` into ``out_dir``.
 
     Args:
@@ -283,6 +284,7 @@ def export_tflite(model, out_dir, precision="float32", representative_images=Non
         in_graph_exit: also add the signature ``early_exit``, the whole early
             exit in one graph (IF ops; thresholds fixed at export), run by
             ``EarlyExitRunner(..., in_graph=True)``.
+        inputs: files ``out_dir`` must not hold (the model file exported), even with ``overwrite``.
 
     The bundle is built in a temporary directory next to ``out_dir`` and moved
     into place only when everything succeeded. A mixed-precision model is
@@ -294,7 +296,7 @@ def export_tflite(model, out_dir, precision="float32", representative_images=Non
     """
     representative_images = _check_export_args(model, precision, representative_images, class_names)
     model = float32_network(model)
-    with files.staged_directory(out_dir, overwrite) as staging:
+    with files.staged_directory(out_dir, overwrite, inputs) as staging:
         return _write_bundle(model, staging, precision, representative_images, include_full, in_graph_exit,
                              class_names)
 
@@ -330,6 +332,8 @@ def _check_export_args(model, precision, representative_images, class_names):
         raise InputError(f"export_tflite needs a rdinet_tf multi-exit model; got {type(model).__name__}")
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    check_finite_weights(model, f"model {model.name!r}", "it is from a diverged training or corrupt; retrain it "
+                         "with a lower --lr")
     if model.exit_policy is None:
         raise InputError(
             f"model {model.name!r} has no exit thresholds; calibrate them on held-out images "
