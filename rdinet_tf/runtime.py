@@ -52,12 +52,12 @@ class ExitResult:
 
 @dataclasses.dataclass(frozen=True)
 class BatchResult:
-    """Early-exit inference of a batch, one image at a time; one entry per image."""
+    """Early-exit inference of a set of images; one entry per image."""
 
     predictions: np.ndarray
     exits: np.ndarray
     probabilities: np.ndarray  # (N, C)
-    seconds: np.ndarray
+    seconds: np.ndarray  # time in the interpreters: the image's own, or its share of its batch's
     num_exits: int
 
     @property
@@ -139,8 +139,11 @@ class Signature:
         self.inputs = {name: d["index"] for name, d in inputs.items()}
         self.outputs = {name: d["index"] for name, d in outputs.items()}
         self.shapes = {name: tuple(int(n) for n in d["shape"]) for name, d in {**inputs, **outputs}.items()}
+        # Exported with a free batch dimension: the inputs can be resized to any batch (see :meth:`invoke`).
+        self.takes_batches = all(int(d["shape_signature"][0]) == -1 for d in inputs.values())
         wrapper, subgraph = runner._interpreter_wrapper, runner._subgraph_index
         wrapper.AllocateTensors(subgraph)
+        self._wrapper, self._subgraph, self._batch = wrapper, subgraph, 1
         self._invoke = functools.partial(wrapper.Invoke, subgraph)
         self._views = {name: functools.partial(wrapper.tensor, wrapper, index, subgraph)
                        for name, index in {**self.inputs, **self.outputs}.items()}
@@ -164,9 +167,22 @@ class Signature:
                 )
 
     def invoke(self, input_name, value):
-        """Copy ``value`` into input ``input_name`` and run the signature; read results with :meth:`view`."""
+        """Copy ``value`` into input ``input_name`` and run the signature; read results with :meth:`view`.
+
+        A ``value`` of another batch size than the last resizes the signature's
+        inputs first (a signature that :attr:`takes_batches` only).
+        """
+        if len(value) != self._batch:
+            self._resize_batch(len(value))
         self._views[input_name]()[...] = value
         self._invoke()
+
+    def _resize_batch(self, batch):
+        for name, index in self.inputs.items():
+            shape = np.array((batch, *self.shapes[name][1:]), np.int32)
+            self._wrapper.ResizeInputTensor(index, shape, True, self._subgraph)
+        self._wrapper.AllocateTensors(self._subgraph)
+        self._batch = batch
 
     def view(self, name):
         """Output ``name`` of the last :meth:`invoke`, in place: valid until the next one."""
@@ -286,18 +302,64 @@ class EarlyExitRunner:
         seconds = time.perf_counter() - start
         return ExitResult(int(probabilities.argmax()), exit_taken, probabilities, seconds)
 
-    def run_batch(self, images):
-        """Early exit for each image of (N, H, W, C), one at a time -> :class:`BatchResult`."""
+    @property
+    def takes_batches(self):
+        """Whether :meth:`run_batch` can run batches of more than one image: the segments were exported
+        with a free batch dimension (the in-graph early exit takes one image)."""
+        return self.in_graph is None and all(segment.takes_batches for segment in self.segments)
+
+    def run_batch(self, images, batch_size=None):
+        """Early exit for each image of (N, H, W, C) -> :class:`BatchResult`.
+
+        Each batch of ``batch_size`` images runs segment 1 on all of them, then
+        segment k+1 on those still present after exit k, as one invoke each
+        (default 256; 1 for a bundle that does not :attr:`takes_batches`,
+        which refuses a larger ``batch_size``). With ``batch_size=1``, one image
+        at a time as :meth:`run`. ``seconds``: each image's share of its batch's time.
+        """
         images = check_images(images, self.image_shape, "the bundle", require_float32=True)
-        results = [self._run_checked(image[None]) for image in images]
-        return BatchResult(
-            predictions=np.array([r.prediction for r in results], np.int64),
-            exits=np.array([r.exit for r in results], np.int64),
-            probabilities=np.stack([r.probabilities for r in results]) if results
-            else np.zeros((0, self.manifest.get("num_classes", 0)), np.float32),
-            seconds=np.array([r.seconds for r in results]),
-            num_exits=self.num_exits,
-        )
+        if batch_size is None:
+            batch_size = 256 if self.takes_batches else 1
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer; got {batch_size!r}")
+        if batch_size > 1 and not self.takes_batches:
+            raise InputError(f"{self.bundle_dir} runs one image at a time ("
+                             + ("the in-graph early exit" if self.in_graph is not None else
+                                "its segments have a fixed batch of 1") + f"); use batch_size=1, or re-export "
+                             "the bundle with python -m rdinet_tf.export --tflite ... and run its segment chain")
+        num_classes = self.segments[-1].shapes["probs"][-1]
+        chunks = [(np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), np.zeros(0))]
+        if batch_size == 1:
+            for result in (self._run_checked(image[None]) for image in images):
+                chunks.append((result.probabilities[None], np.array([result.exit]), np.array([result.seconds])))
+        else:
+            chunks += [self._run_chain_batch(images[start:start + batch_size])
+                       for start in range(0, len(images), batch_size)]
+        probabilities, exits, seconds = (np.concatenate(parts) for parts in zip(*chunks))
+        return BatchResult(predictions=probabilities.argmax(-1).astype(np.int64), exits=exits.astype(np.int64),
+                           probabilities=probabilities, seconds=seconds, num_exits=self.num_exits)
+
+    def _run_chain_batch(self, images):
+        """The segment chain on a batch: ``(probabilities (n, C), exits (n,), seconds (n,))``."""
+        last, count = self.num_exits - 1, len(images)
+        probabilities = np.empty((count, self.segments[-1].shapes["probs"][-1]), np.float32)
+        exits = np.full(count, last, np.int64)
+        start = time.perf_counter()
+        positions, features, input_name = np.arange(count), images, "image"
+        for index, segment in enumerate(self.segments):
+            segment.invoke(input_name, features)
+            if index == last:
+                probabilities[positions] = segment.view("probs")
+                break
+            leave = segment.view("entropy") < self._entropy_bounds[index]
+            probabilities[positions[leave]] = segment.view("probs")[leave]
+            exits[positions[leave]] = index
+            if leave.all():
+                break
+            stay = ~leave
+            positions, features, input_name = positions[stay], segment.view("next_features")[stay], "features"
+        seconds = time.perf_counter() - start
+        return probabilities, exits, np.full(count, seconds / max(count, 1))
 
     def run_full(self, image):
         """The bundle's full model (no early exit) on one image -> :class:`ExitResult`."""
