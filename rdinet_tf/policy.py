@@ -281,8 +281,11 @@ def _early_exit(model, thresholds):
 
     def early_exit(images):
         count = tf.shape(images)[0]
-        return from_stage(0, images, tf.range(count), tf.zeros((count, model.num_classes), tf.float32),
-                          tf.fill([count], tf.constant(last, tf.int32)))
+        logits = tf.zeros((count, model.num_classes), tf.float32)
+        exits = tf.fill([count], tf.constant(last, tf.int32))
+        # No stage runs on an empty batch (TensorFlow's convolutions mis-shape one).
+        return tf.cond(count > 0, lambda: from_stage(0, images, tf.range(count), logits, exits),
+                       lambda: (logits, exits))
 
     return early_exit
 

@@ -9,7 +9,8 @@
 from rdinet_tf.export.tflite import (CLASS_NAMES, PRECISIONS, bundle_endpoints, compare_with_keras, convert,
                                      convert_signatures, export_tflite, full_model, gzip_size, segment_model,
                                      tensor_specs)
-from rdinet_tf.export.saved_model import export_saved_model
+from rdinet_tf.export.saved_model import compare_saved_model, export_saved_model
 
-__all__ = ["CLASS_NAMES", "PRECISIONS", "bundle_endpoints", "compare_with_keras", "convert", "convert_signatures",
-           "export_saved_model", "export_tflite", "full_model", "gzip_size", "segment_model", "tensor_specs"]
+__all__ = ["CLASS_NAMES", "PRECISIONS", "bundle_endpoints", "compare_saved_model", "compare_with_keras", "convert",
+           "convert_signatures", "export_saved_model", "export_tflite", "full_model", "gzip_size", "segment_model",
+           "tensor_specs"]

@@ -56,12 +56,16 @@ def full_function(model):
     """``images -> {class, probabilities}`` of the final exit: every stage and the last head, folded."""
     stages, heads = model.inference_segments()
 
-    def full(images):
-        with tf.control_dependencies([_check_pixels(images)]):
-            features = images
+    def forward(images):
+        features = images
         for stage in stages:
             features = stage(features, training=False)
-        logits = heads[-1](features, training=False)
+        return heads[-1](features, training=False)
+
+    def full(images):
+        with tf.control_dependencies([_check_pixels(images)]):
+            logits = tf.cond(tf.shape(images)[0] > 0, lambda: forward(images),  # as early_exit_function
+                             lambda: tf.zeros((0, model.num_classes), tf.float32))
         return {"class": tf.argmax(logits, axis=-1), "probabilities": tf.nn.softmax(logits, axis=-1)}
 
     return full
@@ -96,3 +100,20 @@ def export_saved_model(model, out_dir, include_full=False, overwrite=False):
     with files.staged_directory(out_dir, overwrite) as staging, contextlib.redirect_stdout(io.StringIO()):
         archive.write_out(str(staging), verbose=False)
     return [SERVING_SIGNATURE] + ([FULL_SIGNATURE] if include_full else [])
+
+
+def compare_saved_model(model, saved_model_dir, images):
+    """Agreement of a SavedModel's ``serving_default`` with Keras ``ExitPolicy.predict`` on ``images``.
+
+    Returns the fraction of images taking the same exit, getting the same
+    prediction, both, and the served mean cost (honest MFLOPs).
+    """
+    images = model.check_images(images)
+    served = tf.saved_model.load(str(saved_model_dir)).signatures[SERVING_SIGNATURE]
+    outputs = {name: value.numpy() for name, value in served(**{INPUT_NAME: tf.constant(images)}).items()}
+    reference = model.exit_policy.predict(model, images)
+    same_exit, same_prediction = outputs["exit"] - 1 == reference.exits, outputs["class"] == reference.predictions
+    return {"samples": int(len(images)), "same_exit": float(same_exit.mean()),
+            "same_prediction": float(same_prediction.mean()),
+            "same_exit_and_prediction": float((same_exit & same_prediction).mean()),
+            "mean_cost_mflops": float(outputs["cost_mflops"].mean())}
