@@ -166,15 +166,20 @@ class Signature:
                     f"{listed} in the manifest; {_EXPORT_HINT}"
                 )
 
-    def invoke(self, input_name, value):
-        """Copy ``value`` into input ``input_name`` and run the signature; read results with :meth:`view`.
+    def invoke(self, input_name, value, rows=None):
+        """Copy ``value`` (or its ``rows``, a boolean mask) into input ``input_name`` and run the signature;
+        read results with :meth:`view`.
 
-        A ``value`` of another batch size than the last resizes the signature's
-        inputs first (a signature that :attr:`takes_batches` only).
+        Another batch size than the last resizes the signature's inputs first (a
+        signature that :attr:`takes_batches` only).
         """
-        if len(value) != self._batch:
-            self._resize_batch(len(value))
-        self._views[input_name]()[...] = value
+        batch = len(value) if rows is None else int(np.count_nonzero(rows))
+        if batch != self._batch:
+            self._resize_batch(batch)
+        if rows is None:
+            self._views[input_name]()[...] = value
+        else:
+            np.compress(rows, value, axis=0, out=self._views[input_name]())
         self._invoke()
 
     def _resize_batch(self, batch):
@@ -345,9 +350,9 @@ class EarlyExitRunner:
         probabilities = np.empty((count, self.segments[-1].shapes["probs"][-1]), np.float32)
         exits = np.full(count, last, np.int64)
         start = time.perf_counter()
-        positions, features, input_name = np.arange(count), images, "image"
+        positions, features, input_name, stay = np.arange(count), images, "image", None
         for index, segment in enumerate(self.segments):
-            segment.invoke(input_name, features)
+            segment.invoke(input_name, features, stay)  # the images still present, copied straight in
             if index == last:
                 probabilities[positions] = segment.view("probs")
                 break
@@ -357,7 +362,7 @@ class EarlyExitRunner:
             if leave.all():
                 break
             stay = ~leave
-            positions, features, input_name = positions[stay], segment.view("next_features")[stay], "features"
+            positions, features, input_name = positions[stay], segment.view("next_features"), "features"
         seconds = time.perf_counter() - start
         return probabilities, exits, np.full(count, seconds / max(count, 1))
 

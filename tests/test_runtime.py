@@ -83,9 +83,9 @@ def test_run_batch_runs_each_segment_on_the_remaining_images(bundle, images, mon
     assert len(set(exits.tolist())) == 3
     batches = []
     for index, segment in enumerate(runner.segments):
-        def recording(input_name, value, segment=segment, index=index):
-            batches.append((index, len(value)))
-            return type(segment).invoke(segment, input_name, value)
+        def recording(input_name, value, rows=None, segment=segment, index=index):
+            batches.append((index, len(value) if rows is None else int(rows.sum())))
+            return type(segment).invoke(segment, input_name, value, rows)
         monkeypatch.setattr(segment, "invoke", recording)
     result = runner.run_batch(images, batch_size=20)  # 20, 20 and 8
     np.testing.assert_array_equal(result.exits, exits)
