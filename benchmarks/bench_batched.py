@@ -70,10 +70,14 @@ def timed_pair(adaptive, full, batches, repeats):
 
 
 def ways(model, bundle, saved_model):
-    """Name -> (early exit, full), each batch -> 0-based exits (early exit) or anything (full)."""
+    """Name -> (early exit, full, segments), each a function of a batch: the early exit returns the 0-based
+    exits; ``segments`` runs every segment (stage + head) on the whole batch, one after another, and
+    returns each one's seconds (None: not measured)."""
     early_exit = early_exit_function(model, model.exit_policy.thresholds)
     forward = tf.function(full_function(model), input_signature=[
         tf.TensorSpec((None, *model.image_shape), tf.float32)])
+    stages, heads = model.inference_segments()
+    tf_segments = [tf.function(lambda x, s=s, h=h: (lambda f: (f, h(f)))(s(x))) for s, h in zip(stages, heads)]
     served = tf.saved_model.load(str(saved_model))
     serve, serve_full = served.signatures["serving_default"], served.signatures["full"]
     runner = EarlyExitRunner(bundle, num_threads=1)
@@ -82,12 +86,38 @@ def ways(model, bundle, saved_model):
         runner.full_model.invoke("image", batch)
         return runner.full_model.view("probs")
 
+    def tf_segments_alone(batch):
+        features, seconds = tf.constant(batch), []
+        for segment in tf_segments:
+            start = time.perf_counter()
+            features, logits = segment(features)
+            logits.numpy()
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+    def litert_segments_alone(batch):
+        features, input_name, seconds = batch, "image", []
+        for segment in runner.segments:
+            start = time.perf_counter()
+            segment.invoke(input_name, features)
+            seconds.append(time.perf_counter() - start)
+            if "next_features" in segment.outputs:
+                features, input_name = segment.output("next_features"), "features"
+        return seconds
+
     return {
-        "TensorFlow (1)": (lambda b: early_exit(tf.constant(b))[1].numpy(), lambda b: forward(tf.constant(b))),
+        "TensorFlow (1)": (lambda b: early_exit(tf.constant(b))[1].numpy(), lambda b: forward(tf.constant(b)),
+                           tf_segments_alone),
         "SavedModel (2)": (lambda b: serve(images=tf.constant(b))["exit"].numpy() - 1,
-                           lambda b: serve_full(images=tf.constant(b))),
-        "LiteRT (3)": (lambda b: runner.run_batch(b, batch_size=len(b)).exits, litert_full),
+                           lambda b: serve_full(images=tf.constant(b)), None),
+        "LiteRT (3)": (lambda b: runner.run_batch(b, batch_size=len(b)).exits, litert_full, litert_segments_alone),
     }
+
+
+def segments_alone(segments, batches, repeats):
+    """Seconds of each segment on all of ``batches`` (the fastest of ``repeats`` passes), shape (K,)."""
+    segments(batches[0])
+    return np.min([np.sum([segments(batch) for batch in batches], axis=0) for _ in range(repeats)], axis=0)
 
 
 def measure(label, name, dataset, args, work_dir):
@@ -101,31 +131,38 @@ def measure(label, name, dataset, args, work_dir):
     export_tflite(model, bundle, include_full=True)
     export_saved_model(model, saved_model, include_full=True)
     rows = []
-    for way, (adaptive, full) in ways(model, bundle, saved_model).items():
+    for way, (adaptive, full, segments) in ways(model, bundle, saved_model).items():
         for batch_size in BATCH_SIZES:
             count = args.batch_1_images if batch_size == 1 else args.images
             images = splits.x_test[:count]
             batches = [images[i:i + batch_size] for i in range(0, count, batch_size)]
             (adaptive_s, full_s), exits = timed_pair(adaptive, full, batches, args.repeats)
             cost_ratio = costs[exits].mean() / full_cost
+            shares = np.bincount(exits, minlength=model.num_exits) / len(exits)
+            predicted = None
+            if segments is not None:  # each image pays segments 1..k+1, timed alone on every image
+                predicted = float(shares @ np.cumsum(segments_alone(segments, batches, args.repeats))) / full_s
             rows.append({"model": label, "way": way, "batch": batch_size, "images": count,
-                         "shares": np.bincount(exits, minlength=model.num_exits) / len(exits),
+                         "shares": shares, "predicted_ratio": predicted,
                          "adaptive_ms": 1e3 * adaptive_s / count, "full_ms": 1e3 * full_s / count,
                          "latency_ratio": adaptive_s / full_s, "cost_ratio": cost_ratio})
             row = rows[-1]
             print(f"{label:<12} {way:<15} batch {batch_size:>3}: early exit {row['adaptive_ms']:.3f} ms/image, full "
                   f"{row['full_ms']:.3f}, latency ratio {row['latency_ratio']:.3f}, cost ratio {cost_ratio:.3f}, "
-                  f"over {row['latency_ratio'] / cost_ratio:.3f}", flush=True)
+                  f"over {row['latency_ratio'] / cost_ratio:.3f}, segments alone predict "
+                  f"{'-' if predicted is None else f'{predicted:.3f}'}", flush=True)
     return rows
 
 
 def table(rows):
     lines = ["| model | way | batch | exit shares | early exit (ms/image) | full (ms/image) | latency EE/full "
-             "| cost EE/full (honest) | latency ratio / cost ratio |", "|---|---|---|---|---|---|---|---|---|"]
+             "| cost EE/full (honest) | latency ratio / cost ratio | segments alone, predicted EE/full |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        predicted = "-" if r["predicted_ratio"] is None else f"{r['predicted_ratio']:.3f}"
         lines.append(f"| {r['model']} | {r['way']} | {r['batch']} | {' / '.join(f'{s:.0%}' for s in r['shares'])} "
                      f"| {r['adaptive_ms']:.3f} | {r['full_ms']:.3f} | {r['latency_ratio']:.3f} "
-                     f"| {r['cost_ratio']:.3f} | **{r['latency_ratio'] / r['cost_ratio']:.3f}** |")
+                     f"| {r['cost_ratio']:.3f} | **{r['latency_ratio'] / r['cost_ratio']:.3f}** | {predicted} |")
     return "\n".join(lines)
 
 

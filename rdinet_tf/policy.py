@@ -20,7 +20,7 @@ from keras import ops
 from rdinet_tf import flops
 from rdinet_tf.accounting import exit_shares
 from rdinet_tf.errors import InputError
-from rdinet_tf.inputs import check_thresholds, entropy_bounds, open_side_exits
+from rdinet_tf.inputs import check_batch_size, check_thresholds, entropy_bounds, open_side_exits
 
 ENTROPY_EPS = 1e-5
 # Smallest calibrated threshold: 0 means "exit disabled", so calibration never returns it.
@@ -153,7 +153,7 @@ class ExitPolicy:
         ``images``: an array (N, H, W, C) of float pixels in [0, 1].
         """
         self._check_num_exits(model.num_exits)
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         costs = flops.exit_costs(model, convention, thresholds=self.thresholds)
         images = model.check_images(images)
         run = early_exit_function(model, self.thresholds)
@@ -226,12 +226,6 @@ class ExitPolicy:
                 "target_cost=MFLOPs, labels=y and adversarial=[x_adv, ...])"
             )
         return cls(thresholds)
-
-
-def _check_batch_size(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer; got {batch_size!r}")
-    return int(batch_size)
 
 
 def early_exit_function(model, thresholds):

@@ -23,7 +23,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from rdinet_tf.accounting import exit_shares
 from rdinet_tf.errors import InputError
-from rdinet_tf.inputs import check_images, check_thresholds, entropy_bounds
+from rdinet_tf.inputs import check_batch_size, check_images, check_thresholds, entropy_bounds
 
 FORMAT = "rdinet_tflite_bundle"
 FORMAT_VERSION = 2
@@ -323,10 +323,7 @@ class EarlyExitRunner:
         at a time as :meth:`run`. ``seconds``: each image's share of its batch's time.
         """
         images = check_images(images, self.image_shape, "the bundle", require_float32=True)
-        if batch_size is None:
-            batch_size = 256 if self.takes_batches else 1
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer; got {batch_size!r}")
+        batch_size = (256 if self.takes_batches else 1) if batch_size is None else check_batch_size(batch_size)
         if batch_size > 1 and not self.takes_batches:
             raise InputError(f"{self.bundle_dir} runs one image at a time ("
                              + ("the in-graph early exit" if self.in_graph is not None else
