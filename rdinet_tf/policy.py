@@ -140,7 +140,11 @@ class ExitPolicy:
         """Adaptive inference of ``model`` on ``images`` (array or dataset) -> :class:`PolicyResult`."""
         self._check_num_exits(model.num_exits)
         costs = flops.exit_costs(model, convention, thresholds=self.thresholds)
-        routed, exits = (np.asarray(t) for t in self.route(predict_exit_logits(model, images, batch_size)))
+        exit_logits = predict_exit_logits(model, images, batch_size)
+        if len(exit_logits[0]) == 0:  # no images: nothing to route (Keras's min refuses empty tensors)
+            nothing = np.zeros(0, np.int64)
+            return PolicyResult(nothing, nothing, costs[nothing], convention, model.num_exits)
+        routed, exits = (np.asarray(t) for t in self.route(exit_logits))
         return PolicyResult(routed.argmax(-1), exits, costs[exits], convention, model.num_exits)
 
     def predict_adaptive(self, model, images, batch_size=256, convention="honest"):
@@ -202,6 +206,8 @@ class ExitPolicy:
         exit_logits = predict_exit_logits(model, images, batch_size)
         entropies = np.asarray(exit_entropies(exit_logits))
         num_samples, num_exits = entropies.shape
+        if num_samples == 0:
+            raise InputError("calibration needs held-out images; got none")
 
         def exit_costs_for(thresholds):
             return flops.exit_costs(model, convention, thresholds=thresholds)
@@ -288,6 +294,8 @@ def predict_exit_logits(model, images, batch_size=256):
     """All exits' logits as a list of K numpy arrays (N, C), batched, without a progress bar."""
     if hasattr(images, "shape"):
         images = model.check_images(images)
+        if len(images) == 0:  # Keras's predict fails on no batch at all
+            return [np.zeros((0, model.num_classes), np.float32) for _ in range(model.num_exits)]
     logits = model.predict(images, batch_size=batch_size, verbose=0)
     return [np.asarray(x) for x in logits]
 

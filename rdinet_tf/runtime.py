@@ -7,7 +7,8 @@ the file, and for each image runs segment 1, stops if its entropy is below
 T_1 (a threshold of 0 closes its exit), otherwise copies the feature map into segment 2's input, and so on.
 Tensor indices are resolved once at load and tensors are read and written in
 place, so the per-image work is the invokes and one copy per segment boundary.
-It needs only numpy and ``ai-edge-litert`` (no TensorFlow), so it runs on
+:meth:`EarlyExitRunner.run_batch` does the same for a batch: each segment runs
+once, resized to the images still present. It needs only numpy and ``ai-edge-litert`` (no TensorFlow), so it runs on
 small boards.
 """
 

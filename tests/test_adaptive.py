@@ -119,8 +119,11 @@ def test_bad_images_are_refused_as_by_predict(smallcnn, images, message):
 
 
 def test_empty_batch_bad_batch_size_and_wrong_policy(smallcnn, mnist_like):
-    empty = ExitPolicy([0.5, 1.0]).predict_adaptive(smallcnn, mnist_like[:0])
-    assert empty.exits.shape == empty.predictions.shape == empty.costs.shape == (0,)
+    for empty in (ExitPolicy([0.5, 1.0]).predict_adaptive(smallcnn, mnist_like[:0]),
+                  ExitPolicy([0.5, 1.0]).predict(smallcnn, mnist_like[:0])):
+        assert empty.exits.shape == empty.predictions.shape == empty.costs.shape == (0,)
+    with pytest.raises(InputError, match="got none"):
+        ExitPolicy.calibrate(smallcnn, mnist_like[:0])
     for batch_size in (0, -1, 2.5, True):
         with pytest.raises(InputError, match="batch_size must be a positive integer"):
             ExitPolicy([0.5, 1.0]).predict_adaptive(smallcnn, mnist_like, batch_size=batch_size)
