@@ -237,13 +237,14 @@ class ExitPolicy:
 def early_exit_function(model, thresholds):
     """``images (N, H, W, C) -> (logits (N, C), exits (N,) int32)``: early exit on a batch, as a ``tf.function``.
 
-    Stage k runs only on the images still present after exit k-1: those leaving
-    at an exit (:func:`confident`) are scattered into the result, the others
-    gathered into the next stage's batch; once none is left the remaining stages
-    are skipped (``tf.cond``). A closed exit's head is not computed. Stages and
-    heads run in their folded inference form (``model.inference_segments()``).
-    ``exits`` are 0-based; ``logits`` are those of the exit each image took.
-    Made once per model and thresholds.
+    Stage k runs only on the images still present after exit k-1: at each exit
+    ``tf.dynamic_partition`` splits them into those leaving (:func:`confident`),
+    kept with their positions in the batch, and those gathered into the next
+    stage's batch; once none is left the remaining stages are skipped
+    (``tf.cond``); one ``tf.dynamic_stitch`` puts the answers back in order. A
+    closed exit's head is not computed. Stages and heads run in their folded
+    inference form (``model.inference_segments()``). ``exits`` are 0-based;
+    ``logits`` are those of the exit each image took. Made once per model and thresholds.
     """
     thresholds = check_thresholds(thresholds)
     cache = model.__dict__.get("_early_exit_functions")
@@ -261,31 +262,36 @@ def _early_exit(model, thresholds):
     stages, heads = model.inference_segments()
     last = model.num_exits - 1
     is_open = open_side_exits(thresholds)
+    answering = [k for k in range(last + 1) if k == last or is_open[k]]  # the exits an image can leave at
 
-    def from_stage(k, features, positions, logits, exits):
-        """Run stage k and later on ``features`` (the images at ``positions`` of the batch)."""
+    def nobody_from(k):
+        """No image leaving at the exits from k on (distinct tensors: a ``tf.cond`` branch returns each once)."""
+        return [(tf.zeros([0], tf.int32), tf.zeros([0, model.num_classes], tf.float32)) for j in answering if j >= k]
+
+    def from_stage(k, features, positions):
+        """Stage k and later on ``features`` (the images at ``positions`` of the batch) -> for each exit from
+        k on that can answer: (positions, logits) of the images leaving there."""
         features = stages[k](features, training=False)
         if k < last and not is_open[k]:
-            return from_stage(k + 1, features, positions, logits, exits)
-        exit_logits = heads[k](features, training=False)
+            return from_stage(k + 1, features, positions)
+        logits = heads[k](features, training=False)
         if k == last:
-            return tf.tensor_scatter_nd_update(logits, positions[:, None], exit_logits), exits
-        leave = confident(entropy(exit_logits), thresholds[k])
-        leaving, staying = tf.where(leave)[:, 0], tf.where(~leave)[:, 0]
-        at = tf.gather(positions, leaving)[:, None]
-        logits = tf.tensor_scatter_nd_update(logits, at, tf.gather(exit_logits, leaving))
-        exits = tf.tensor_scatter_nd_update(exits, at, tf.fill(tf.shape(leaving), k))
+            return [(positions, logits)]
+        leave = tf.cast(confident(entropy(logits), thresholds[k]), tf.int32)
+        staying, leaving = tf.dynamic_partition(tf.range(tf.size(leave)), leave, 2)
+        taken = (tf.gather(positions, leaving), tf.gather(logits, leaving))
         features, positions = tf.gather(features, staying), tf.gather(positions, staying)
-        return tf.cond(tf.size(staying) > 0, lambda: from_stage(k + 1, features, positions, logits, exits),
-                       lambda: (logits, exits))
+        return [taken] + tf.cond(tf.size(staying) > 0, lambda: from_stage(k + 1, features, positions),
+                                 lambda: nobody_from(k + 1))
 
     def early_exit(images):
         count = tf.shape(images)[0]
-        logits = tf.zeros((count, model.num_classes), tf.float32)
-        exits = tf.fill([count], tf.constant(last, tf.int32))
         # No stage runs on an empty batch (TensorFlow's convolutions mis-shape one).
-        return tf.cond(count > 0, lambda: from_stage(0, images, tf.range(count), logits, exits),
-                       lambda: (logits, exits))
+        pieces = tf.cond(count > 0, lambda: from_stage(0, images, tf.range(count)), lambda: nobody_from(0))
+        positions = [p for p, _ in pieces]
+        logits = tf.dynamic_stitch(positions, [x for _, x in pieces])
+        exits = tf.dynamic_stitch(positions, [tf.fill(tf.shape(p), k) for p, k in zip(positions, answering)])
+        return logits, exits
 
     return early_exit
 
