@@ -76,7 +76,7 @@ def _record_batches(model, seen):
     object.__setattr__(model, "inference_segments", lambda: ([recording(k, s) for k, s in enumerate(stages)], heads))
 
 
-def test_each_stage_runs_only_on_the_images_still_present(smallcnn, mnist_like):
+def test_each_stage_runs_only_on_the_images_still_present():
     model = models.build("smallcnn")  # its own: the recording stages stay with it
     images = _images((28, 28, 1), 24, seed=1)
     entropies = np.asarray(exit_entropies(predict_exit_logits(model, images)))

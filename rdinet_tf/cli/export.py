@@ -1,4 +1,4 @@
-"""Export a trained model for LiteRT or TensorFlow Serving: ``python -m rdinet_tf.export --tflite --model model.keras --out bundle/`` and/or ``--saved-model DIR``.
+"""Export a trained model for LiteRT (``--tflite --out bundle/``) or TensorFlow Serving (``--saved-model DIR``).
 
 ``--tflite`` writes ``model.tflite`` (one signature per segment) and
 ``manifest.json`` into ``--out`` (see :mod:`rdinet_tf.export.tflite`);
