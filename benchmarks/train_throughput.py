@@ -70,7 +70,7 @@ class FullForwardModel(MultiExitModel):
 class UnfoldedModel(MultiExitModel):
     """The same network, its inference-mode passes through the plain stages and heads (BatchNorm not folded)."""
 
-    def _inference_segments(self):
+    def inference_segments(self):
         return self.stages, self.heads
 
 

@@ -61,6 +61,13 @@ def check_labels(labels, count, num_classes=None):
     return labels.astype(np.int32)
 
 
+def check_batch_size(batch_size):
+    """``batch_size`` as an int; one clear error unless it is a positive integer."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer; got {batch_size!r}")
+    return int(batch_size)
+
+
 def check_thresholds(thresholds):
     """Thresholds as a float array; one clear error for NaN, negative or non-1-D values."""
     try:

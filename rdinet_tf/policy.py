@@ -2,6 +2,11 @@
 
 Entropy is the reference's H(p) = -sum p log(p + 1e-5) of the exit's softmax.
 The last exit always answers, so a K-exit model has K-1 thresholds.
+
+Two ways to run a policy: :meth:`ExitPolicy.predict` computes every exit for
+every input and picks one (the cost is accounted, not saved);
+:meth:`ExitPolicy.predict_adaptive` runs stage k only on the inputs still
+present after exit k-1 (:func:`early_exit_function`), so the saving is real.
 """
 
 import dataclasses
@@ -9,12 +14,13 @@ import itertools
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from rdinet_tf import flops
 from rdinet_tf.accounting import exit_shares
 from rdinet_tf.errors import InputError
-from rdinet_tf.inputs import check_thresholds, entropy_bounds, open_side_exits
+from rdinet_tf.inputs import check_batch_size, check_thresholds, entropy_bounds, open_side_exits
 
 ENTROPY_EPS = 1e-5
 # Smallest calibrated threshold: 0 means "exit disabled", so calibration never returns it.
@@ -36,6 +42,22 @@ def exit_entropies(exit_logits):
     return ops.stack([entropy(logits) for logits in exit_logits], axis=1)
 
 
+def confident(entropies, thresholds):
+    """Whether each entropy is below its exit's bound, i.e. the input may leave there: strictly below the
+    threshold, never at a closed exit (threshold 0, :func:`rdinet_tf.inputs.entropy_bounds`).
+
+    ``entropies`` (..., E) against ``thresholds`` (E,), or one exit's (N,) against a scalar.
+    """
+    return below_bounds(entropies, entropy_bounds(thresholds))
+
+
+def below_bounds(entropies, bounds):
+    """:func:`confident` from the side exits' entropy bounds (:func:`rdinet_tf.inputs.entropy_bounds`), which
+    may be a tensor (the thresholds a training step reads from a variable)."""
+    entropies = ops.convert_to_tensor(entropies)
+    return entropies < ops.cast(bounds, entropies.dtype)
+
+
 def first_confident_exit(entropies, thresholds):
     """0-based exit each sample takes: the first k < K-1 with entropy < T_k, else K-1.
 
@@ -47,13 +69,11 @@ def first_confident_exit(entropies, thresholds):
 
 
 def first_exit_below(entropies, bounds):
-    """:func:`first_confident_exit` from the side exits' entropy bounds (:func:`rdinet_tf.inputs.entropy_bounds`),
-    which may be a tensor (the thresholds a training step reads from a variable)."""
+    """:func:`first_confident_exit` from the side exits' entropy bounds (see :func:`below_bounds`)."""
     entropies = ops.convert_to_tensor(entropies)
     num_exits = entropies.shape[-1]
-    confident = entropies[:, :-1] < ops.cast(bounds, entropies.dtype)
     side_exits = ops.arange(num_exits - 1, dtype="int32")
-    taken = ops.where(confident, side_exits, num_exits - 1)
+    taken = ops.where(below_bounds(entropies[:, :-1], bounds), side_exits, num_exits - 1)
     return ops.min(ops.concatenate([taken, ops.full_like(taken[..., :1], num_exits - 1)], axis=-1), axis=-1)
 
 
@@ -131,8 +151,34 @@ class ExitPolicy:
         """Adaptive inference of ``model`` on ``images`` (array or dataset) -> :class:`PolicyResult`."""
         self._check_num_exits(model.num_exits)
         costs = flops.exit_costs(model, convention, thresholds=self.thresholds)
-        routed, exits = (np.asarray(t) for t in self.route(predict_exit_logits(model, images, batch_size)))
+        exit_logits = predict_exit_logits(model, images, batch_size)
+        if len(exit_logits[0]) == 0:  # no images: nothing to route (Keras's min refuses empty tensors)
+            nothing = np.zeros(0, np.int64)
+            return PolicyResult(nothing, nothing, costs[nothing], convention, model.num_exits)
+        routed, exits = (np.asarray(t) for t in self.route(exit_logits))
         return PolicyResult(routed.argmax(-1), exits, costs[exits], convention, model.num_exits)
+
+    def predict_adaptive(self, model, images, batch_size=256, convention="honest"):
+        """Adaptive inference that saves the compute it reports -> :class:`PolicyResult`.
+
+        The same exits and predictions as :meth:`predict` (up to float rounding of
+        an entropy within ~1e-6 of a threshold: the stages run with BatchNorm
+        folded), but each batch of ``batch_size`` images runs stage k only on the
+        images still present after exit k-1 (:func:`early_exit_function`).
+        ``images``: an array (N, H, W, C) of float pixels in [0, 1].
+        """
+        self._check_num_exits(model.num_exits)
+        batch_size = check_batch_size(batch_size)
+        costs = flops.exit_costs(model, convention, thresholds=self.thresholds)
+        images = model.check_images(images)
+        run = early_exit_function(model, self.thresholds)
+        logits, exits = [np.zeros((0, model.num_classes), np.float32)], [np.zeros(0, np.int32)]
+        for start in range(0, len(images), batch_size):
+            batch_logits, batch_exits = run(tf.constant(images[start:start + batch_size]))
+            logits.append(batch_logits.numpy())
+            exits.append(batch_exits.numpy())
+        logits, exits = np.concatenate(logits), np.concatenate(exits).astype(np.int64)
+        return PolicyResult(logits.argmax(-1), exits, costs[exits], convention, model.num_exits)
 
     def _check_num_exits(self, num_exits):
         if num_exits != self.num_exits:
@@ -171,6 +217,8 @@ class ExitPolicy:
         exit_logits = predict_exit_logits(model, images, batch_size)
         entropies = np.asarray(exit_entropies(exit_logits))
         num_samples, num_exits = entropies.shape
+        if num_samples == 0:
+            raise InputError("calibration needs held-out images; got none")
 
         def exit_costs_for(thresholds):
             return flops.exit_costs(model, convention, thresholds=thresholds)
@@ -238,10 +286,74 @@ class TrainingThresholds:
         return routed_logits(exit_logits, exits), exits
 
 
+def early_exit_function(model, thresholds):
+    """``images (N, H, W, C) -> (logits (N, C), exits (N,) int32)``: early exit on a batch, as a ``tf.function``.
+
+    Stage k runs only on the images still present after exit k-1: at each exit
+    ``tf.dynamic_partition`` splits them into those leaving (:func:`confident`),
+    kept with their positions in the batch, and those gathered into the next
+    stage's batch; once none is left the remaining stages are skipped
+    (``tf.cond``); one ``tf.dynamic_stitch`` puts the answers back in order. A
+    closed exit's head is not computed. Stages and heads run in their folded
+    inference form (``model.inference_segments()``). ``exits`` are 0-based;
+    ``logits`` are those of the exit each image took. Made once per model and thresholds.
+    """
+    thresholds = check_thresholds(thresholds)
+    cache = model.__dict__.get("_early_exit_functions")
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, "_early_exit_functions", cache)  # not tracked, not saved
+    key = tuple(thresholds.tolist())
+    if key not in cache:
+        cache[key] = tf.function(_early_exit(model, thresholds), input_signature=[
+            tf.TensorSpec((None, *model.image_shape), tf.float32, name="images")])
+    return cache[key]
+
+
+def _early_exit(model, thresholds):
+    stages, heads = model.inference_segments()
+    last = model.num_exits - 1
+    is_open = open_side_exits(thresholds)
+    answering = [k for k in range(last + 1) if k == last or is_open[k]]  # the exits an image can leave at
+
+    def nobody_from(k):
+        """No image leaving at the exits from k on (distinct tensors: a ``tf.cond`` branch returns each once)."""
+        return [(tf.zeros([0], tf.int32), tf.zeros([0, model.num_classes], tf.float32)) for j in answering if j >= k]
+
+    def from_stage(k, features, positions):
+        """Stage k and later on ``features`` (the images at ``positions`` of the batch) -> for each exit from
+        k on that can answer: (positions, logits) of the images leaving there."""
+        features = stages[k](features, training=False)
+        if k < last and not is_open[k]:
+            return from_stage(k + 1, features, positions)
+        logits = heads[k](features, training=False)
+        if k == last:
+            return [(positions, logits)]
+        leave = tf.cast(confident(entropy(logits), thresholds[k]), tf.int32)
+        staying, leaving = tf.dynamic_partition(tf.range(tf.size(leave)), leave, 2)
+        taken = (tf.gather(positions, leaving), tf.gather(logits, leaving))
+        features, positions = tf.gather(features, staying), tf.gather(positions, staying)
+        return [taken] + tf.cond(tf.size(staying) > 0, lambda: from_stage(k + 1, features, positions),
+                                 lambda: nobody_from(k + 1))
+
+    def early_exit(images):
+        count = tf.shape(images)[0]
+        # No stage runs on an empty batch (TensorFlow's convolutions mis-shape one).
+        pieces = tf.cond(count > 0, lambda: from_stage(0, images, tf.range(count)), lambda: nobody_from(0))
+        positions = [p for p, _ in pieces]
+        logits = tf.dynamic_stitch(positions, [x for _, x in pieces])
+        exits = tf.dynamic_stitch(positions, [tf.fill(tf.shape(p), k) for p, k in zip(positions, answering)])
+        return logits, exits
+
+    return early_exit
+
+
 def predict_exit_logits(model, images, batch_size=256):
     """All exits' logits as a list of K numpy arrays (N, C), batched, without a progress bar."""
     if hasattr(images, "shape"):
         images = model.check_images(images)
+        if len(images) == 0:  # Keras's predict fails on no batch at all
+            return [np.zeros((0, model.num_classes), np.float32) for _ in range(model.num_exits)]
     logits = model.predict(images, batch_size=batch_size, verbose=0)
     return [np.asarray(x) for x in logits]
 

@@ -7,7 +7,8 @@ the file, and for each image runs segment 1, stops if its entropy is below
 T_1 (a threshold of 0 closes its exit), otherwise copies the feature map into segment 2's input, and so on.
 Tensor indices are resolved once at load and tensors are read and written in
 place, so the per-image work is the invokes and one copy per segment boundary.
-It needs only numpy and ``ai-edge-litert`` (no TensorFlow), so it runs on
+:meth:`EarlyExitRunner.run_batch` does the same for a batch: each segment runs
+once, resized to the images still present. It needs only numpy and ``ai-edge-litert`` (no TensorFlow), so it runs on
 small boards.
 """
 
@@ -25,7 +26,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from rdinet_tf.accounting import exit_shares
 from rdinet_tf.errors import InputError
-from rdinet_tf.inputs import check_images, check_thresholds, entropy_bounds
+from rdinet_tf.inputs import check_batch_size, check_images, check_thresholds, entropy_bounds
 
 FORMAT = "rdinet_tflite_bundle"
 FORMAT_VERSION = 2
@@ -54,12 +55,12 @@ class ExitResult:
 
 @dataclasses.dataclass(frozen=True)
 class BatchResult:
-    """Early-exit inference of a batch, one image at a time; one entry per image."""
+    """Early-exit inference of a set of images; one entry per image."""
 
     predictions: np.ndarray
     exits: np.ndarray
     probabilities: np.ndarray  # (N, C)
-    seconds: np.ndarray
+    seconds: np.ndarray  # time in the interpreters: the image's own, or its share of its batch's
     num_exits: int
 
     @property
@@ -238,8 +239,11 @@ class Signature:
         self.inputs = {name: d["index"] for name, d in inputs.items()}
         self.outputs = {name: d["index"] for name, d in outputs.items()}
         self.shapes = {name: tuple(int(n) for n in d["shape"]) for name, d in {**inputs, **outputs}.items()}
+        # Exported with a free batch dimension: the inputs can be resized to any batch (see :meth:`invoke`).
+        self.takes_batches = all(int(d["shape_signature"][0]) == -1 for d in inputs.values())
         wrapper, subgraph = runner._interpreter_wrapper, runner._subgraph_index
         wrapper.AllocateTensors(subgraph)
+        self._wrapper, self._subgraph, self._batch = wrapper, subgraph, 1
         self._invoke = functools.partial(wrapper.Invoke, subgraph)
         self._views = {name: functools.partial(wrapper.tensor, wrapper, index, subgraph)
                        for name, index in {**self.inputs, **self.outputs}.items()}
@@ -262,10 +266,28 @@ class Signature:
                     f"{listed} in the manifest; {_EXPORT_HINT}"
                 )
 
-    def invoke(self, input_name, value):
-        """Copy ``value`` into input ``input_name`` and run the signature; read results with :meth:`view`."""
-        self._views[input_name]()[...] = value
+    def invoke(self, input_name, value, rows=None):
+        """Copy ``value`` (or its ``rows``, a boolean mask) into input ``input_name`` and run the signature;
+        read results with :meth:`view`.
+
+        Another batch size than the last resizes the signature's inputs first (a
+        signature that :attr:`takes_batches` only).
+        """
+        batch = len(value) if rows is None else int(np.count_nonzero(rows))
+        if batch != self._batch:
+            self._resize_batch(batch)
+        if rows is None:
+            self._views[input_name]()[...] = value
+        else:
+            np.compress(rows, value, axis=0, out=self._views[input_name]())
         self._invoke()
+
+    def _resize_batch(self, batch):
+        for name, index in self.inputs.items():
+            shape = np.array((batch, *self.shapes[name][1:]), np.int32)
+            self._wrapper.ResizeInputTensor(index, shape, True, self._subgraph)
+        self._wrapper.AllocateTensors(self._subgraph)
+        self._batch = batch
 
     def view(self, name):
         """Output ``name`` of the last :meth:`invoke`, in place: valid until the next one."""
@@ -387,18 +409,61 @@ class EarlyExitRunner:
         seconds = time.perf_counter() - start
         return ExitResult(_prediction(probabilities, self.bundle_dir), exit_taken, probabilities, seconds)
 
-    def run_batch(self, images):
-        """Early exit for each image of (N, H, W, C), one at a time -> :class:`BatchResult`."""
+    @property
+    def takes_batches(self):
+        """Whether :meth:`run_batch` can run batches of more than one image: the segments were exported
+        with a free batch dimension (the in-graph early exit takes one image)."""
+        return self.in_graph is None and all(segment.takes_batches for segment in self.segments)
+
+    def run_batch(self, images, batch_size=None):
+        """Early exit for each image of (N, H, W, C) -> :class:`BatchResult`.
+
+        Each batch of ``batch_size`` images runs segment 1 on all of them, then
+        segment k+1 on those still present after exit k, as one invoke each
+        (default 256; 1 for a bundle that does not :attr:`takes_batches`,
+        which refuses a larger ``batch_size``). With ``batch_size=1``, one image
+        at a time as :meth:`run`. ``seconds``: each image's share of its batch's time.
+        """
         images = check_images(images, self.image_shape, "the bundle", require_float32=True)
-        results = [self._run_checked(image[None]) for image in images]
-        return BatchResult(
-            predictions=np.array([r.prediction for r in results], np.int64),
-            exits=np.array([r.exit for r in results], np.int64),
-            probabilities=np.stack([r.probabilities for r in results]) if results
-            else np.zeros((0, self.manifest.get("num_classes", 0)), np.float32),
-            seconds=np.array([r.seconds for r in results]),
-            num_exits=self.num_exits,
-        )
+        batch_size = (256 if self.takes_batches else 1) if batch_size is None else check_batch_size(batch_size)
+        if batch_size > 1 and not self.takes_batches:
+            raise InputError(f"{self.bundle_dir} runs one image at a time ("
+                             + ("the in-graph early exit" if self.in_graph is not None else
+                                "its segments have a fixed batch of 1") + f"); use batch_size=1, or re-export "
+                             "the bundle with python -m rdinet_tf.export --tflite ... and run its segment chain")
+        num_classes = self.segments[-1].shapes["probs"][-1]
+        chunks = [(np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), np.zeros(0))]
+        if batch_size == 1:
+            for result in (self._run_checked(image[None]) for image in images):
+                chunks.append((result.probabilities[None], np.array([result.exit]), np.array([result.seconds])))
+        else:
+            chunks += [self._run_chain_batch(images[start:start + batch_size])
+                       for start in range(0, len(images), batch_size)]
+        probabilities, exits, seconds = (np.concatenate(parts) for parts in zip(*chunks))
+        return BatchResult(predictions=probabilities.argmax(-1).astype(np.int64), exits=exits.astype(np.int64),
+                           probabilities=probabilities, seconds=seconds, num_exits=self.num_exits)
+
+    def _run_chain_batch(self, images):
+        """The segment chain on a batch: ``(probabilities (n, C), exits (n,), seconds (n,))``."""
+        last, count = self.num_exits - 1, len(images)
+        probabilities = np.empty((count, self.segments[-1].shapes["probs"][-1]), np.float32)
+        exits = np.full(count, last, np.int64)
+        start = time.perf_counter()
+        positions, features, input_name, stay = np.arange(count), images, "image", None
+        for index, segment in enumerate(self.segments):
+            segment.invoke(input_name, features, stay)  # the images still present, copied straight in
+            if index == last:
+                probabilities[positions] = segment.view("probs")
+                break
+            leave = segment.view("entropy") < self._entropy_bounds[index]
+            probabilities[positions[leave]] = segment.view("probs")[leave]
+            exits[positions[leave]] = index
+            if leave.all():
+                break
+            stay = ~leave
+            positions, features, input_name = positions[stay], segment.view("next_features"), "features"
+        seconds = time.perf_counter() - start
+        return probabilities, exits, np.full(count, seconds / max(count, 1))
 
     def run_full(self, image):
         """The bundle's full model (no early exit) on one image -> :class:`ExitResult`."""

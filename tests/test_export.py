@@ -267,6 +267,21 @@ def test_in_graph_exit_matches_the_segment_chain(bundles, data, precision):
         np.testing.assert_allclose(in_graph.probabilities, chain.probabilities, atol=1e-6)
 
 
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_batched_chain_takes_the_per_image_exits(bundles, data, precision):
+    """The segments take batches at every precision; the in-graph exit runs one image at a time."""
+    images = data["test"][0][:64]
+    runner = EarlyExitRunner(bundles(precision))
+    batched = runner.run_batch(images, batch_size=32)
+    per_image = [runner.run(image) for image in images]
+    np.testing.assert_array_equal(batched.exits, [r.exit for r in per_image])
+    np.testing.assert_array_equal(batched.predictions, [r.prediction for r in per_image])
+    in_graph = EarlyExitRunner(bundles(precision), in_graph=True)
+    assert not in_graph.takes_batches
+    with pytest.raises(InputError, match="in-graph early exit"):
+        in_graph.run_batch(images, batch_size=32)
+
+
 def test_a_closed_exit_is_never_taken_on_the_device(tmp_path, model, data):
     """A threshold of 0 closes its exit in Keras, in the chain and in the in-graph exit alike, even for an
     image whose softmax is one-hot (entropy -log(1 + 1e-5), a hair below 0)."""

@@ -7,10 +7,12 @@ import shutil
 import keras
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 
 from rdinet_tf import bench_kit, models
 from rdinet_tf.errors import InputError
 from rdinet_tf.export import export_tflite, tflite
+from rdinet_tf.inputs import entropy_bounds
 from rdinet_tf.policy import ExitPolicy
 from rdinet_tf.runtime import EarlyExitRunner
 
@@ -81,6 +83,70 @@ def test_run_and_run_batch_give_the_keras_early_exit(bundle, model, images):
     assert runner.run(images[:1]).exit == exits[0]  # (1, H, W, C) as well as (H, W, C)
 
 
+def _per_image_chain(bundle_dir, images):
+    """Exits and probabilities of the segment chain one image at a time, through LiteRT's public
+    ``SignatureRunner`` calls and the manifest's thresholds: an oracle independent of the runner."""
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    interpreter = Interpreter(model_path=str(bundle_dir / "model.tflite"), num_threads=1)
+    segments = [interpreter.get_signature_runner(s["signature"]) for s in manifest["segments"]]
+    exits, probabilities = [], []
+    for image in images:
+        inputs = {"image": image[None]}
+        for index, segment in enumerate(segments):
+            outputs = segment(**inputs)
+            threshold = manifest["thresholds"][index] if index < len(segments) - 1 else None
+            if threshold is None or (threshold > 0 and outputs["entropy"][0] < np.float32(threshold)):
+                break
+            inputs = {"features": outputs["next_features"]}
+        exits.append(index)
+        probabilities.append(outputs["probs"][0])
+    return np.array(exits), np.stack(probabilities)
+
+
+def test_run_batch_runs_each_segment_on_the_remaining_images(bundle, images, monkeypatch):
+    runner = EarlyExitRunner(bundle, num_threads=1)
+    exits, probabilities = _per_image_chain(bundle, images)
+    assert len(set(exits.tolist())) == 3
+    batches = []
+    for index, segment in enumerate(runner.segments):
+        def recording(input_name, value, rows=None, segment=segment, index=index):
+            batches.append((index, len(value) if rows is None else int(rows.sum())))
+            return type(segment).invoke(segment, input_name, value, rows)
+        monkeypatch.setattr(segment, "invoke", recording)
+    result = runner.run_batch(images, batch_size=20)  # 20, 20 and 8
+    np.testing.assert_array_equal(result.exits, exits)
+    np.testing.assert_allclose(result.probabilities, probabilities, atol=1e-6)
+    np.testing.assert_array_equal(result.predictions, probabilities.argmax(-1))
+    expected = [(k, int((exits[start:start + 20] >= k).sum())) for start in (0, 20, 40) for k in range(3)]
+    assert batches == [b for b in expected if b[1] > 0]
+    assert result.seconds.shape == (48,) and (result.seconds > 0).all()
+    monkeypatch.undo()
+    assert [runner.run(image).exit for image in images] == exits.tolist()  # back to one image after a batch
+    np.testing.assert_array_equal(runner.run_batch(images, batch_size=1).exits, exits)
+
+
+def test_run_batch_with_every_image_leaving_early_or_none(bundle, images):
+    runner = EarlyExitRunner(bundle, num_threads=1)
+    empty = runner.run_batch(images[:0])
+    assert empty.exits.shape == empty.predictions.shape == empty.seconds.shape == (0,)
+    assert empty.probabilities.shape == (0, 10)
+    for thresholds, exit_taken in (([10.0, 10.0], 0), ([0.0, 0.0], 2)):
+        runner._entropy_bounds = entropy_bounds(thresholds).astype(np.float32)
+        assert runner.run_batch(images).exits.tolist() == [exit_taken] * 48
+
+
+def test_run_batch_refuses_a_bad_batch_size_and_batches_of_a_fixed_batch_bundle(bundle, images, monkeypatch):
+    runner = EarlyExitRunner(bundle)
+    for batch_size in (0, 2.0, True):
+        with pytest.raises(InputError, match="batch_size must be a positive integer"):
+            runner.run_batch(images, batch_size=batch_size)
+    monkeypatch.setattr(runner.segments[1], "takes_batches", False)  # as a bundle exported before batches
+    assert not runner.takes_batches
+    np.testing.assert_array_equal(runner.run_batch(images[:4]).exits, runner.run_batch(images[:4], 1).exits)
+    with pytest.raises(InputError, match="fixed batch of 1.*re-export"):
+        runner.run_batch(images, batch_size=8)
+
+
 def test_benchmark_bundle_times_chain_and_segments(bundle, images):
     runner = EarlyExitRunner(bundle, num_threads=1)
     result = bench_kit.benchmark_bundle(runner, images[:12], warmup=2)
@@ -105,12 +171,17 @@ def test_bad_images_are_refused(bundle, image, message):
         EarlyExitRunner(bundle).run(image)
 
 
-def test_bad_batch_is_refused(bundle, images):
-    runner = EarlyExitRunner(bundle)
-    with pytest.raises(InputError, match="shape"):
-        runner.run_batch(images[0])
-    with pytest.raises(InputError, match="NaN"):
-        runner.run_batch(np.where(np.arange(28)[:, None, None] == 3, np.nan, images))
+@pytest.mark.parametrize("batch, message", [
+    (np.zeros((28, 28, 1), np.float32), "shape"),
+    (np.zeros((4, 32, 32, 3), np.float32), "shape"),
+    (np.zeros((4, 28, 28, 1), np.uint8), "float32"),
+    (np.zeros((4, 28, 28, 1), np.float64), "float32"),
+    (np.where(np.arange(28)[:, None, None] == 3, np.nan, np.zeros((4, 28, 28, 1), np.float32)), "NaN"),
+    (np.full((4, 28, 28, 1), 255, np.float32), r"\[0, 1\]"),
+])
+def test_bad_batch_is_refused(bundle, batch, message):
+    with pytest.raises(InputError, match=message):
+        EarlyExitRunner(bundle).run_batch(batch)
 
 
 def test_run_full_needs_a_full_model(bundle, images):

@@ -91,7 +91,7 @@ class MultiExitNetwork(keras.Model):
                 f"exit indices {exits} are out of range: this model has exits "
                 f"0..{self.num_exits - 1}"
             )
-        stages, heads = (self.stages, self.heads) if training else self._inference_segments()
+        stages, heads = (self.stages, self.heads) if training else self.inference_segments()
         features, logits = images, {}
         for k in range(max(exits) + 1):
             features = stages[k](features, training=training)
@@ -99,8 +99,8 @@ class MultiExitNetwork(keras.Model):
                 logits[k] = heads[k](features, training=training)
         return [logits[k] for k in exits]
 
-    def _inference_segments(self):
-        """The stages and heads in their folded inference form (:func:`folded_segment`), made once.
+    def inference_segments(self):
+        """``(stages, heads)`` in their folded inference form (:func:`folded_segment`), made once.
 
         Kept out of Keras's tracking: they hold no weights of their own and are not saved.
         """

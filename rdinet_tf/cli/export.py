@@ -1,26 +1,38 @@
-"""Export a trained model for LiteRT: ``python -m rdinet_tf.export --tflite --model model.keras --out bundle/``.
+"""Export a trained model for LiteRT (``--tflite --out bundle/``) or TensorFlow Serving (``--saved-model DIR``).
 
-Writes ``model.tflite`` (one signature per segment) and ``manifest.json`` (see
-:mod:`rdinet_tf.export.tflite`); with ``--dataset``, representative images come
-from its validation split and the bundle is checked against Keras on its test
-split.
+``--tflite`` writes ``model.tflite`` (one signature per segment) and
+``manifest.json`` into ``--out`` (see :mod:`rdinet_tf.export.tflite`);
+``--saved-model DIR`` writes a SavedModel doing the early exit into
+``DIR/<--version>`` (see :mod:`rdinet_tf.export.saved_model`). With
+``--dataset``, representative images come from its validation split and each
+export is checked against Keras on its test split.
 """
+
+from pathlib import Path
 
 import numpy as np
 
 from rdinet_tf import data, files, models
 from rdinet_tf.cli import base, common
-from rdinet_tf.export import CLASS_NAMES, PRECISIONS, compare_with_keras, export_tflite
+from rdinet_tf.errors import InputError
+from rdinet_tf.export import (CLASS_NAMES, PRECISIONS, compare_saved_model, compare_with_keras, export_saved_model,
+                              export_tflite)
+
+TFLITE_ONLY = ("out", "precision", "in_graph_exit", "representative")
 
 
 def parser():
     parser = base.ArgumentParser(prog="python -m rdinet_tf.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tflite", action="store_true", required=True,
-                        help="export a TFLite bundle (the only format)")
+    parser.add_argument("--tflite", action="store_true", help="export a TFLite bundle into --out")
+    parser.add_argument("--saved-model", metavar="DIR",
+                        help="export a SavedModel doing the early exit (serving_default) into DIR/<--version>, "
+                        "for TensorFlow Serving (--model_base_path=DIR)")
+    parser.add_argument("--version", type=base.positive_int, default=1,
+                        help="the SavedModel's version folder under --saved-model (default 1)")
     parser.add_argument("--model", required=True, help="path of a saved .keras multi-exit model "
                         "with calibrated thresholds")
-    parser.add_argument("--out", required=True, help="bundle directory to write")
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
+    parser.add_argument("--out", help="bundle directory to write (with --tflite)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="TFLite precision (default float32)")
     parser.add_argument("--full", action="store_true", help="also export the full model (signature 'full')")
     parser.add_argument("--in-graph-exit", action="store_true",
                         help="also export the early exit as one signature with IF ops ('early_exit', thresholds "
@@ -28,45 +40,87 @@ def parser():
     common.add_data_arguments(parser, required=False,
                               help="dataset for representative images (validation split: int8 calibration, "
                               "exit distribution), class names and the accuracy check (test split)")
-    parser.add_argument("--representative", type=base.positive_int, default=300,
+    parser.add_argument("--representative", type=base.positive_int,
                         help="number of validation images used as representative images (default 300)")
     parser.add_argument("--eval-images", type=base.non_negative_int, default=1000,
-                        help="test images for the TFLite-vs-Keras check (default 1000; 0 = skip)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+                        help="test images for the check against Keras (default 1000; 0 = skip)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out or version folder")
     return parser
+
+
+def _check_arguments(args):
+    """What to write, checked before any work; an option without its export is refused."""
+    if not (args.tflite or args.saved_model):
+        raise InputError("choose what to export: --tflite --out DIR (LiteRT bundle) and/or --saved-model DIR "
+                         "(TensorFlow Serving)")
+    if args.tflite:
+        if args.out is None:
+            raise InputError("--tflite needs --out DIR, the bundle directory to write")
+        files.check_replaceable(args.out, args.overwrite, inputs=[args.model])
+    else:
+        given = [f"--{name.replace('_', '-')}" for name in TFLITE_ONLY if getattr(args, name) not in (None, False)]
+        if given:
+            raise InputError(f"{', '.join(given)} set the TFLite bundle; add --tflite or drop them")
+    if args.saved_model:
+        files.check_replaceable(saved_model_dir(args), args.overwrite, inputs=[args.model])
+
+
+def saved_model_dir(args):
+    return Path(args.saved_model) / str(args.version)
 
 
 @base.command(parser)
 def main(args):
-    files.check_replaceable(args.out, args.overwrite, inputs=[args.model])
+    _check_arguments(args)
     model = models.load(args.model)
     splits = None
     if args.dataset is not None:
         common.check_dataset(model, args.dataset, args.model)
         splits = data.load(args.dataset, data_dir=args.data_dir)
+    count = 0 if splits is None else min(args.eval_images, len(splits.x_test))
+    if args.tflite:
+        _export_tflite(args, model, splits, count)
+    if args.saved_model:
+        _export_saved_model(args, model, splits, count)
+
+
+def _export_tflite(args, model, splits, count):
+    precision = args.precision or "float32"
+    representative = 300 if args.representative is None else args.representative
     manifest = export_tflite(
-        model, args.out, args.precision,
-        representative_images=None if splits is None else splits.x_val[: args.representative],
+        model, args.out, precision,
+        representative_images=None if splits is None else splits.x_val[:representative],
         include_full=args.full,
         in_graph_exit=args.in_graph_exit,
         class_names=None if splits is None else CLASS_NAMES[args.dataset],
         overwrite=args.overwrite,
         inputs=[args.model],
     )
-    print(f"wrote {args.out}: {manifest['file']} ({manifest['bytes'] / 1024:.1f} KiB, {args.precision}), "
+    print(f"wrote {args.out}: {manifest['file']} ({manifest['bytes'] / 1024:.1f} KiB, {precision}), "
           f"{len(manifest['segments'])} segment signatures")
     for segment in manifest["segments"]:
         print(f"  {segment['signature']:<12} {segment['cost_mflops']['honest']['cumulative']:8.3f} MFLOPs "
               "cumulative (honest)")
-    if splits is not None and args.eval_images > 0:
-        count = min(args.eval_images, len(splits.x_test))
+    if count > 0:
         report = compare_with_keras(model, args.out, splits.x_test[:count], splits.y_test[:count])
-        print(f"on {count} {args.dataset} test images: TFLite {args.precision} accuracy "
+        print(f"on {count} {args.dataset} test images: TFLite {precision} accuracy "
               f"{report['tflite_accuracy']:.2%} vs Keras float32 {report['keras_accuracy']:.2%} "
               f"(change {report['accuracy_change']:+.2%}); same exit and prediction for "
               f"{report['same_exit_and_prediction']:.2%}")
         print(f"  exit shares TFLite {np.round(report['tflite_exit_shares'], 3).tolist()} "
               f"vs Keras {np.round(report['keras_exit_shares'], 3).tolist()}")
+
+
+def _export_saved_model(args, model, splits, count):
+    out = saved_model_dir(args)
+    signatures = export_saved_model(model, out, include_full=args.full, overwrite=args.overwrite,
+                                    inputs=[args.model])
+    print(f"wrote {out}: SavedModel with signatures {', '.join(signatures)}; serve it with "
+          f"tensorflow_model_server --model_base_path={Path(args.saved_model).resolve()}")
+    if count > 0:
+        report = compare_saved_model(model, out, splits.x_test[:count])
+        print(f"on {count} {args.dataset} test images: same exit and prediction as Keras for "
+              f"{report['same_exit_and_prediction']:.2%}; mean cost {report['mean_cost_mflops']:.3f} MFLOPs (honest)")
 
 
 if __name__ == "__main__":

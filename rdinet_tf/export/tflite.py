@@ -11,8 +11,9 @@ A device runs segment 1, stops if its entropy is below T_1, else feeds
 ``next_features`` to segment 2, and so on (see :mod:`rdinet_tf.runtime`).
 Optional signatures: ``full`` (image -> final exit probabilities, no side heads)
 and ``early_exit`` (the whole early exit inside the graph: nested ``tf.cond``,
-i.e. TFLite IF ops, with the thresholds baked in). Everything is batch size 1,
-in one ``model.tflite`` (weights stored once, whichever signatures use them)
+i.e. TFLite IF ops, with the thresholds baked in). The segments and ``full``
+have a free batch dimension (allocated at 1; the runner resizes them to run a
+batch), ``early_exit`` takes one image; all in one ``model.tflite`` (weights stored once, whichever signatures use them)
 next to a ``manifest.json`` describing signatures, tensors, thresholds, costs
 and precision.
 
@@ -94,7 +95,7 @@ def segment_model(model, index):
     """
     stage, head = folded_segment(model.stages[index]), folded_segment(model.heads[index])
     input_name = "image" if index == 0 else "features"
-    inputs = keras.Input(batch_shape=(1, *stage.inputs[0].shape[1:]), name=input_name)
+    inputs = keras.Input(shape=stage.inputs[0].shape[1:], name=input_name)
     features = stage(inputs)
     tail = _SoftmaxEntropy(name=f"exit_{index + 1}_{_FLOAT_TAIL_LAYER}", dtype="float32")
     probs, entropy = tail(head(features))
@@ -106,7 +107,7 @@ def segment_model(model, index):
 
 def full_model(model):
     """Keras model image -> final exit probabilities, without the side heads."""
-    inputs = keras.Input(batch_shape=(1, *model.image_shape), name="image")
+    inputs = keras.Input(shape=model.image_shape, name="image")
     features = inputs
     for stage in model.stages:
         features = stage(features)
@@ -231,7 +232,7 @@ def bundle_endpoints(model, include_full=False, in_graph_exit=False):
         endpoints[FULL_SIGNATURE] = (_single_input(full), _input_spec(full))
     if in_graph_exit:
         endpoints[IN_GRAPH_SIGNATURE] = (_in_graph_exit(segments, model.exit_policy.thresholds),
-                                         _input_spec(segments[0]))
+                                         _input_spec(segments[0], batch=1))
     return endpoints, tracked
 
 
@@ -239,8 +240,9 @@ def _single_input(keras_model):
     return lambda inputs: keras_model(inputs)
 
 
-def _input_spec(keras_model):
-    return tf.TensorSpec(keras_model.inputs[0].shape, tf.float32, name=keras_model.inputs[0].name)
+def _input_spec(keras_model, batch=None):
+    shape = (batch, *keras_model.inputs[0].shape[1:])
+    return tf.TensorSpec(shape, tf.float32, name=keras_model.inputs[0].name)
 
 
 def _in_graph_exit(segments, thresholds):
@@ -326,12 +328,10 @@ def _float32_policies(config):
     return config
 
 
-def _check_export_args(model, precision, representative_images, class_names):
-    """Representative images as checked float32 (or None); one clear error for a bad argument."""
+def check_exportable(model):
+    """One clear error unless ``model`` is a multi-exit model with an exit policy for its exits."""
     if not isinstance(model, MultiExitNetwork):
-        raise InputError(f"export_tflite needs a rdinet_tf multi-exit model; got {type(model).__name__}")
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+        raise InputError(f"the export needs a rdinet_tf multi-exit model; got {type(model).__name__}")
     check_finite_weights(model, f"model {model.name!r}", "it is from a diverged training or corrupt; retrain it "
                          "with a lower --lr")
     if model.exit_policy is None:
@@ -344,6 +344,13 @@ def _check_export_args(model, precision, representative_images, class_names):
             f"the model's exit_policy has {len(model.exit_policy.thresholds)} thresholds; "
             f"a {model.num_exits}-exit model needs {model.num_exits - 1}: recalibrate it"
         )
+
+
+def _check_export_args(model, precision, representative_images, class_names):
+    """Representative images as checked float32 (or None); one clear error for a bad argument."""
+    check_exportable(model)
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
     if precision == "int8" and (representative_images is None or len(representative_images) == 0):
         raise InputError(
             "int8 export needs representative_images (a few hundred held-out float32 "
