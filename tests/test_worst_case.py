@@ -162,4 +162,4 @@ def test_evaluate_command_line_runs_the_suite(digits_model, tmp_path, capsys):
     assert suite["num_samples"] == saved["num_samples"] == 12
     robust = set(suite["robust_samples"])
     assert saved["per_sample_worst_case_with_autoattack"] <= len(robust) / 12
-    assert "autoattack robust accuracy" in printed and "per sample, with the suite" in printed
+    assert "autoattack robust accuracy" in printed and "with the AutoAttack-style suite too" in printed
