@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import pytest
 
+from epoch_callbacks import CountEpochs, StopAfter
+
 from rdinet_tf import bench_kit, data, distribution, files, models
 from rdinet_tf.cli import base, bench, evaluate, export, import_torch, prune, train
 from rdinet_tf.errors import InputError
@@ -362,25 +364,6 @@ def test_temporaries_of_a_running_process_are_kept(tmp_path):
 # ----------------------------------------------------------------------------- resume, full disk, SIGTERM
 
 
-class _StopAfter(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
-class _CountEpochs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
-
-
 def _train(out, *extra, callbacks=()):
     return train.run(train.parse_args([*RESUME, "--out", str(out), *extra]), callbacks=callbacks)
 
@@ -389,13 +372,13 @@ def _train(out, *extra, callbacks=()):
 def test_a_half_written_backup_resumes_from_the_intact_previous_copy(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        _train(out, callbacks=[_StopAfter(1)])
+        _train(out, callbacks=[StopAfter(1)])
     backup = out / "backup"
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
     assert json.loads((backup / "training_metadata.json.bkp").read_text())["epoch"] == 1
     latest = backup / "latest.weights.h5"
     latest.write_bytes(latest.read_bytes()[:200])  # cut while being written
-    counter = _CountEpochs()
+    counter = CountEpochs()
     summary = _train(out, callbacks=[counter])
     assert counter.epochs == [1, 2]  # from the previous copy's epoch, and the input stream skipped as far
     assert len(summary["history"]["loss"]) == 3
@@ -405,7 +388,7 @@ def test_a_half_written_backup_resumes_from_the_intact_previous_copy(tmp_path, c
 def test_a_backup_without_an_intact_copy_is_named(tmp_path, cli_error):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        _train(out, callbacks=[_StopAfter(1)])
+        _train(out, callbacks=[StopAfter(1)])
     for path in (out / "backup").glob("*.weights.h5*"):
         path.write_bytes(path.read_bytes()[:200])
     error = cli_error(train.main, [*RESUME, "--out", str(out)])
@@ -416,7 +399,7 @@ def test_a_backup_without_an_intact_copy_is_named(tmp_path, cli_error):
 def test_a_full_disk_while_backing_up_ends_in_one_error_and_keeps_the_backup(tmp_path, cli_error, monkeypatch):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        _train(out, callbacks=[_StopAfter(0)])
+        _train(out, callbacks=[StopAfter(0)])
     kept = _snapshot(out / "backup")
     save_weights = models.MultiExitModel.save_weights
 
@@ -432,7 +415,7 @@ def test_a_full_disk_while_backing_up_ends_in_one_error_and_keeps_the_backup(tmp
         {k: v for k, v in kept.items() if "weights" in str(k)}
     assert not [p for p in (out / "backup").iterdir() if p.name.startswith(".")]
     monkeypatch.setattr(models.MultiExitModel, "save_weights", save_weights)
-    counter = _CountEpochs()
+    counter = CountEpochs()
     _train(out, callbacks=[counter])
     assert counter.epochs == [1, 2]
 

@@ -69,14 +69,19 @@ def test_metrics_are_weighted_by_the_sample_weights(digits):
     assert plain["exit_1_acc"] == pytest.approx(right.mean())
 
 
-def test_training_metrics_clean_and_adversarial_are_weighted_by_the_sample_weights(digits):
-    """With a zero learning rate, no dropout and an eps-0 attack, the adversarial batch is the clean batch: every
-    exit's clean and adversarial accuracy of a fit step is the weighted accuracy of the training-mode logits."""
+def _smallcnn_without_dropout():
     keras.utils.set_random_seed(0)
     model = models.build("smallcnn")
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0
+    return model
+
+
+def test_training_metrics_clean_and_adversarial_are_weighted_by_the_sample_weights(digits):
+    """With a zero learning rate, no dropout and an eps-0 attack, the adversarial batch is the clean batch: every
+    exit's clean and adversarial accuracy of a fit step is the weighted accuracy of the training-mode logits."""
+    model = _smallcnn_without_dropout()
     model.compile(optimizer=keras.optimizers.SGD(0.0), defense="main", attack=attacks.fgsm(0.0),
                   distillation=NeoKD())
     images, labels = digits.x_train[:64], digits.y_train[:64]
@@ -94,11 +99,7 @@ def test_training_metrics_clean_and_adversarial_are_weighted_by_the_sample_weigh
 def test_neo_kd_term_of_a_step_is_its_weighted_batch_mean(digits):
     """The logged distillation term of a fit step with sample weights w equals NeoKD.loss with w (whose formula
     test_distillation checks against the paper) and differs from it without w."""
-    keras.utils.set_random_seed(0)
-    model = models.build("smallcnn")
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.Dropout):
-            layer.rate = 0.0
+    model = _smallcnn_without_dropout()
     model.compile(optimizer=keras.optimizers.SGD(0.0), defense="main", attack=attacks.fgsm(0.1),
                   distillation=NeoKD())
     images, labels = digits.x_train[:64], digits.y_train[:64]

@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 
-import keras
 import pytest
+
+from epoch_callbacks import CountEpochs, StopAfter
 
 from rdinet_tf import evaluate
 from rdinet_tf.cli import train
@@ -16,27 +17,6 @@ from rdinet_tf.cli import train
 ARGS = ["--model", "smallcnn", "--dataset", "digits", "--defense", "main", "--fast", "--epochs", "3",
         "--steps-per-epoch", "2", "--batch-size", "32", "--eval-attack-steps", "1", "--eval-samples", "16",
         "--eval-objectives", "exit_3", "--quiet"]
-
-
-class StopAfter(keras.callbacks.Callback):
-    """Interrupts ``fit`` at the end of epoch ``epoch`` (0-based), as a kill would."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
-class CountEpochs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
 
 
 def _run(out, *extra, callbacks=()):
