@@ -10,7 +10,8 @@ ICLR 2020). :class:`CatastrophicOverfittingGuard` watches for that::
 
 After each epoch it attacks every exit alone (objective ``exit_k``) on the same
 held-out images and logs ``val_exit_k_pgd_accuracy`` and their mean
-``val_pgd_accuracy`` (so ``History`` and the progress bar show them).
+``val_pgd_accuracy``, weighted by the exits' training weights (so a single-exit
+baseline is guarded on the exit it trains), in ``History`` and the progress bar.
 
 **The rule.** Training has collapsed when the mean PGD accuracy falls below
 ``(1 - max_drop)`` times its best epoch's *and* at least ``min_drop`` below it
@@ -84,7 +85,7 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
 
     def report(self):
         """What the guard saw and did, for a run summary."""
-        return {"rule": f"stop when the mean per-exit PGD accuracy < (1 - {self.max_drop:g}) x best and "
+        return {"rule": f"stop when the exit-weighted mean PGD accuracy < (1 - {self.max_drop:g}) x best and "
                         f"<= best - {self.min_drop:g}; restore the best epoch",
                 "samples": len(self.images), "attack": self.attack.get_config(),
                 "best_epoch": self.best_epoch, "best_pgd_accuracy": max(self.best, 0.0),
@@ -104,12 +105,18 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
                 correct[k] += np.sum(np.argmax(logits, axis=-1) == y)
         return correct / len(self.images)
 
+    def _exit_weights(self):
+        """The exits' training weights (all 1 for a model compiled without them): an exit trained with weight
+        0, as a single-exit baseline's side exits, does not count."""
+        weights = np.asarray(getattr(self.model, "exit_weights", None) or np.ones(self.model.num_exits), float)
+        return weights if weights.sum() > 0 else np.ones(self.model.num_exits)
+
     def on_train_begin(self, logs=None):
         self.load_state()
 
     def on_epoch_end(self, epoch, logs=None):
         accuracies = self.exit_accuracies()
-        value = float(np.mean(accuracies))
+        value = float(np.average(accuracies, weights=self._exit_weights()))
         if logs is not None:
             logs.update({f"val_exit_{k + 1}_pgd_accuracy": float(a) for k, a in enumerate(accuracies)})
             logs["val_pgd_accuracy"] = value

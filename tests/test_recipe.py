@@ -136,6 +136,20 @@ def test_the_guard_does_nothing_on_a_healthy_run(digits):
         np.testing.assert_array_equal(final, last)
 
 
+def test_the_guard_counts_only_the_exits_the_model_trains(digits, monkeypatch):
+    model = models.build("smallcnn")
+    model.compile(optimizer="sgd", defense="none", exit_weights=[0, 0, 1])
+    guard = CatastrophicOverfittingGuard(digits.x_val[:8], digits.y_val[:8], attacks.PGD(0.1, 0.05, 1), verbose=0)
+    guard.set_model(model)
+    monkeypatch.setattr(guard, "exit_accuracies", lambda: np.array([0.0, 0.1, 0.8]))
+    logs = {}
+    guard.on_epoch_end(0, logs)
+    assert logs["val_pgd_accuracy"] == pytest.approx(0.8) and logs["val_exit_1_pgd_accuracy"] == 0.0
+    model.compile(optimizer="sgd", defense="none")  # every exit trained: the plain mean
+    guard.on_epoch_end(1, logs)
+    assert logs["val_pgd_accuracy"] == pytest.approx(0.3)
+
+
 def test_the_guard_refuses_an_empty_batch_and_bad_thresholds():
     with pytest.raises(InputError, match="non-empty held-out batch"):
         CatastrophicOverfittingGuard(np.zeros((0, 28, 28, 1)), np.zeros(0), attacks.PGD(0.1, 0.01, 2))
