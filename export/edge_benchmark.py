@@ -35,7 +35,8 @@ def main(argv=None):
     parser.add_argument("--bundle", required=True, help="exported bundle directory")
     parser.add_argument("--images", help=".npz of test images (uint8 0..255 or float 0..1)")
     parser.add_argument("--key", default="x_test", help="array name in --images (default x_test)")
-    parser.add_argument("--count", type=base.positive_int, default=500, help="images to time (default 500)")
+    parser.add_argument("--count", type=base.positive_int,
+                        help="images to time (default: every image of --images, else 500 random images)")
     parser.add_argument("--threads", type=base.positive_int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--warmup", type=base.non_negative_int, default=20,
                         help="untimed warm-up images (default 20)")
@@ -55,7 +56,7 @@ def _run(args):
         if args.images:
             images = bench_kit.images_from_npz(args.images, args.key, runner.image_shape, args.count)
         else:
-            images = np.random.default_rng(0).random((args.count, *runner.image_shape), np.float32)
+            images = np.random.default_rng(0).random((args.count or 500, *runner.image_shape), np.float32)
         result = bench_kit.benchmark_bundle(runner, images, args.warmup, in_graph)
         shares = (result["exit_shares"] if args.images
                   else bench_kit.manifest_distribution(runner.manifest))

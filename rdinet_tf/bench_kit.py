@@ -272,6 +272,9 @@ def images_from_npz(path, key, image_shape, count=None):
     if images.dtype.kind not in "uif" or images.ndim not in (3, 4):
         raise InputError(f"{path}: images must be a numeric (N, H, W[, C]) array; got {images.dtype} of shape "
                          f"{images.shape}")
+    if count is not None and count > len(images):
+        raise InputError(f"{path} holds {len(images)} images; {count} were asked for: ask for {len(images)} or "
+                         "fewer (--count)")
     images = images[:count]
     if images.ndim == 3:
         images = images[..., None]

@@ -118,6 +118,8 @@ def test_images_from_npz(tmp_path):
         bench_kit.images_from_npz(path, "x_test", (32, 32, 3))
     with pytest.raises(InputError, match="no array"):
         bench_kit.images_from_npz(path, "x_train", (28, 28, 1))
+    with pytest.raises(InputError, match="holds 5 images; 6 were asked for"):  # never silently fewer
+        bench_kit.images_from_npz(path, "x_test", (28, 28, 1), count=6)
 
 
 @pytest.fixture
