@@ -12,6 +12,7 @@ import contextlib
 import functools
 import math
 import os
+import re
 import signal
 import sys
 
@@ -28,7 +29,13 @@ class Terminated(BaseException):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose usage errors follow the convention (one line, exit code 2)."""
+    """``argparse.ArgumentParser`` whose usage errors follow the convention (one line, exit code 2), and whose
+    description, taken from a module docstring, reads as plain text (no reStructuredText markup)."""
+
+    def __init__(self, *args, description=None, **kwargs):
+        if description is not None:
+            description = re.sub(r":\w+:`~?([^`]*)`", r"\1", description).replace("``", "")
+        super().__init__(*args, description=description, **kwargs)
 
     def error(self, message):
         fail(f"{message} (see {self.prog} --help)")

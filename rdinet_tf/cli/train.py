@@ -32,14 +32,17 @@ POLICY_CALIBRATION_SAMPLES = 2000  # validation images the policy-aware defenses
 
 def parser():
     parser = base.ArgumentParser(prog="rdinet-train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=sorted(PRESETS), default="smallcnn")
+    parser.add_argument("--model", choices=sorted(PRESETS), default="smallcnn",
+                        help="reference architecture (default smallcnn)")
     parser.add_argument("--recipe", choices=RECIPES, default="paper",
                         help="training recipe: paper (default), the reference's PGD schedule for --model; fast, "
                         "time-to-robust-accuracy training (single-step attack, one-cycle learning rate, the "
-                        "catastrophic-overfitting guard; a robust CIFAR-10 ResNet-38 in about 2 hours on 2 CPU "
-                        "cores). Every setting below overrides the recipe's")
+                        "catastrophic-overfitting guard; about 2 hours of training for a CIFAR-10 ResNet-38 on 2 "
+                        "CPU cores). Every setting below overrides the recipe's")
     common.add_data_arguments(parser, required=False, help="default: the model's preset dataset (mnist or cifar10)")
-    parser.add_argument("--defense", choices=DEFENSES, default="max_average")
+    parser.add_argument("--defense", choices=DEFENSES, default="max_average",
+                        help="training attack objective: the paper's main, average, max_average (default), or one "
+                        "that knows the exit policy: routing, exit_hijack, worst_case; none: clean training")
     parser.add_argument("--epochs", type=base.positive_int,
                         help="default: the paper's iterations (full schedule) or the fast recipe's epochs")
     parser.add_argument("--steps-per-epoch", type=base.positive_int,
