@@ -11,6 +11,7 @@ any point and started again with the same arguments resumes where it was
 import argparse
 import dataclasses
 import math
+import time
 
 import keras
 import tensorflow as tf
@@ -183,7 +184,7 @@ def run(args, callbacks=()):
                               shuffle=False,
                               validation_data=_sharded(data.make_dataset(splits.x_val, splits.y_val, 256), placement),
                               callbacks=[*_policy_callbacks(args.defense, splits), *([guard] if guard else []),
-                                         *run_directory.callbacks(), *callbacks],
+                                         *run_directory.callbacks(), _DurationWarning(total_steps), *callbacks],
                               verbose=0 if args.quiet else "auto")
                 run_directory.save_trained(model)
             if not placement.is_chief:
@@ -206,6 +207,24 @@ def run(args, callbacks=()):
             return summary
         finally:
             run_directory.close()
+
+
+class _DurationWarning(keras.callbacks.Callback):
+    """Says once, from the speed of the first training steps, how long a run of an hour or more will take."""
+
+    def __init__(self, total_steps, seconds=3600):
+        super().__init__()
+        self.total_steps, self.seconds, self._times = total_steps, seconds, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if len(self._times) < 4:
+            self._times.append(time.perf_counter())  # the first step traces: time steps 2 to 4
+            if len(self._times) == 4:
+                estimate = (self._times[-1] - self._times[1]) / 2 * self.total_steps
+                if estimate >= self.seconds:
+                    print(f"note: at the speed of its first steps this training takes about {estimate / 3600:.1f} "
+                          f"hours ({self.total_steps} steps); a resumed run continues where it stopped, and "
+                          "--recipe fast or --epochs shortens it", flush=True)
 
 
 def _policy_callbacks(defense, splits):
