@@ -38,8 +38,8 @@ def parser():
     parser.add_argument("--recipe", choices=RECIPES, default="paper",
                         help="training recipe: paper (default), the reference's PGD schedule for --model; fast, "
                         "time-to-robust-accuracy training (single-step attack, one-cycle learning rate, the "
-                        "catastrophic-overfitting guard; about 2 hours of training for a CIFAR-10 ResNet-38 on 2 "
-                        "CPU cores). Every setting below overrides the recipe's")
+                        "catastrophic-overfitting guard; hours, not days, for a CIFAR-10 ResNet-38 on 2 CPU "
+                        "cores). Every setting below overrides the recipe's")
     common.add_data_arguments(parser, required=False, help="default: the model's preset dataset (mnist or cifar10)")
     parser.add_argument("--defense", choices=DEFENSES, default="max_average",
                         help="training attack objective: the paper's main, average, max_average (default), or one "
