@@ -42,8 +42,8 @@ BEST_WEIGHTS_FILE = "guard_best_weights.npz"
 
 
 def guard_attack(eps, steps=GUARD_STEPS):
-    """The guard's default attack: PGD of ``steps`` steps of 2.5 eps / steps, random start."""
-    return attacks.PGD(eps, 2.5 * eps / steps, steps)
+    """The guard's default attack: :func:`rdinet_tf.adversarial.attacks.scaled_pgd` of ``steps`` steps."""
+    return attacks.scaled_pgd(eps, steps)
 
 
 class CatastrophicOverfittingGuard(keras.callbacks.Callback):

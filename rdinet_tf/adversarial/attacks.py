@@ -138,6 +138,12 @@ class PGD(AttackMethod):
         return iterate(step, adversarial, self.steps)
 
 
+def scaled_pgd(eps, steps):
+    """PGD of ``steps`` steps of 2.5 eps / steps with a random start (Madry et al.'s step rule: the steps can
+    cross the eps-ball and back, whatever their number)."""
+    return PGD(eps, 2.5 * eps / steps, steps)
+
+
 def fgsm(eps):
     """Fast gradient sign method: one step of size eps from the clean image."""
     return PGD(eps, eps, 1, random_start=False, name="fgsm")

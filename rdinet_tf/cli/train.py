@@ -150,7 +150,7 @@ def run(args, callbacks=()):
                                                  common.or_default(args.eval_attack_steps, preset.eval_attack_steps))
         eval_objectives = common.objectives(args.eval_objectives, model.num_exits, "--eval-objectives")
         slowdown_attack = (None if args.slowdown_attack_steps is None else
-                           attacks.PGD(eps, 2.5 * eps / args.slowdown_attack_steps, args.slowdown_attack_steps))
+                           attacks.scaled_pgd(eps, args.slowdown_attack_steps))
         run_directory = RunDirectory(args.out, args, overwrite=args.overwrite, restart=args.restart,
                                      worker=None if placement.is_chief else placement.worker)
         try:
