@@ -42,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import rdinet_tf  # noqa: E402,F401  (registers the saved model's classes)
 from rdinet_tf import data  # noqa: E402
-from rdinet_tf.adversarial import attacks, autoattack  # noqa: E402
-from rdinet_tf.errors import InputError  # noqa: E402
+from rdinet_tf import attacks
+from rdinet_tf.attacks import autoattack  # noqa: E402
+from rdinet_lite.errors import InputError  # noqa: E402
 
 DATASETS = {(28, 28, 1): ("mnist", 0.3), (32, 32, 3): ("cifar10", 8 / 255)}
 ART_INSTALL = "pip install adversarial-robustness-toolbox==1.20.1"
@@ -51,7 +52,7 @@ ART_INSTALL = "pip install adversarial-robustness-toolbox==1.20.1"
 
 def load_model(path, torch_model):
     if str(path).endswith(".pth.tar"):
-        from rdinet_tf.import_torch import load_torch_checkpoint
+        from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint
         return load_torch_checkpoint(path, torch_model)
     if not Path(path).is_file():
         raise InputError(f"no model at {path}: pass --model DIR/model.keras (or a .pth.tar checkpoint)")

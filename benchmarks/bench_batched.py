@@ -4,7 +4,7 @@ For each model (random weights: the timing and the routing are real, the
 accuracy is not), thresholds calibrated with equal shares on held-out images,
 then on the test images, batch by batch, interleaved:
 
-* TensorFlow: :func:`rdinet_tf.policy.early_exit_function` (what
+* TensorFlow: :func:`rdinet_tf.exits.policy.early_exit_function` (what
   ``ExitPolicy.predict_adaptive`` runs) against the folded full forward
   (every stage and the final head) as a ``tf.function``;
 * SavedModel: ``serving_default`` against ``full`` of the exported SavedModel,
@@ -41,11 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from bench_tflite import machine_facts  # noqa: E402
 
-from rdinet_tf import data, flops, models  # noqa: E402
+from rdinet_tf import data, models
+from rdinet_tf.architecture import flops  # noqa: E402
 from rdinet_tf.export import export_saved_model, export_tflite  # noqa: E402
 from rdinet_tf.export.saved_model import full_function  # noqa: E402
-from rdinet_tf.policy import ExitPolicy, early_exit_function  # noqa: E402
-from rdinet_tf.runtime import EarlyExitRunner  # noqa: E402
+from rdinet_tf.exits.policy import ExitPolicy, early_exit_function  # noqa: E402
+from rdinet_lite.runner import EarlyExitRunner  # noqa: E402
 
 BATCH_SIZES = (1, 32, 256)
 MODELS = (("SmallCNN", "smallcnn", "mnist"), ("ResNet-38", "resnet38", "cifar10"),

@@ -35,12 +35,13 @@ import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from rdinet_tf import bench_kit, data, models  # noqa: E402
+from rdinet_tf import data, models
+from rdinet_lite import latency  # noqa: E402
 from rdinet_tf.export import CLASS_NAMES, convert, export_tflite, full_model  # noqa: E402
-from rdinet_tf.import_torch import load_torch_checkpoint  # noqa: E402
-from rdinet_tf.inputs import entropy_bounds  # noqa: E402
-from rdinet_tf.policy import ExitPolicy  # noqa: E402
-from rdinet_tf.runtime import BUNDLE_FILE, EarlyExitRunner  # noqa: E402
+from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint  # noqa: E402
+from rdinet_lite.inputs import entropy_bounds  # noqa: E402
+from rdinet_tf.exits.policy import ExitPolicy  # noqa: E402
+from rdinet_lite.runner import BUNDLE_FILE, EarlyExitRunner  # noqa: E402
 
 REPRESENTATIVE_IMAGES = 300
 
@@ -86,7 +87,7 @@ def public_signature_chain(runner):
     return run
 
 
-def latency(name, source, model, held_out, test_x, test_y, dataset, work_dir, warmup):
+def latency_row(name, source, model, held_out, test_x, test_y, dataset, work_dir, warmup):
     """One table row: sizes, p50/p95 of every way of running the bundle, latency and cost ratios."""
     bundle = work_dir / name.split()[0]
     manifest = export_tflite(model, bundle, "float32", representative_images=held_out[:REPRESENTATIVE_IMAGES],
@@ -97,7 +98,7 @@ def latency(name, source, model, held_out, test_x, test_y, dataset, work_dir, wa
     for image in test_x[:warmup]:
         public(image)
     public_seconds = []
-    result = bench_kit.benchmark_bundle(runner, test_x, warmup, in_graph)
+    result = latency.benchmark_bundle(runner, test_x, warmup, in_graph)
     for image in test_x:  # second pass, interleaved with the full model once more for its own ratio
         public_seconds.append((public(image), runner.run_full(image).seconds))
     public_seconds = np.array(public_seconds)
@@ -145,7 +146,7 @@ def int8_comparison(model, held_out, test_x, test_y, timing_images, work_dir, wa
         "same_prediction": float(np.mean(results["float32"].predictions == results["int8"].predictions)),
         "shares": {p: r.exit_shares.tolist() for p, r in results.items()},
         "kib": {p: (work_dir / f"int8cmp_{p}" / BUNDLE_FILE).stat().st_size / 1024 for p in runners},
-        "ms": {p: bench_kit.percentiles_ms(s) for p, s in seconds.items()},
+        "ms": {p: latency.percentiles_ms(s) for p, s in seconds.items()},
         "timing_images": timing_images,
     }
 
@@ -220,7 +221,7 @@ def main(argv=None):
             started = time.perf_counter()
             mnist = data.load("mnist", data_dir=args.data_dir)
             model = models.load(args.smallcnn)
-            rows.append(latency("SmallCNN / MNIST", f"`{args.smallcnn}` (its own thresholds)", model, mnist.x_val,
+            rows.append(latency_row("SmallCNN / MNIST", f"`{args.smallcnn}` (its own thresholds)", model, mnist.x_val,
                                 mnist.x_test[:args.images], mnist.y_test[:args.images], "mnist", work_dir,
                                 args.warmup))
             seconds["SmallCNN"] = time.perf_counter() - started
@@ -230,7 +231,7 @@ def main(argv=None):
             started = time.perf_counter()
             model = load_torch_checkpoint(args.resnet38, "resnet38")
             model.exit_policy = ExitPolicy.calibrate(model, cifar.x_val, method="equal_share")
-            rows.append(latency("ResNet-38 / CIFAR-10", "the authors' checkpoint, imported", model, cifar.x_val,
+            rows.append(latency_row("ResNet-38 / CIFAR-10", "the authors' checkpoint, imported", model, cifar.x_val,
                                 cifar.x_test[:args.images], cifar.y_test[:args.images], "cifar10", work_dir,
                                 args.warmup))
             seconds["ResNet-38"] = time.perf_counter() - started
@@ -244,7 +245,7 @@ def main(argv=None):
             model = models.build("mobilenetv2")
             train_clean(model, cifar.x_train[:10_000], cifar.y_train[:10_000], args.mobilenetv2_epochs)
             model.exit_policy = ExitPolicy.calibrate(model, cifar.x_val, method="equal_share")
-            rows.append(latency("MobileNetV2 / CIFAR-10",
+            rows.append(latency_row("MobileNetV2 / CIFAR-10",
                                 f"trained clean {args.mobilenetv2_epochs} epoch(s) on 10,000 images (Adam 1e-3)",
                                 model, cifar.x_val, cifar.x_test[:args.images], cifar.y_test[:args.images], "cifar10",
                                 work_dir, args.warmup))
@@ -272,7 +273,7 @@ full model and each segment alone; then a second pass alternating the chain thro
   cost of the measured exit distribution (segments 1..k, every evaluated head counted) / honest cost of
   the full model (backbone + final head). "chain ratio / cost ratio" is the target (<= 1.10).
 - "segments alone, predicted/full": sum_k share_k * (t_1 + ... + t_k) / full from each segment timed alone
-  (what `rdinet_tf.bench_kit` computes from on-device `benchmark_model` logs); the chain's own cost (Python,
+  (what `rdinet_lite.latency` computes from on-device `benchmark_model` logs); the chain's own cost (Python,
   the feature-map copies) is the difference between it and "latency chain/full".
 - "bundle": the one file with every signature; "full alone": the full model converted on its own.
 

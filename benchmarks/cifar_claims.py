@@ -8,12 +8,12 @@ Reads the runs of ``benchmarks/cifar_study.sh`` (``OUT/<run>/summary.json``, ``m
   conventions and the cost ratio; the claim holds when the RDI model matches or
   beats both accuracies at 70% or less of the baseline's cost. "Matches" allows
   one standard error of the difference of two accuracies;
-* with ``--curves``: for each RDI model, ``evaluate.tradeoff`` over ``--points``
+* with ``--curves``: for each RDI model, ``evaluation.tradeoff`` over ``--points``
   cost targets of the target-cost calibration (thresholds from the 5,000
   held-out training images), from the first exit's cost to the full cost, TA
   and worst-case ATA (PGD-20, every attack form, routing-aware made per policy)
   on the first ``--samples`` test images; the single-exit and pruned baselines
-  as points. Writes one PNG per backbone (``evaluate.plot_tradeoff``) into
+  as points. Writes one PNG per backbone (``evaluation.plot_tradeoff``) into
   ``--figures`` and the curves' points as JSON beside them. Each run's curve is
   kept in ``OUT/<run>/tradeoff.json`` (with its samples, points and cost
   targets) and reused when they match, so the curves can be made one run at a
@@ -32,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rdinet_tf import data, evaluate, flops, models
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.files import write_json
+from rdinet_tf import data, models
+from rdinet_tf import evaluation
+from rdinet_tf.architecture import flops
+from rdinet_tf import attacks
+from rdinet_lite.files import write_json
 from rdinet_tf.training import PRESETS
 
 BASELINES = {"resnet38": "resnet38_single_exit", "mobilenetv2": "mobilenetv2_single_exit"}
@@ -62,15 +64,15 @@ def verdict(rdi, base, samples_rdi, samples_base):
 
 
 def model_point(label, summary):
-    """A trained run as an ``evaluate.TradeoffPoint`` (TA on the test set, worst cases of its report)."""
+    """A trained run as an ``evaluation.TradeoffPoint`` (TA on the test set, worst cases of its report)."""
     report, clean = summary["report"], summary["test_clean"]
-    return evaluate.TradeoffPoint(label, clean["mflops"], clean["paper_mflops"], clean["accuracy"],
+    return evaluation.TradeoffPoint(label, clean["mflops"], clean["paper_mflops"], clean["accuracy"],
                                   report["worst_case_ata"], report["per_sample_worst_case_ata"])
 
 
 def pruned_point(label, summary):
     row = summary["pruned"]
-    return evaluate.TradeoffPoint(f"{label} ({row['sparsity']:.0%} sparse)", row["mflops"], row["paper_mflops"],
+    return evaluation.TradeoffPoint(f"{label} ({row['sparsity']:.0%} sparse)", row["mflops"], row["paper_mflops"],
                                   row["accuracy"], row["ata"])
 
 
@@ -120,12 +122,12 @@ def run_curve(root, run, preset, splits, args, sweep):
     targets = np.linspace(costs[0], costs[-1], args.points)
     settings = {"samples": args.samples, "cost_targets": [round(float(t), 6) for t in targets]}
     if path.is_file() and (kept := json.loads(path.read_text()))["settings"] == settings:
-        return targets, [evaluate.TradeoffPoint(**point) for point in kept["points"]]
+        return targets, [evaluation.TradeoffPoint(**point) for point in kept["points"]]
     if not sweep:
         return None
     attack = attacks.PGD(preset.eps, preset.step_size, preset.eval_attack_steps)
     x_test, y_test = splits.x_test[:args.samples], splits.y_test[:args.samples]
-    points = evaluate.tradeoff(model, splits.x_val, x_test, y_test, attack, targets, progress=False)
+    points = evaluation.tradeoff(model, splits.x_val, x_test, y_test, attack, targets, progress=False)
     write_json(path, {"settings": settings, "points": [dataclasses.asdict(p) for p in points]})
     return targets, points
 
@@ -155,7 +157,7 @@ def curves(root, args):
         if backbone == "resnet38":
             points += [pruned_point(run, s) for run in PRUNED_RUNS if (s := load_summary(root, run)) is not None]
         figure = Path(args.figures) / f"cifar10_{backbone}_tradeoff.png"
-        evaluate.plot_tradeoff(lines, points, path=figure,
+        evaluation.plot_tradeoff(lines, points, path=figure,
                                title=f"CIFAR-10 {backbone}: TA and worst-case ATA (PGD-20, {args.samples} "
                                      "test images) against cost")
         write_json(figure.with_suffix(".json"), {

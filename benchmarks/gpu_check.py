@@ -26,8 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rdinet_tf import data, distribution, models
-from rdinet_tf.adversarial import attacks
+from rdinet_tf import data, models
+from rdinet_tf.training import placement as placement_lib
+from rdinet_tf import attacks
 from rdinet_tf.training import PRESETS, precision_scope, preset_optimizer
 
 FULL = {"models": "resnet38,mobilenetv2", "batches": (128, 512), "attack_steps": 10, "steps": 10,
@@ -93,7 +94,7 @@ def main(argv=None):
     if args.cpu_smoke:
         tf.config.set_visible_devices([], "GPU")
         gpus = []
-    placement = distribution.place("mirrored")
+    placement = placement_lib.place("mirrored")
     print(f"# {len(gpus)} GPU(s) {[g.name for g in gpus]}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
           f"tensorflow {tf.__version__}, keras {keras.__version__}; MirroredStrategy, {placement.replicas} replica(s); "
           f"max_average PGD-{size['attack_steps']}, median of {size['steps']} steps after one warm-up"

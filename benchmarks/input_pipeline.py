@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from rdinet_tf import data, models
-from rdinet_tf.adversarial import attacks
+from rdinet_tf import attacks
 from rdinet_tf.training import PRESETS, preset_optimizer
 
 REQUIRED_RATIO = 20

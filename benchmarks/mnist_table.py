@@ -12,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from rdinet_tf import data, flops, models
+from rdinet_tf import data, models
+from rdinet_tf.architecture import flops
 
 RUNS = [("single-exit SmallCNN (PGD on exit 3 only)", "single_exit"),
         ("RDI-SmallCNN, defense main", "rdi_main"),

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-COPIED = ["rdinet_tf", "tests", "export", "notebooks", "setup.py", "pytest.ini"]
+COPIED = ["rdinet_tf", "rdinet_lite", "tests", "device", "notebooks", "setup.py", "pytest.ini"]
 TIMEOUT_S = 1800
 
 EPOCH_ONLY_BACKUP = '''
@@ -124,7 +124,7 @@ MUTANTS = [
            "weights = tf.ones([model.num_exits])",
            ["tests/test_attacks.py::test_random_average_weighs_the_exits_with_random_convex_weights"]),
     Mutant("board_pin", "a board-runtime pin that does not exist (ai-edge-litert==0.0.0.1)",
-           "export/README.md", "pip install numpy ai-edge-litert==2.3.0'", "pip install numpy ai-edge-litert==0.0.0.1'",
+           "device/README.md", "pip install numpy ai-edge-litert==2.3.0'", "pip install numpy ai-edge-litert==0.0.0.1'",
            ["tests/test_device_runtime.py::test_venv_has_no_tensorflow_or_keras"]),
     # The "also" rows: tests that compared the code with itself now compare it with an oracle.
     Mutant("route_last_confident", "routing takes the last confident exit (predict was compared with route)",

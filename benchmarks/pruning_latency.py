@@ -4,7 +4,7 @@ Exports image -> final-exit probabilities (batch 1, float32) of the dense
 single-exit model, of the pruned model as is (zeros stored densely), and of the
 pruned model converted with ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY`` (sparse
 weight storage); with ``--rdi``, also the RDI model's early-exit segment chain
-(:class:`rdinet_tf.runtime.EarlyExitRunner`). LiteRT interpreters with
+(:class:`rdinet_lite.runner.EarlyExitRunner`). LiteRT interpreters with
 ``num_threads=1``; after a warm-up, each test image runs through every variant
 back to back, one image per invoke.
 
@@ -24,9 +24,11 @@ from ai_edge_litert.interpreter import Interpreter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from rdinet_tf import data, export, flops, models, pruning  # noqa: E402
+from rdinet_tf import data, export, models
+from rdinet_tf.architecture import flops
+from rdinet_tf.baselines import pruning  # noqa: E402
 from rdinet_tf.export import export_tflite  # noqa: E402
-from rdinet_tf.runtime import EarlyExitRunner  # noqa: E402
+from rdinet_lite.runner import EarlyExitRunner  # noqa: E402
 
 
 class FinalExit:

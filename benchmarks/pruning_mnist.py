@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from rdinet_tf import export, models  # noqa: E402
 from rdinet_tf.cli import prune  # noqa: E402
-from rdinet_tf.errors import InputError  # noqa: E402
+from rdinet_lite.errors import InputError  # noqa: E402
 from rdinet_tf.export import export_tflite  # noqa: E402
 from mnist_table import attacked_report  # noqa: E402  (beside this script)
 

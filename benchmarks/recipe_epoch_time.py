@@ -16,7 +16,7 @@ import time
 import keras
 
 from rdinet_tf import data, models
-from rdinet_tf.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
+from rdinet_tf.training.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
 from rdinet_tf.training import FAST_RECIPES, PRESETS
 
 

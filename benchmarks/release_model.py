@@ -14,7 +14,8 @@ from pathlib import Path
 
 import keras
 
-from rdinet_tf import data, files, models
+from rdinet_tf import data, models
+from rdinet_lite import files
 
 MODELS = Path(__file__).resolve().parent / "models"
 

@@ -26,11 +26,11 @@ import numpy as np
 
 from tqdm.auto import tqdm
 
-from rdinet_tf import flops
-from rdinet_tf.accounting import expected_cost
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.import_torch import load_torch_checkpoint
-from rdinet_tf.policy import ExitPolicy, exit_entropies, predict_exit_logits, thresholds_for_counts
+from rdinet_tf.architecture import flops
+from rdinet_lite.accounting import expected_cost
+from rdinet_tf import attacks
+from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint
+from rdinet_tf.exits.policy import ExitPolicy, exit_entropies, predict_exit_logits, thresholds_for_counts
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 # The reference's hand adjustments of T1..T5 for the ResNet-38 max-average model (from the authors' code).

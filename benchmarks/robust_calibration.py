@@ -6,7 +6,7 @@ For one RDI model, thresholds from held-out images (the validation split of
 * ``equal_share``: the reference procedure; its average cost on the held-out
   images is the budget of the others;
 * ``target_cost``: the cost-only calibration at that budget;
-* ``robust``: ``evaluate.calibrate_robust`` at that budget: PGD attacks
+* ``robust``: ``evaluation.calibrate_robust`` at that budget: PGD attacks
   (``--calibration-attack-steps``) on the held-out images for every single
   exit, average and max-average, thresholds maximising their worst-case
   adaptive accuracy within the clean budget;
@@ -15,7 +15,7 @@ For one RDI model, thresholds from held-out images (the validation split of
 
 Each policy is then scored on the first ``--test-samples`` test images with
 the preset's evaluation attack (PGD-20 at 8/255 for CIFAR-10, PGD-40 at 0.3
-for MNIST) under every attack form, routing-aware included (``evaluate.policy_points``).
+for MNIST) under every attack form, routing-aware included (``evaluation.policy_points``).
 
     python benchmarks/robust_calibration.py --checkpoint ../shared/models/resnet38_triple_wins.pth.tar
     python benchmarks/robust_calibration.py --model runs/mnist/rdi_max_average/model.keras --dataset mnist
@@ -27,10 +27,11 @@ import time
 
 import numpy as np
 
-from rdinet_tf import data, evaluate, models
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.import_torch import load_torch_checkpoint
-from rdinet_tf.policy import ExitPolicy
+from rdinet_tf import data, models
+from rdinet_tf import evaluation
+from rdinet_tf import attacks
+from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint
+from rdinet_tf.exits.policy import ExitPolicy
 from rdinet_tf.training import PRESETS
 
 PRESET_OF_DATASET = {"mnist": PRESETS["smallcnn"], "cifar10": PRESETS["resnet38"]}
@@ -62,12 +63,12 @@ def main():
                 "target_cost": ExitPolicy.calibrate(model, x_cal, "target_cost", target_cost=budget)}
     for label, adversarial_cost in (("robust", None), ("robust, adversarial budget", budget)):
         try:
-            policies[label] = evaluate.calibrate_robust(model, x_cal, y_cal, calibration_attack, budget,
+            policies[label] = evaluation.calibrate_robust(model, x_cal, y_cal, calibration_attack, budget,
                                                         adversarial_cost=adversarial_cost)
         except ValueError as error:  # InputError: no policy fits the budget
             print(f"# {label}: {error}")
     calibrated = time.perf_counter()
-    points = evaluate.policy_points(model, x_test, y_test, test_attack, policies)
+    points = evaluation.policy_points(model, x_test, y_test, test_attack, policies)
 
     print(f"# {model.name} on {args.dataset} ({splits.source}), {os.cpu_count()} CPUs; budget {budget:.3f} "
           f"honest MFLOPs (equal share on {len(x_cal)} held-out images); calibration attack "

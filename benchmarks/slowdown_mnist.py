@@ -17,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rdinet_tf import data, evaluate, files, flops, models
-from rdinet_tf.adversarial import attacks
+from rdinet_tf import data, models
+from rdinet_tf import evaluation
+from rdinet_lite import files
+from rdinet_tf.architecture import flops
+from rdinet_tf import attacks
 from rdinet_tf.cli import train
 
 
@@ -48,7 +51,7 @@ def row(label, summary):
     pgd, noise = slowdown["pgd slowdown"], slowdown["random_noise slowdown"]
     pgd_worst = min((a for a in report["attacks"] if a["name"].startswith("pgd ")), key=lambda a: a["accuracy"])
     universal = summary["universal"]
-    kept = evaluate.savings_kept(pgd["full_mflops"], report["clean"]["mflops"], universal["mflops"])
+    kept = evaluation.savings_kept(pgd["full_mflops"], report["clean"]["mflops"], universal["mflops"])
     percent = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     return (f"| {label} | {100 * report['clean']['accuracy']:.1f} | {100 * pgd_worst['accuracy']:.1f} "
             f"({pgd_worst['name']}) | {report['clean']['mflops']:.3f} | {noise['mflops']:.3f} "

@@ -16,7 +16,7 @@ implementation in the same process, their steps interleaved:
   architectures of ``tests/torch_reference.py``, at PyTorch's default threads.
 
 Every implementation starts from the same weights (the PyTorch model's
-initialisation, imported with :func:`rdinet_tf.import_torch.load_state_dict`)
+initialisation, imported with :func:`rdinet_tf.models.torch_checkpoint.load_state_dict`)
 and trains on the same real batch (the first of the training split).
 
 Each row also gives the step's executed work in GFLOP/s (the convolution and
@@ -48,9 +48,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rdinet_tf import data, flops, models
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.import_torch import load_state_dict
+from rdinet_tf import data, models
+from rdinet_tf.architecture import flops
+from rdinet_tf import attacks
+from rdinet_tf.models.torch_checkpoint import load_state_dict
 from rdinet_tf.models import MultiExitModel
 from rdinet_tf.training import PRESETS, preset_optimizer
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from rdinet_tf.errors import InputError
-from rdinet_tf.inputs import check_images, check_labels
+from rdinet_lite.errors import InputError
+from rdinet_lite.inputs import check_images, check_labels
 
 #: Dataset name -> (image shape HWC, number of classes).
 DATASETS = {

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rdinet_tf import data, models
-from rdinet_tf.policy import ExitPolicy
+from rdinet_tf.exits.policy import ExitPolicy
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import flops, models
+from rdinet_tf import models
+from rdinet_tf.architecture import flops
 from rdinet_tf.cli import export as export_cli
-from rdinet_tf.errors import InputError
+from rdinet_lite.errors import InputError
 from rdinet_tf.export import compare_saved_model, export_saved_model
-from rdinet_tf.policy import ExitPolicy, exit_entropies, predict_exit_logits
+from rdinet_tf.exits.policy import ExitPolicy, exit_entropies, predict_exit_logits
 
 
 def thresholds_between(entropies, share=0.35):

@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import evaluate, flops
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.errors import InputError
-from rdinet_tf.policy import ExitPolicy
+from rdinet_tf import evaluation
+from rdinet_tf.architecture import flops
+from rdinet_tf import attacks
+from rdinet_lite.errors import InputError
+from rdinet_tf.exits.policy import ExitPolicy
 
 ALL_OBJECTIVES = ["exit_1", "exit_2", "main", "average", "max_average", "random_average", "routing"]
 
@@ -104,9 +105,9 @@ def test_max_average_is_the_selection_of_the_single_exit_attacks(trained):
 def test_report_reuses_single_exit_attacks_for_max_average(trained):
     model, images, labels = trained
     pgd = attacks.PGD(0.2, 0.05, 3)
-    reused = evaluate.robustness_report(model, images[:48], labels[:48], [pgd], batch_size=16, progress=False,
+    reused = evaluation.robustness_report(model, images[:48], labels[:48], [pgd], batch_size=16, progress=False,
                                         objectives=["exit_1", "exit_2", "exit_3", "max_average"], slowdown=False)
-    alone = evaluate.robustness_report(model, images[:48], labels[:48], [pgd], batch_size=16, progress=False,
+    alone = evaluation.robustness_report(model, images[:48], labels[:48], [pgd], batch_size=16, progress=False,
                                        objectives=["max_average"], slowdown=False)
     assert reused.attacks[-1] == alone.attacks[0]
 
@@ -184,18 +185,18 @@ def test_robust_calibration_is_at_least_as_robust_as_cost_calibration_within_the
     costs = flops.exit_costs(model)
     budget = (costs[0] + costs[-1]) / 2
     pgd = attacks.PGD(0.2, 0.05, 3)
-    robust = evaluate.calibrate_robust(model, images, labels, pgd, budget, batch_size=48, progress=False)
+    robust = evaluation.calibrate_robust(model, images, labels, pgd, budget, batch_size=48, progress=False)
     cost_only = ExitPolicy.calibrate(model, images, "target_cost", target_cost=budget)
     # The same attacks (same seeds and batches) as the calibration made, scored under each policy.
-    reports = [evaluate.robustness_report(model, images, labels, [pgd], policy=policy, batch_size=48, progress=False,
+    reports = [evaluation.robustness_report(model, images, labels, [pgd], policy=policy, batch_size=48, progress=False,
                                           objectives=["exit_1", "exit_2", "exit_3", "average", "max_average"],
                                           slowdown=False) for policy in (robust, cost_only)]
     assert reports[0].clean.mflops <= budget
     assert reports[0].worst_case_ata >= reports[1].worst_case_ata
     with pytest.raises(InputError, match="routing attack depends on the thresholds"):
-        evaluate.calibrate_robust(model, images, labels, pgd, budget, objectives=["exit_1", "routing"])
+        evaluation.calibrate_robust(model, images, labels, pgd, budget, objectives=["exit_1", "routing"])
     with pytest.raises(InputError, match="cost of the first exit"):
-        evaluate.calibrate_robust(model, images, labels, pgd, costs[0] / 2)
+        evaluation.calibrate_robust(model, images, labels, pgd, costs[0] / 2)
 
 
 def test_tradeoff_sweeps_cost_and_plots_beside_single_models(trained, digits, tmp_path):
@@ -203,21 +204,21 @@ def test_tradeoff_sweeps_cost_and_plots_beside_single_models(trained, digits, tm
     costs = flops.exit_costs(model)
     targets = [costs[0], (costs[0] + costs[-1]) / 2, costs[-1]]
     pgd = attacks.PGD(0.2, 0.05, 2)
-    curve = evaluate.tradeoff(model, digits.x_val, images[:48], labels[:48], pgd, targets, batch_size=48,
+    curve = evaluation.tradeoff(model, digits.x_val, images[:48], labels[:48], pgd, targets, batch_size=48,
                               progress=False)
     # Calibrated on held-out images, each policy's cost on the test images is near its target.
     assert [abs(p.mflops - t) < (costs[-1] - costs[0]) / 4 for p, t in zip(curve, targets)] == [True] * 3
     assert curve[0].mflops < curve[1].mflops < curve[2].mflops
     assert all(p.worst_case_ata <= p.accuracy for p in curve)
     # A point scores its policy as the robustness report does (same attacks and seeds, routing included).
-    report = evaluate.robustness_report(model, images[:48], labels[:48], [pgd], policy=ExitPolicy(curve[1].thresholds),
+    report = evaluation.robustness_report(model, images[:48], labels[:48], [pgd], policy=ExitPolicy(curve[1].thresholds),
                                         batch_size=48, progress=False, slowdown=False)
-    assert curve[1] == evaluate.TradeoffPoint.from_report(curve[1].label, report)
-    single_exit = evaluate.TradeoffPoint("single-exit", costs[-1], 9.0, 0.9, 0.5)
-    figure = evaluate.plot_tradeoff({"RDI": curve}, [single_exit], path=tmp_path / "plots" / "tradeoff.png")
+    assert curve[1] == evaluation.TradeoffPoint.from_report(curve[1].label, report)
+    single_exit = evaluation.TradeoffPoint("single-exit", costs[-1], 9.0, 0.9, 0.5)
+    figure = evaluation.plot_tradeoff({"RDI": curve}, [single_exit], path=tmp_path / "plots" / "tradeoff.png")
     written = tmp_path / "plots" / "tradeoff.png"
     assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (written.stat().st_mode & 0o777) == 0o644
     assert [len(axis.lines) for axis in figure.axes] == [2, 2]
     assert sorted(p.name for p in written.parent.iterdir()) == ["tradeoff.png"]
     with pytest.raises(InputError, match="unknown FLOPs convention"):
-        evaluate.plot_tradeoff({"RDI": curve}, convention="macs")
+        evaluation.plot_tradeoff({"RDI": curve}, convention="macs")

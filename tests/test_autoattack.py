@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import evaluate
-from rdinet_tf.adversarial import attacks, autoattack
+from rdinet_tf import evaluation
+from rdinet_tf import attacks
+from rdinet_tf.attacks import autoattack
 from rdinet_tf.models import MultiExitModel
 
 SUITE = autoattack.AutoAttack(0.3, steps=10, queries=150, num_targets=1)
@@ -176,7 +177,7 @@ def test_report_with_the_suite_on_a_normal_model(trained, digits):
     attacks the samples APGD-CE left correct (15 of 48 here, about a third)."""
     images, labels = digits.x_test[:48], digits.y_test[:48]
     suite = autoattack.AutoAttack(0.1, steps=10, queries=150, num_targets=1)
-    report = evaluate.robustness_report(trained, images, labels, [attacks.PGD(0.1, 0.025, 5)],
+    report = evaluation.robustness_report(trained, images, labels, [attacks.PGD(0.1, 0.025, 5)],
                                         objectives=["routing"], progress=False, slowdown=False,
                                         autoattack=suite)
     saved = json.loads(json.dumps(report.to_dict()))["autoattack"]

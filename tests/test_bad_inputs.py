@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from rdinet_tf import data, models
-from rdinet_tf.adversarial import attacks
+from rdinet_tf import attacks
 from rdinet_tf.cli import evaluate, export, prune, train
-from rdinet_tf.errors import InputError
-from rdinet_tf.policy import ExitPolicy
+from rdinet_lite.errors import InputError
+from rdinet_tf.exits.policy import ExitPolicy
 
 TRAIN = ["--dataset", "digits", "--fast", "--epochs", "1", "--steps-per-epoch", "1", "--quiet"]
 
@@ -142,7 +142,7 @@ def test_the_runtime_refuses_a_tampered_manifest(bundle_dir, tmp_path, edit, mes
     import json
     import shutil
 
-    from rdinet_tf.runtime import EarlyExitRunner
+    from rdinet_lite.runner import EarlyExitRunner
 
     copy = tmp_path / "edited"
     shutil.copytree(bundle_dir, copy)
@@ -154,7 +154,7 @@ def test_the_runtime_refuses_a_tampered_manifest(bundle_dir, tmp_path, edit, mes
 
 
 def test_a_killed_export_leaves_nothing_the_next_one_keeps(bundle_dir, tmp_path, umask):
-    from rdinet_tf import files
+    from rdinet_lite import files
 
     dead = 2**22 + 1  # above Linux's largest process id: never a running process
     (tmp_path / f".bundle.tmp-{dead}-killed").mkdir()
@@ -168,7 +168,7 @@ def test_a_killed_export_leaves_nothing_the_next_one_keeps(bundle_dir, tmp_path,
 
 
 def test_the_importer_refuses_nan_weights():
-    from rdinet_tf.import_torch import load_state_dict
+    from rdinet_tf.models.torch_checkpoint import load_state_dict
 
     pytest.importorskip("torch")
     from torch_reference import REFERENCE_MODELS

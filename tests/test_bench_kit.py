@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from rdinet_tf import bench_kit
-from rdinet_tf.cli import bench
-from rdinet_tf.errors import InputError
+from rdinet_lite import latency
+from rdinet_lite import bench
+from rdinet_lite.errors import InputError
 
 # benchmark_model on a phone (recent LiteRT: warm-up line, then the measured run with percentiles).
 ANDROID_LOG = """\
@@ -59,36 +59,36 @@ MANIFEST = {
 
 
 def test_parse_summary_line_and_measured_run():
-    timing = bench_kit.parse_benchmark_model(ANDROID_LOG)
+    timing = latency.parse_benchmark_model(ANDROID_LOG)
     assert timing.avg_us == 218.75
     assert (timing.runs, timing.std_us, timing.median_us, timing.p95_us) == (4512, 17, 215, 245)
 
 
 def test_parse_falls_back_to_the_last_count_line():
-    timing = bench_kit.parse_benchmark_model(OLD_LOG)
+    timing = latency.parse_benchmark_model(OLD_LOG)
     assert timing.avg_us == pytest.approx(2.95034e6)
     assert timing.runs == 50 and timing.median_us is None
 
 
 def test_parse_refuses_a_failed_run():
     with pytest.raises(InputError, match="benchmark_model"):
-        bench_kit.parse_benchmark_model("ERROR: Could not open 'segment_1.tflite'.\n")
+        latency.parse_benchmark_model("ERROR: Could not open 'segment_1.tflite'.\n")
 
 
 def test_expected_latency_pays_segments_up_to_the_exit():
     # exit 1: 100; exit 2: 100 + 200; exit 3: 100 + 200 + 50
-    assert bench_kit.expected_latency([100, 200, 50], [2, 1, 1]) == pytest.approx(
+    assert latency.expected_latency([100, 200, 50], [2, 1, 1]) == pytest.approx(
         (2 * 100 + 300 + 350) / 4)
     with pytest.raises(InputError, match=r"needs 2 non-negative counts or shares \(one per exit\).*\[1.0, 1.0, 1.0\]"):
-        bench_kit.expected_latency([100, 200], [1, 1, 1])
+        latency.expected_latency([100, 200], [1, 1, 1])
     with pytest.raises(InputError, match="non-negative"):
-        bench_kit.expected_latency([100, 200], [0, 0])
+        latency.expected_latency([100, 200], [0, 0])
     with pytest.raises(InputError, match="one non-negative latency per segment"):
-        bench_kit.expected_latency([100, -200], [1, 1])
+        latency.expected_latency([100, -200], [1, 1])
 
 
 def test_combine_rows_and_ratios():
-    rows = {r["row"]: r for r in bench_kit.combine(MANIFEST, [100.0, 200.0, 50.0], [0.5, 0.25, 0.25],
+    rows = {r["row"]: r for r in latency.combine(MANIFEST, [100.0, 200.0, 50.0], [0.5, 0.25, 0.25],
                                                    full_latency_us=300.0)}
     assert rows["segment_3"]["cumulative_latency_us"] == 350
     assert rows["early_exit_expected"]["latency_us"] == pytest.approx(0.5 * 100 + 0.25 * 300 + 0.25 * 350)
@@ -100,26 +100,26 @@ def test_combine_rows_and_ratios():
 def test_distribution_csv_and_manifest(tmp_path):
     path = tmp_path / "exits.csv"
     path.write_text("exit,count\n1,30\n3,10\n2,60\n")
-    np.testing.assert_allclose(bench_kit.read_distribution_csv(path, 3), [0.3, 0.6, 0.1])
+    np.testing.assert_allclose(latency.read_distribution_csv(path, 3), [0.3, 0.6, 0.1])
     path.write_text("exit,share\n4,1\n")
     with pytest.raises(InputError, match="out of range"):
-        bench_kit.read_distribution_csv(path, 3)
-    assert bench_kit.manifest_distribution(MANIFEST).tolist() == [0.5, 0.25, 0.25]
+        latency.read_distribution_csv(path, 3)
+    assert latency.manifest_distribution(MANIFEST).tolist() == [0.5, 0.25, 0.25]
     with pytest.raises(InputError, match="--distribution"):
-        bench_kit.manifest_distribution({"exit_distribution": None})
+        latency.manifest_distribution({"exit_distribution": None})
 
 
 def test_images_from_npz(tmp_path):
     path = tmp_path / "images.npz"
     np.savez(path, x_test=np.full((5, 28, 28), 255, np.uint8))
-    images = bench_kit.images_from_npz(path, "x_test", (28, 28, 1), count=3)
+    images = latency.images_from_npz(path, "x_test", (28, 28, 1), count=3)
     assert images.shape == (3, 28, 28, 1) and images.dtype == np.float32 and images.max() == 1
     with pytest.raises(InputError, match="expects"):
-        bench_kit.images_from_npz(path, "x_test", (32, 32, 3))
+        latency.images_from_npz(path, "x_test", (32, 32, 3))
     with pytest.raises(InputError, match="no array"):
-        bench_kit.images_from_npz(path, "x_train", (28, 28, 1))
+        latency.images_from_npz(path, "x_train", (28, 28, 1))
     with pytest.raises(InputError, match="holds 5 images; 6 were asked for"):  # never silently fewer
-        bench_kit.images_from_npz(path, "x_test", (28, 28, 1), count=6)
+        latency.images_from_npz(path, "x_test", (28, 28, 1), count=6)
 
 
 @pytest.fixture
@@ -156,10 +156,10 @@ def test_command_line_writes_the_csv(tmp_path, bundle, cli_error):
 
 def test_log_timing_names_the_log(tmp_path):
     (tmp_path / "segment_1.log").write_text(ANDROID_LOG)
-    assert bench_kit.log_timing(tmp_path, "segment_1").avg_us == 218.75
+    assert latency.log_timing(tmp_path, "segment_1").avg_us == 218.75
     (tmp_path / "segment_1.log").write_text("killed\n")
     with pytest.raises(InputError, match="segment_1.log: no 'Inference"):
-        bench_kit.log_timing(tmp_path, "segment_1")
+        latency.log_timing(tmp_path, "segment_1")
 
 
 FAKE_ADB = """#!/usr/bin/env bash
@@ -180,14 +180,14 @@ echo "Inference timings in us: Init: 1, First inference: 2, Warmup (avg): 3, Inf
 
 
 def test_android_script_runs_every_signature_and_combines(tmp_path, bundle):
-    """export/android_benchmark.sh against a fake adb and benchmark_model: one run per signature, the CSV."""
+    """device/android_benchmark.sh against a fake adb and benchmark_model: one run per signature, the CSV."""
     tools = {"adb": FAKE_ADB, "benchmark_model": FAKE_BENCHMARK_MODEL}
     for name, text in tools.items():
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o755)
     env = dict(os.environ, ADB=str(tmp_path / "adb"), DEVICE_DIR=str(tmp_path / "device"), PYTHON=sys.executable)
     logs = tmp_path / "logs"
-    completed = subprocess.run(["bash", "export/android_benchmark.sh", str(bundle), str(tmp_path / "benchmark_model"),
+    completed = subprocess.run(["bash", "device/android_benchmark.sh", str(bundle), str(tmp_path / "benchmark_model"),
                                 str(logs)], env=env, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert sorted(p.name for p in logs.glob("*.log")) == ["full.log", "segment_1.log", "segment_2.log",

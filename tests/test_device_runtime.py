@@ -1,8 +1,8 @@
 """The device side runs with numpy and ai-edge-litert alone: no TensorFlow, no Keras.
 
-A "board" is simulated exactly as export/README.md section 3 tells a real one to be set up:
+A "board" is simulated exactly as device/README.md section 3 tells a real one to be set up:
 
-1. a fresh venv (``python -m venv``) with only what export/README.md's ``pip install`` line names
+1. a fresh venv (``python -m venv``) with only what device/README.md's ``pip install`` line names
    (pip's cache and configuration as usual); skipped only when a separate probe finds no index
    reachable at all: a requirement the index cannot satisfy fails;
 2. the checkout's ``rdinet_tf/`` and ``export/`` copied into a board directory, which is
@@ -13,7 +13,7 @@ A "board" is simulated exactly as export/README.md section 3 tells a real one to
 
 In the venv, ``import tensorflow`` and ``import keras`` fail, ``EarlyExitRunner`` gives
 the same exits, predictions and probabilities as the main environment's runner, and
-``export/edge_benchmark.py`` and ``export/combine.py`` run. About 15 s on a 2-core machine
+``rdinet_lite/edge.py`` and ``rdinet_lite/bench.py`` run. About 15 s on a 2-core machine
 (venv and pip install about 6 s, with or without pip's cache).
 """
 
@@ -40,10 +40,10 @@ NUM_IMAGES = 16
 
 
 def device_requirements():
-    """What export/README.md tells a board to install: the packages of its ``pip install`` line."""
-    text = (REPO / "export" / "README.md").read_text()
+    """What device/README.md tells a board to install: the packages of its ``pip install`` line."""
+    text = (REPO / "device" / "README.md").read_text()
     match = re.search(r"-m pip install ([^'`\n]+)", text)
-    assert match, "export/README.md should give the board's pip install line"
+    assert match, "device/README.md should give the board's pip install line"
     return match.group(1).split()
 
 
@@ -101,8 +101,8 @@ def board(tmp_path_factory):
                         f"not installing {' '.join(DEVICE_REQUIREMENTS)}")
         assert install is not None, f"pip install {' '.join(DEVICE_REQUIREMENTS)} took over {PIP_TIMEOUT_S} s"
         _checked(install)
-    # The package as a board gets it: the checkout's rdinet_tf/ and export/ (export/README.md, section 3).
-    for folder in ("rdinet_tf", "export"):
+    # The package as a board gets it: the checkout's rdinet_lite/ (device/README.md, section 3).
+    for folder in ("rdinet_lite",):
         shutil.copytree(REPO / folder, board_dir / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return python, board_dir, env
 
@@ -113,10 +113,10 @@ def bundle(tmp_path_factory):
     import keras
 
     from rdinet_tf import models
-    from rdinet_tf.bench_kit import images_from_npz
+    from rdinet_lite.latency import images_from_npz
     from rdinet_tf.export import export_tflite
-    from rdinet_tf.policy import ExitPolicy, exit_entropies, predict_exit_logits
-    from rdinet_tf.runtime import EarlyExitRunner
+    from rdinet_tf.exits.policy import ExitPolicy, exit_entropies, predict_exit_logits
+    from rdinet_lite.runner import EarlyExitRunner
 
     root = tmp_path_factory.mktemp("host")
     keras.utils.set_random_seed(0)
@@ -157,14 +157,14 @@ def test_venv_has_no_tensorflow_or_keras(board):
 RUNNER_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from rdinet_tf.runtime import EarlyExitRunner
-    from rdinet_tf.bench_kit import images_from_npz
+    from rdinet_lite.runner import EarlyExitRunner
+    from rdinet_lite.latency import images_from_npz
     bundle, images_path, out = sys.argv[1:]
     runner = EarlyExitRunner(bundle, num_threads=1)
     result = runner.run_batch(images_from_npz(images_path, "x_test", runner.image_shape))
     np.savez(out, exits=result.exits, predictions=result.predictions, probabilities=result.probabilities)
     print(json.dumps({"loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")),
-                      "rdinet_tf": sys.modules["rdinet_tf"].__file__}))
+                      "rdinet_lite": sys.modules["rdinet_lite"].__file__}))
 """)
 
 
@@ -176,7 +176,7 @@ def test_runner_in_venv_matches_main_environment(board, bundle, tmp_path):
                            env, board_dir))
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] == [], f"the runtime imported {report['loaded']}"
-    assert Path(report["rdinet_tf"]).resolve().is_relative_to(board_dir.resolve()), report  # the board copy
+    assert Path(report["rdinet_lite"]).resolve().is_relative_to(board_dir.resolve()), report  # the board copy
     with np.load(out) as device:
         np.testing.assert_array_equal(device["exits"], expected.exits)
         np.testing.assert_array_equal(device["predictions"], expected.predictions)
@@ -187,7 +187,7 @@ def test_edge_benchmark_in_venv(board, bundle, tmp_path):
     python, board_dir, env = board
     bundle_dir, images_path, expected = bundle
     csv_path = tmp_path / "edge_latency.csv"
-    result = _checked(_run([str(python), "export/edge_benchmark.py", "--bundle", str(bundle_dir),
+    result = _checked(_run([str(python), "-m", "rdinet_lite.edge", "--bundle", str(bundle_dir),
                             "--images", str(images_path), "--key", "x_test", "--count", str(NUM_IMAGES),
                             "--warmup", "2", "--threads", "1", "--out", str(csv_path)], env, board_dir))
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -200,7 +200,7 @@ def test_edge_benchmark_in_venv(board, bundle, tmp_path):
 
     for wrong in (["--bundle", str(tmp_path / "missing")],
                   ["--bundle", str(bundle_dir), "--images", str(images_path), "--key", "x_train"]):
-        error = _run([str(python), "export/edge_benchmark.py", *wrong, "--out", str(tmp_path / "no.csv")],
+        error = _run([str(python), "-m", "rdinet_lite.edge", *wrong, "--out", str(tmp_path / "no.csv")],
                      env, board_dir)
         # LiteRT's C++ side may log "INFO: Created TensorFlow Lite XNNPACK delegate" first; the script's
         # own output is one last line "error: ...", with no traceback.
@@ -211,7 +211,7 @@ def test_edge_benchmark_in_venv(board, bundle, tmp_path):
 
 
 def test_combine_in_venv(board, bundle, tmp_path):
-    """export/combine.py (rdinet-bench) on benchmark_model-style logs, in the TF-free venv."""
+    """rdinet_lite/bench.py (rdinet-bench) on benchmark_model-style logs, in the TF-free venv."""
     python, board_dir, env = board
     bundle_dir, _, _ = bundle
     logs = tmp_path / "logs"
@@ -222,7 +222,7 @@ def test_combine_in_venv(board, bundle, tmp_path):
         (logs / f"{signature}.log").write_text(f"Inference timings in us: Init: 1, First inference: 2, "
                                                f"Warmup (avg): 3, Inference (avg): {100 * (index + 1)}\n")
     out = tmp_path / "latency.csv"
-    _checked(_run([str(python), "export/combine.py", "--bundle", str(bundle_dir), "--logs", str(logs),
+    _checked(_run([str(python), "-m", "rdinet_lite", "--bundle", str(bundle_dir), "--logs", str(logs),
                    "--out", str(out)], env, board_dir))
     with open(out, newline="") as handle:
         rows = {row["row"]: row for row in csv.DictReader(handle)}

@@ -1,4 +1,4 @@
-"""NEO-KD distillation (rdinet_tf.distillation), its place in RDI training, and the exit transfer rates."""
+"""NEO-KD distillation (rdinet_tf.training.distillation), its place in RDI training, and the exit transfer rates."""
 
 import json
 import warnings
@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import data, evaluate, models
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.distillation import NeoKD, deal_wrong_classes
-from rdinet_tf.errors import InputError
+from rdinet_tf import data, models
+from rdinet_tf import evaluation
+from rdinet_tf import attacks
+from rdinet_tf.training.distillation import NeoKD, deal_wrong_classes
+from rdinet_lite.errors import InputError
 
 
 def softmax(z):
@@ -122,15 +123,15 @@ def test_transfer_rates_count_the_shared_successes_of_single_exit_attacks():
     on_exit_1 = [np.stack([wrong, wrong, wrong, wrong]), np.stack([wrong, right, right, right])]
     # The exit-2 attack fools exit 2 on samples 0, 1; exit 1 on both of them.
     on_exit_2 = [np.stack([wrong, wrong, right, wrong]), np.stack([wrong, wrong, right, right])]
-    rates = evaluate.transfer_rates(labels, clean, [on_exit_1, on_exit_2])
+    rates = evaluation.transfer_rates(labels, clean, [on_exit_1, on_exit_2])
     np.testing.assert_allclose(rates, [[1.0, 1 / 3], [1.0, 1.0]])
-    np.testing.assert_array_equal(evaluate.transfer_counts(labels, clean, [on_exit_1, on_exit_2])[1], [[3, 3], [2, 2]])
-    none_fooled = evaluate.transfer_rates(labels, clean, [clean, clean])
+    np.testing.assert_array_equal(evaluation.transfer_counts(labels, clean, [on_exit_1, on_exit_2])[1], [[3, 3], [2, 2]])
+    none_fooled = evaluation.transfer_rates(labels, clean, [clean, clean])
     assert np.isnan(none_fooled).all()
 
 
 def test_report_gives_the_transfer_matrix_of_its_single_exit_attacks(digits_model, digits):
-    report = evaluate.robustness_report(digits_model, digits.x_test[:64], digits.y_test[:64], [attacks.PGD(0.3, 0.05, 5)],
+    report = evaluation.robustness_report(digits_model, digits.x_test[:64], digits.y_test[:64], [attacks.PGD(0.3, 0.05, 5)],
                                         objectives=["exit_1", "exit_2", "exit_3", "average"], progress=False,
                                         slowdown=False)
     rates = np.array(report.exit_transfer["pgd"])
@@ -140,6 +141,6 @@ def test_report_gives_the_transfer_matrix_of_its_single_exit_attacks(digits_mode
     assert "Transfer of the pgd attack" in report.table()
     assert np.array(report.exit_transfer_counts["pgd"]).shape == (3, 3)
     assert np.array(json.loads(json.dumps(report.to_dict()))["exit_transfer"]["pgd"]).shape == (3, 3)
-    partial = evaluate.robustness_report(digits_model, digits.x_test[:16], digits.y_test[:16], [attacks.PGD(0.3, 0.05, 2)],
+    partial = evaluation.robustness_report(digits_model, digits.x_test[:16], digits.y_test[:16], [attacks.PGD(0.3, 0.05, 2)],
                                          objectives=["exit_1", "average"], progress=False, slowdown=False)
     assert partial.exit_transfer == {}  # only with every single-exit attack

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rdinet_tf import distribution
+from rdinet_tf.training import placement
 from rdinet_tf.cli import train
-from rdinet_tf.errors import InputError
+from rdinet_lite.errors import InputError
 
 HARNESS = Path(__file__).with_name("train_harness.py")
 TRAIN = ["--model", "smallcnn", "--dataset", "digits", "--fast", "--batch-size", "32", "--eval-attack-steps", "1",
@@ -149,12 +149,12 @@ def test_bad_distribution_requests_are_refused_before_any_work(argv, message, tm
 ])
 def test_a_malformed_tf_config_is_one_clear_error(tf_config, message):
     with pytest.raises(InputError, match=message.replace("(", "\\(")):
-        distribution.check("multi_worker", environ={"TF_CONFIG": tf_config})
+        placement.check("multi_worker", environ={"TF_CONFIG": tf_config})
 
 
 def test_the_global_batch_must_split_evenly_over_the_replicas():
-    placement = distribution.Placement("mirrored", None, replicas=4)
-    assert placement.per_replica_batch(128) == 32
+    placed = placement.Placement("mirrored", None, replicas=4)
+    assert placed.per_replica_batch(128) == 32
     for bad in (2, 130):
         with pytest.raises(InputError, match=f"--batch-size {bad} .* multiple of the 4 replicas"):
-            placement.per_replica_batch(bad)
+            placed.per_replica_batch(bad)

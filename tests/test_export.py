@@ -11,13 +11,16 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from rdinet_tf import bench_kit, flops, models, policy
-from rdinet_tf.accounting import CONVENTIONS
+from rdinet_tf import models
+from rdinet_lite import latency
+from rdinet_tf.architecture import flops
+from rdinet_tf.exits import policy
+from rdinet_lite.accounting import CONVENTIONS
 from rdinet_tf.cli import export as export_cli
-from rdinet_tf.errors import InputError
+from rdinet_lite.errors import InputError
 from rdinet_tf.export import compare_with_keras, export_tflite, tflite
-from rdinet_tf.policy import ExitPolicy
-from rdinet_tf.runtime import EarlyExitRunner
+from rdinet_tf.exits.policy import ExitPolicy
+from rdinet_lite.runner import EarlyExitRunner
 
 from oracle import keras_early_exit
 
@@ -249,7 +252,7 @@ def test_side_heads_reach_the_device_folded(bundles):
 def test_benchmark_times_the_chain_the_in_graph_exit_and_the_full_model(bundles, data):
     runner = EarlyExitRunner(bundles("float32"), num_threads=1)
     in_graph = EarlyExitRunner(bundles("float32"), num_threads=1, in_graph=True)
-    result = bench_kit.benchmark_bundle(runner, data["test"][0][:10], warmup=2, in_graph_runner=in_graph)
+    result = latency.benchmark_bundle(runner, data["test"][0][:10], warmup=2, in_graph_runner=in_graph)
     for key in ("early_exit_ms", "in_graph_ms", "full_ms"):
         assert 0 < result[key]["p50"] <= result[key]["p95"]
 

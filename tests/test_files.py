@@ -8,8 +8,9 @@ import sys
 import keras
 import pytest
 
-from rdinet_tf import files, models
-from rdinet_tf.errors import InputError
+from rdinet_tf import models
+from rdinet_lite import files
+from rdinet_lite.errors import InputError
 
 
 def test_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):

@@ -17,11 +17,16 @@ import pytest
 
 from epoch_callbacks import CountEpochs, StopAfter
 
-from rdinet_tf import bench_kit, data, distribution, files, models
-from rdinet_tf.cli import base, bench, evaluate, export, import_torch, prune, train
-from rdinet_tf.errors import InputError
-from rdinet_tf.policy import ExitPolicy
-from rdinet_tf.runtime import EarlyExitRunner, load_manifest
+from rdinet_tf import data, models
+from rdinet_lite import latency
+from rdinet_tf.training import placement
+from rdinet_lite import files
+from rdinet_tf.cli import evaluate, export, import_torch, prune, train
+from rdinet_lite import arguments
+from rdinet_lite import bench
+from rdinet_lite.errors import InputError
+from rdinet_tf.exits.policy import ExitPolicy
+from rdinet_lite.runner import EarlyExitRunner, load_manifest
 from test_bench_kit import ANDROID_LOG, FAKE_ADB, FAKE_BENCHMARK_MODEL, MANIFEST
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,12 +81,12 @@ def test_a_signature_name_that_would_reach_a_shell_is_refused(tmp_path, cli_erro
     bundle = _fake_bundle(tmp_path / "bundle", lambda m: m["segments"][0].update(signature=INJECTION))
     assert "segments[0] must be the signature 'segment_1'" in cli_error(bench.main, ["--bundle", str(bundle), "--plan"])
     with pytest.raises(InputError, match="letters, digits"):
-        bench_kit.benchmark_plan({"file": "model.tflite", "segments": [{"signature": INJECTION}]})
+        latency.benchmark_plan({"file": "model.tflite", "segments": [{"signature": INJECTION}]})
     for name, text in {"adb": FAKE_ADB, "benchmark_model": FAKE_BENCHMARK_MODEL}.items():
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o755)
     env = dict(os.environ, ADB=str(tmp_path / "adb"), DEVICE_DIR=str(tmp_path / "device"), PYTHON=sys.executable)
-    completed = subprocess.run(["bash", "export/android_benchmark.sh", str(bundle), str(tmp_path / "benchmark_model"),
+    completed = subprocess.run(["bash", "device/android_benchmark.sh", str(bundle), str(tmp_path / "benchmark_model"),
                                 str(tmp_path / "logs")], env=env, capture_output=True, text=True, timeout=120,
                                cwd=ROOT)
     assert completed.returncode == 2, completed.stderr
@@ -98,7 +103,7 @@ def test_the_android_script_quotes_what_it_passes_to_the_device_shell(tmp_path):
         (tmp_path / name).chmod(0o755)
     device = tmp_path / "dev ice;touch INJECTED;'x"
     env = dict(os.environ, ADB=str(tmp_path / "adb"), DEVICE_DIR=str(device), PYTHON=sys.executable)
-    completed = subprocess.run(["bash", "export/android_benchmark.sh", str(bundle), str(tmp_path / "benchmark_model"),
+    completed = subprocess.run(["bash", "device/android_benchmark.sh", str(bundle), str(tmp_path / "benchmark_model"),
                                 str(tmp_path / "logs")], env=env, capture_output=True, text=True, timeout=120,
                                cwd=ROOT)
     assert completed.returncode == 0, completed.stderr
@@ -132,12 +137,9 @@ def test_every_manifest_field_is_checked_where_the_manifest_is_read(tmp_path, ed
 
 
 def _edge_benchmark():
-    import importlib.util
+    from rdinet_lite import edge
 
-    spec = importlib.util.spec_from_file_location("edge_benchmark", os.path.join(ROOT, "export", "edge_benchmark.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return edge.main
 
 
 def test_edge_benchmark_follows_the_error_convention(tmp_path, cli_error):
@@ -178,30 +180,30 @@ def test_a_bad_distribution_csv_cell_is_named(tmp_path, text, message):
     path = tmp_path / "exits.csv"
     path.write_text(text)
     with pytest.raises(InputError, match=message):
-        bench_kit.read_distribution_csv(path, 3)
+        latency.read_distribution_csv(path, 3)
 
 
 def test_rows_are_finite_and_a_zero_full_latency_divides_nothing():
     with pytest.raises(InputError, match="must be finite"):
-        bench_kit.combine(MANIFEST, [1.0, float("inf"), 1.0], [1, 1, 1])
-    rows = bench_kit.combine(MANIFEST, [1.0, 2.0, 3.0], [1, 1, 1], full_latency_us=0.0)
+        latency.combine(MANIFEST, [1.0, float("inf"), 1.0], [1, 1, 1])
+    rows = latency.combine(MANIFEST, [1.0, 2.0, 3.0], [1, 1, 1], full_latency_us=0.0)
     assert "early_exit_over_full" not in [r["row"] for r in rows]
 
 
 def test_images_files_of_every_kind_are_read_or_refused_in_one_line(tmp_path):
     npy = tmp_path / "images.npy"
     np.save(npy, np.full((4, 28, 28), 255, np.uint8))
-    assert bench_kit.images_from_npz(npy, "x_test", (28, 28, 1)).shape == (4, 28, 28, 1)
+    assert latency.images_from_npz(npy, "x_test", (28, 28, 1)).shape == (4, 28, 28, 1)
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}] * 4, dtype=object))
     with pytest.raises(InputError, match="allow_pickle=False"):
-        bench_kit.images_from_npz(tmp_path / "objects.npy", "x_test", (28, 28, 1))
+        latency.images_from_npz(tmp_path / "objects.npy", "x_test", (28, 28, 1))
     np.savez(tmp_path / "good.npz", x_test=np.zeros((64, 28, 28), np.uint8))
     (tmp_path / "truncated.npz").write_bytes((tmp_path / "good.npz").read_bytes()[:5000])
     with pytest.raises(InputError, match="not a readable .npz or .npy"):
-        bench_kit.images_from_npz(tmp_path / "truncated.npz", "x_test", (28, 28, 1))
+        latency.images_from_npz(tmp_path / "truncated.npz", "x_test", (28, 28, 1))
     np.savez(tmp_path / "strings.npz", x_test=np.array(["a", "b"]))
     with pytest.raises(InputError, match="numeric"):
-        bench_kit.images_from_npz(tmp_path / "strings.npz", "x_test", (28, 28, 1))
+        latency.images_from_npz(tmp_path / "strings.npz", "x_test", (28, 28, 1))
 
 
 # ----------------------------------------------------------------------------- outputs never replace inputs
@@ -437,7 +439,7 @@ def test_sigterm_during_export_leaves_no_temporaries(tmp_path, run_dir, monkeypa
     out = tmp_path / "bundle"
     with pytest.raises(SystemExit) as stop:
         export.main(["--tflite", "--model", str(run_dir / "model.keras"), "--out", str(out)])
-    assert stop.value.code == base.TERMINATED
+    assert stop.value.code == arguments.TERMINATED
     assert capsys.readouterr().err.startswith("error: terminated (SIGTERM)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "scratch"]
     assert list(scratch.iterdir()) == []
@@ -448,7 +450,7 @@ def test_a_progress_file_with_a_bad_epoch_key_is_named(tmp_path, cli_error):
     out = tmp_path / "run"
     out.mkdir()
     args = train.parse_args([*RESUME, "--out", str(out)])
-    from rdinet_tf.cli.run_directory import _NOT_TRAINING
+    from rdinet_tf.experiments.run_directory import _NOT_TRAINING
 
     training_args = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_TRAINING}
     (out / "progress.json").write_text(json.dumps({"args": training_args,
@@ -473,7 +475,7 @@ def test_a_progress_file_with_a_bad_epoch_key_is_named(tmp_path, cli_error):
 def test_a_duplicate_or_malformed_cluster_is_refused_before_any_work(tf_config, message, tmp_path, cli_error,
                                                                     monkeypatch, no_data_load):
     with pytest.raises(InputError, match=message):
-        distribution.check("multi_worker", environ={"TF_CONFIG": tf_config})
+        placement.check("multi_worker", environ={"TF_CONFIG": tf_config})
     monkeypatch.setenv("TF_CONFIG", tf_config)
     assert message in cli_error(train.main, [*TRAIN, "--distribute", "multi_worker", "--out", str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()
@@ -557,7 +559,7 @@ def test_the_importer_reads_bf16_and_sparse_and_refuses_complex_and_int_keys(tmp
     torch = pytest.importorskip("torch")
     from torch_reference import REFERENCE_MODELS
 
-    from rdinet_tf.import_torch import load_torch_checkpoint
+    from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint
 
     state = REFERENCE_MODELS["smallcnn"]().state_dict()
     floats = {k: v for k, v in state.items()}
@@ -585,13 +587,13 @@ def test_unexpected_errors_are_one_line_unless_the_traceback_is_asked_for(capsys
         raise KeyError("x" * 5000)
 
     with pytest.raises(SystemExit) as stop:
-        base.guarded(broken, None)
+        arguments.guarded(broken, None)
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and err.count("\n") == 1 and len(err) <= base.MAX_MESSAGE + 10
-    assert "unexpected KeyError" in err and base.TRACEBACK_ENV in err
-    monkeypatch.setenv(base.TRACEBACK_ENV, "1")
+    assert stop.value.code == 2 and err.count("\n") == 1 and len(err) <= arguments.MAX_MESSAGE + 10
+    assert "unexpected KeyError" in err and arguments.TRACEBACK_ENV in err
+    monkeypatch.setenv(arguments.TRACEBACK_ENV, "1")
     with pytest.raises(KeyError):
-        base.guarded(broken, None)
+        arguments.guarded(broken, None)
 
 
 # ----------------------------------------------------------------------------- found by trying more bad inputs

@@ -12,9 +12,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from torch_reference import REFERENCE_MODELS, randomized  # noqa: E402
 
-from rdinet_tf import import_torch  # noqa: E402
+from rdinet_tf.models import torch_checkpoint  # noqa: E402
 from rdinet_tf.cli import import_torch as import_cli  # noqa: E402
-from rdinet_tf.errors import InputError  # noqa: E402
+from rdinet_lite.errors import InputError  # noqa: E402
 from rdinet_tf.models import INPUT_SHAPES  # noqa: E402
 
 PUBLIC_CHECKPOINT = (pathlib.Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def test_imported_logits_match_reference(name, wrapped, tmp_path):
     if wrapped:  # the public checkpoint's form: DataParallel prefix inside a dict
         state_dict = {"arch": name, "iter": 1,
                       "state_dict": {f"module.{k}": v for k, v in state_dict.items()}}
-    model = import_torch.load_torch_checkpoint(_save(state_dict, tmp_path / "ckpt.pth"), name)
+    model = torch_checkpoint.load_torch_checkpoint(_save(state_dict, tmp_path / "ckpt.pth"), name)
 
     images = np.random.default_rng(0).random((3, *INPUT_SHAPES[name]), dtype=np.float32)
     expected, actual = _reference_logits(reference, images), _keras_logits(model, images)
@@ -81,7 +81,7 @@ def test_bad_checkpoint_is_refused_with_the_tensor_named(edit, message, smallcnn
     state_dict = torch.load(smallcnn_checkpoint[0], weights_only=True)
     edit(state_dict)
     with pytest.raises(InputError) as error:
-        import_torch.load_torch_checkpoint(_save(state_dict, tmp_path / "bad.pth"), "smallcnn")
+        torch_checkpoint.load_torch_checkpoint(_save(state_dict, tmp_path / "bad.pth"), "smallcnn")
     assert message in str(error.value)
 
 
@@ -89,13 +89,13 @@ def test_checkpoint_with_code_is_refused(tmp_path):
     path = _save({"state_dict": {"fc": torch.zeros(1)}, "callback": pathlib.PurePosixPath("x")},
                  tmp_path / "pickled.pth")
     with pytest.raises(InputError, match="weights_only=True"):
-        import_torch.load_torch_checkpoint(path, "smallcnn")
+        torch_checkpoint.load_torch_checkpoint(path, "smallcnn")
 
 
 def test_without_torch_the_error_says_how_to_install(monkeypatch, smallcnn_checkpoint):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r'pip install "rdinet_tf\[torch\]"'):
-        import_torch.load_torch_checkpoint(smallcnn_checkpoint[0], "smallcnn")
+        torch_checkpoint.load_torch_checkpoint(smallcnn_checkpoint[0], "smallcnn")
 
 
 def test_cli_writes_a_loadable_model(smallcnn_checkpoint, tmp_path, capsys):
@@ -129,7 +129,7 @@ def test_public_resnet38_checkpoint_matches_reference():
     state_dict = torch.load(PUBLIC_CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
     reference = REFERENCE_MODELS["resnet38"]()
     reference.load_state_dict({k.removeprefix("module."): v for k, v in state_dict.items()})
-    model = import_torch.load_torch_checkpoint(PUBLIC_CHECKPOINT, "resnet38")
+    model = torch_checkpoint.load_torch_checkpoint(PUBLIC_CHECKPOINT, "resnet38")
     images = np.random.default_rng(3).random((2, 32, 32, 3), dtype=np.float32)
     for a, e in zip(_keras_logits(model, images), _reference_logits(reference.eval(), images)):
         assert np.abs(a - e).max() <= 1e-4

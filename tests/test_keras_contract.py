@@ -6,10 +6,11 @@ import pytest
 import tensorflow as tf
 
 from rdinet_tf import data, models
-from rdinet_tf.adversarial import attacks, autoattack
-from rdinet_tf.distillation import NeoKD
-from rdinet_tf.errors import InputError
-from rdinet_tf.policy import ExitPolicy
+from rdinet_tf import attacks
+from rdinet_tf.attacks import autoattack
+from rdinet_tf.training.distillation import NeoKD
+from rdinet_lite.errors import InputError
+from rdinet_tf.exits.policy import ExitPolicy
 from rdinet_tf.training import MultiExitModel, rdi_loss
 
 

@@ -1,33 +1,31 @@
-"""The package's layering: imports point one way, and the device side needs no TensorFlow or Keras."""
+"""The package's layering: imports point one way, and the device package needs no TensorFlow or Keras."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "rdinet_tf"
-# Layers from the bottom up; a module may import only its own layer and those below.
-LAYERS = [("errors", "inputs", "accounting", "files"), ("data",), ("architecture",), ("flops",), ("policy",),
-          ("adversarial",), ("distribution",), ("distillation",), ("training", "guard"), ("models",), ("evaluate",),
-          ("pruning", "import_torch"), ("runtime", "bench_kit"), ("export",), ("cli", "train")]
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "rdinet_tf"
+DEVICE = ROOT / "rdinet_lite"
+# rdinet_tf's folders along the data flow, from the bottom up; a module may import its own layer, those below
+# and the device package rdinet_lite (which imports nothing of rdinet_tf).
+LAYERS = [("data",), ("architecture",), ("exits",), ("attacks",), ("training",), ("models",), ("evaluation",),
+          ("baselines",), ("export",), ("experiments",), ("cli", "train")]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
-DEVICE_MODULES = ["runtime", "bench_kit", "cli/bench", "cli/base"]
 FORBIDDEN_ON_DEVICE = {"tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "torch"}
-
-
-def _module_file(name):
-    path = PACKAGE.joinpath(*name.split("."))
-    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
 
 
 def _imports(path):
     """``(top-level third-party modules, rdinet_tf modules)`` imported anywhere in ``path``.
 
     Relative imports are resolved against ``path``'s package: ``from . import x`` in rdinet_tf/cli/train.py
-    is ``rdinet_tf.cli.x``, ``from ..policy import y`` is ``rdinet_tf.policy.y``.
+    is ``rdinet_tf.cli.x``, ``from ..exits import policy`` is ``rdinet_tf.exits.policy``.
     """
     external, internal = set(), set()
-    package = ["rdinet_tf", *path.relative_to(PACKAGE).parent.parts]
+    package = list(path.relative_to(ROOT).parent.parts)
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -50,12 +48,12 @@ def _imports(path):
 
 def test_relative_imports_are_resolved_and_checked(tmp_path, monkeypatch):
     """A relative import counts like the absolute one it stands for (an upward one among them is caught)."""
-    module = PACKAGE / "policy.py"
-    source = "from . import evaluate\nfrom .adversarial import attacks\nfrom ..rdinet_tf import flops\n"
+    module = PACKAGE / "exits" / "policy.py"
+    source = "from ..evaluation import report\nfrom . import policy\nfrom ...rdinet_tf import data\n"
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: source)
     _, internal = _imports(module)
-    assert internal == {"evaluate", "adversarial.attacks", "flops"}
-    with pytest.raises(AssertionError, match="imports .*evaluate.* from a layer above it"):
+    assert internal == {"evaluation.report", "exits.policy", "data"}
+    with pytest.raises(AssertionError, match="imports .*evaluation.* from a layer above it"):
         test_imports_point_down_the_layers(module)
 
 
@@ -75,14 +73,13 @@ def test_imports_point_down_the_layers(path):
     assert not upward, f"{relative} imports {upward} from a layer above it"
 
 
-def test_device_modules_need_neither_tensorflow_nor_keras():
-    seen, pending = set(), list(DEVICE_MODULES)
-    while pending:
-        name = pending.pop().replace("/", ".")
-        if name in seen:
-            continue
-        seen.add(name)
-        external, internal = _imports(_module_file(name))
-        assert not external & FORBIDDEN_ON_DEVICE, f"rdinet_tf.{name} imports {external & FORBIDDEN_ON_DEVICE}"
-        pending += [n for n in internal if _module_file(n).is_file()]
-    assert {"runtime", "bench_kit", "errors", "inputs", "accounting", "files"} <= seen
+@pytest.mark.parametrize("path", sorted(DEVICE.rglob("*.py")), ids=lambda p: p.name)
+def test_the_device_package_imports_neither_tensorflow_nor_rdinet_tf(path):
+    external, internal = _imports(path)
+    assert not external & (FORBIDDEN_ON_DEVICE | {"rdinet_tf"}), f"{path.name} imports {external}"
+
+
+def test_importing_the_device_package_loads_no_tensorflow_even_where_it_is_installed():
+    code = ("import sys, rdinet_lite, rdinet_lite.bench, rdinet_lite.edge, rdinet_lite.latency; "
+            "assert not {'tensorflow', 'keras'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

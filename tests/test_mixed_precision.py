@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from rdinet_tf import data, models, training
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.errors import InputError
+from rdinet_tf import attacks
+from rdinet_lite.errors import InputError
 from rdinet_tf.export import compare_with_keras, export_tflite
 from rdinet_tf.training import MultiExitModel
 

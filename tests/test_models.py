@@ -2,10 +2,11 @@ import keras
 import numpy as np
 import pytest
 
-from rdinet_tf import architecture, flops, models
-from rdinet_tf.accounting import expected_cost
+from rdinet_tf import architecture, models
+from rdinet_tf.architecture import flops
+from rdinet_lite.accounting import expected_cost
 from rdinet_tf.architecture.resnet import exit_blocks
-from rdinet_tf.errors import InputError
+from rdinet_lite.errors import InputError
 
 # Spec section 3 (paper convention) and section 4 (trainable parameters).
 PAPER_COSTS = {

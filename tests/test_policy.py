@@ -4,9 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from rdinet_tf import flops, policy as policy_module
-from rdinet_tf.errors import InputError
-from rdinet_tf.policy import (ExitOutcomes, ExitPolicy, entropy, first_confident_exit, robust_thresholds,
+from rdinet_tf.architecture import flops
+from rdinet_tf.exits import policy as policy_module
+from rdinet_lite.errors import InputError
+from rdinet_tf.exits.policy import (ExitOutcomes, ExitPolicy, entropy, first_confident_exit, robust_thresholds,
                               routed_logits, thresholds_for_counts)
 
 import oracle

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import evaluate
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.adversarial.autoattack import APGD
-from rdinet_tf.errors import InputError
-from rdinet_tf.policy import exit_entropies
+from rdinet_tf import evaluation
+from rdinet_tf import attacks
+from rdinet_tf.attacks.autoattack import APGD
+from rdinet_lite.errors import InputError
+from rdinet_tf.exits.policy import exit_entropies
 
 PGD = attacks.PGD(0.2, 0.03, 10)
 
@@ -94,7 +94,7 @@ def test_policy_objectives_need_a_policy_and_side_exits():
 
 def test_report_runs_both_by_default_and_counts_them_in_the_worst_case(digits_model, test_set):
     model, (images, labels) = digits_model, test_set
-    report = evaluate.robustness_report(model, images[:64], labels[:64], [attacks.PGD(0.2, 0.03, 5)],
+    report = evaluation.robustness_report(model, images[:64], labels[:64], [attacks.PGD(0.2, 0.03, 5)],
                                         progress=False)
     names = [r.name for r in report.attacks]
     assert names[-2:] == ["pgd routing", "pgd exit_hijack"]

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from rdinet_tf import models
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.errors import InputError
-from rdinet_tf.policy import ExitPolicy, TrainingThresholds, exit_entropies
+from rdinet_tf import attacks
+from rdinet_lite.errors import InputError
+from rdinet_tf.exits.policy import ExitPolicy, TrainingThresholds, exit_entropies
 from rdinet_tf.training import WORST_CASE_OBJECTIVES, FollowThresholds, abstention_loss
 
 ATTACK = attacks.PGD(0.1, 0.05, 2)

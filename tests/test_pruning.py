@@ -13,11 +13,15 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from rdinet_tf import evaluate, files, flops, models, pruning
-from rdinet_tf.adversarial import attacks
+from rdinet_tf import models
+from rdinet_tf import evaluation
+from rdinet_lite import files
+from rdinet_tf.architecture import flops
+from rdinet_tf.baselines import pruning
+from rdinet_tf import attacks
 from rdinet_tf.architecture import chain
 from rdinet_tf.cli import prune
-from rdinet_tf.errors import InputError
+from rdinet_lite.errors import InputError
 from rdinet_tf.models import MultiExitModel
 
 SPARSITY = 0.5
@@ -81,7 +85,7 @@ def test_pruned_model_is_a_keras3_multi_exit_model(result, source, digits, tmp_p
     loaded = models.load(tmp_path / "pruned.keras")
     assert isinstance(loaded, MultiExitModel)
     np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])
-    report = evaluate.robustness_report(loaded, digits.x_test[:16], digits.y_test[:16],
+    report = evaluation.robustness_report(loaded, digits.x_test[:16], digits.y_test[:16],
                                         [attacks.PGD(0.3, 0.1, 1)], objectives=["main"], progress=False,
                                         slowdown=False)
     assert report.clean.exit_shares == [0.0, 0.0, 1.0]
@@ -136,7 +140,7 @@ def test_pruning_leaves_the_process_on_keras3(result, environment_before):
 def test_cli_in_a_fresh_process_writes_outputs_and_stays_on_keras3(source_path, source, tmp_path):
     script = textwrap.dedent(f"""
         import os, sys
-        import rdinet_tf.pruning, rdinet_tf.cli.prune
+        import rdinet_tf.baselines.pruning, rdinet_tf.cli.prune
         assert "tensorflow_model_optimization" not in sys.modules  # imported lazily
         code = rdinet_tf.cli.prune.main(["--model", {str(source_path)!r}, "--dataset", "digits",
             "--out", {str(tmp_path / "out")!r}, "--target-mflops", "4", "--epochs", "1",

@@ -13,10 +13,10 @@ import pytest
 import tensorflow as tf
 
 from rdinet_tf import data, models
-from rdinet_tf.adversarial import attacks
+from rdinet_tf import attacks
 from rdinet_tf.cli import train
-from rdinet_tf.errors import InputError
-from rdinet_tf.guard import CatastrophicOverfittingGuard
+from rdinet_lite.errors import InputError
+from rdinet_tf.training.guard import CatastrophicOverfittingGuard
 from rdinet_tf.training import FAST_RECIPES, OneCycle, ReferenceSGD
 
 HARNESS = Path(__file__).with_name("train_harness.py")

@@ -11,7 +11,7 @@ import pytest
 
 from epoch_callbacks import CountEpochs, StopAfter
 
-from rdinet_tf import evaluate
+from rdinet_tf import evaluation
 from rdinet_tf.cli import train
 
 ARGS = ["--model", "smallcnn", "--dataset", "digits", "--defense", "main", "--fast", "--epochs", "3",
@@ -47,7 +47,7 @@ def test_a_rerun_after_fit_finished_does_not_train_again(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(evaluate, "evaluate_splits", killed)
+        patch.setattr(evaluation, "evaluate_splits", killed)
         with pytest.raises(KeyboardInterrupt):
             _run(out)
     assert (out / "trained.keras").is_file() and not (out / "model.keras").exists()

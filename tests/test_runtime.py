@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from rdinet_tf import bench_kit, models
-from rdinet_tf.errors import InputError
+from rdinet_tf import models
+from rdinet_lite import latency
+from rdinet_lite.errors import InputError
 from rdinet_tf.export import export_tflite, tflite
-from rdinet_tf.inputs import entropy_bounds
-from rdinet_tf.policy import ExitPolicy
-from rdinet_tf.runtime import EarlyExitRunner
+from rdinet_lite.inputs import entropy_bounds
+from rdinet_tf.exits.policy import ExitPolicy
+from rdinet_lite.runner import EarlyExitRunner
 
 import oracle
 
@@ -149,7 +150,7 @@ def test_run_batch_refuses_a_bad_batch_size_and_batches_of_a_fixed_batch_bundle(
 
 def test_benchmark_bundle_times_chain_and_segments(bundle, images):
     runner = EarlyExitRunner(bundle, num_threads=1)
-    result = bench_kit.benchmark_bundle(runner, images[:12], warmup=2)
+    result = latency.benchmark_bundle(runner, images[:12], warmup=2)
     assert result["full_ms"] is None and len(result["segment_us"]) == 3
     assert result["predictions"].tolist() == runner.run_batch(images[:12]).predictions.tolist()
     assert sum(result["exit_shares"]) == pytest.approx(1)

@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rdinet_tf import data, evaluate, flops, models
-from rdinet_tf.adversarial import attacks
+from rdinet_tf import data, models
+from rdinet_tf import evaluation
+from rdinet_tf.architecture import flops
+from rdinet_tf import attacks
 from rdinet_tf.cli import train
-from rdinet_tf.errors import InputError
-from rdinet_tf.policy import ExitPolicy, exit_entropies
+from rdinet_lite.errors import InputError
+from rdinet_tf.exits.policy import ExitPolicy, exit_entropies
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +95,15 @@ def test_slowdown_loss_is_side_exit_ce_counting_samples_the_last_exit_gets_right
 
 
 def test_savings_kept():
-    assert evaluate.savings_kept(10.0, 6.0, 6.0) == 1.0
-    assert evaluate.savings_kept(10.0, 6.0, 8.0) == pytest.approx(0.5)
-    assert evaluate.savings_kept(10.0, 6.0, 10.0) == 0.0
-    assert evaluate.savings_kept(10.0, 10.0, 10.0) is None
+    assert evaluation.savings_kept(10.0, 6.0, 6.0) == 1.0
+    assert evaluation.savings_kept(10.0, 6.0, 8.0) == pytest.approx(0.5)
+    assert evaluation.savings_kept(10.0, 6.0, 10.0) == 0.0
+    assert evaluation.savings_kept(10.0, 10.0, 10.0) is None
 
 
 def test_report_gives_the_slowdown_cost_and_savings_kept_in_both_conventions(trained, digits):
     model = trained
-    report = evaluate.robustness_report(model, digits.x_test[:64], digits.y_test[:64],
+    report = evaluation.robustness_report(model, digits.x_test[:64], digits.y_test[:64],
                                         [attacks.PGD(0.2, 0.03, 5), attacks.RandomNoise(0.2)],
                                         objectives=["exit_1"], progress=False)
     saved = json.loads(json.dumps(report.to_dict()))
@@ -122,16 +124,16 @@ def test_report_gives_the_slowdown_cost_and_savings_kept_in_both_conventions(tra
     assert pgd["savings_kept"] < noise["savings_kept"]
     assert len(saved["attacks"]) == 2 and saved["autoattack"] is None  # slowdown is reported apart
     assert "savings kept" in report.table() and "pgd slowdown" in report.table()
-    without = evaluate.robustness_report(model, digits.x_test[:16], digits.y_test[:16], [attacks.RandomNoise(0.2)],
+    without = evaluation.robustness_report(model, digits.x_test[:16], digits.y_test[:16], [attacks.RandomNoise(0.2)],
                                          objectives=["exit_1"], progress=False, slowdown=False)
     assert without.slowdown == []
 
 
 def test_report_skips_slowdown_and_exit_hijack_when_every_side_exit_is_closed(trained, digits):
     closed = ExitPolicy([0.0] * (trained.num_exits - 1))  # a single-exit baseline: no savings to attack
-    assert "exit_hijack" not in evaluate.default_objectives(trained, closed)
-    assert "exit_hijack" in evaluate.default_objectives(trained, trained.exit_policy)
-    report = evaluate.robustness_report(trained, digits.x_test[:16], digits.y_test[:16], [attacks.RandomNoise(0.2)],
+    assert "exit_hijack" not in evaluation.default_objectives(trained, closed)
+    assert "exit_hijack" in evaluation.default_objectives(trained, trained.exit_policy)
+    report = evaluation.robustness_report(trained, digits.x_test[:16], digits.y_test[:16], [attacks.RandomNoise(0.2)],
                                         policy=closed, objectives=["routing"], progress=False)
     assert report.slowdown == [] and [a.name for a in report.attacks] == ["random_noise routing"]
 

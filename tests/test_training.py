@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from rdinet_tf import data, models
-from rdinet_tf.adversarial import attacks
+from rdinet_tf import attacks
 from rdinet_tf.cli import evaluate, train
-from rdinet_tf.errors import InputError
-from rdinet_tf.policy import ExitPolicy
+from rdinet_lite.errors import InputError
+from rdinet_tf.exits.policy import ExitPolicy
 from rdinet_tf.training import PRESETS, learning_rate_schedule, rdi_loss
 
 
@@ -111,7 +111,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
     from rdinet_tf import data, models
-    from rdinet_tf.adversarial import attacks
+    from rdinet_tf import attacks
     splits = data.load("digits")
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():

@@ -13,8 +13,10 @@ import json
 import numpy as np
 import pytest
 
-from rdinet_tf import evaluate, models
-from rdinet_tf.adversarial import attacks, autoattack
+from rdinet_tf import models
+from rdinet_tf import evaluation
+from rdinet_tf import attacks
+from rdinet_tf.attacks import autoattack
 from rdinet_tf.cli import evaluate as evaluate_cli
 
 COUNT = 20
@@ -84,7 +86,7 @@ def test_per_sample_worst_case_is_the_intersection_of_every_form_slowdown_includ
     assert digits_model.exit_policy.has_open_side_exit  # the slowdown forms run
     breaker = Breaker(samples, REPORT_BREAKS)
     stub_report_attacks(monkeypatch, breaker)
-    report = evaluate.robustness_report(digits_model, images, labels, [attacks.PGD(0.1, 0.05, 1)],
+    report = evaluation.robustness_report(digits_model, images, labels, [attacks.PGD(0.1, 0.05, 1)],
                                         objectives=["exit_1", "exit_2", "average"], batch_size=8,
                                         progress=False)
     assert report.clean.accuracy == 1.0
@@ -106,7 +108,7 @@ def test_per_sample_worst_case_with_the_suite_counts_samples_surviving_everythin
     stub_report_attacks(monkeypatch, breaker)
     stub_suite(monkeypatch, breaker)
     suite = autoattack.AutoAttack(0.1, steps=1, queries=1, num_targets=2)
-    report = evaluate.robustness_report(digits_model, images, labels, [attacks.PGD(0.1, 0.05, 1)],
+    report = evaluation.robustness_report(digits_model, images, labels, [attacks.PGD(0.1, 0.05, 1)],
                                         objectives=["exit_1", "exit_2", "average"], batch_size=8,
                                         progress=False, autoattack=suite)
     suite_broken = set().union(*SUITE_BREAKS.values())

@@ -9,7 +9,7 @@ as in every model of this package, so that ``layer.input`` and
 
 import keras
 
-from rdinet_tf.errors import InputError
+from rdinet_lite.errors import InputError
 
 
 def flat_layers(model):

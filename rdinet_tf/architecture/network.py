@@ -15,8 +15,8 @@ them compute in float32.
 import keras
 
 from rdinet_tf.architecture.folding import folded_segment
-from rdinet_tf.errors import InputError
-from rdinet_tf.inputs import check_images
+from rdinet_lite.errors import InputError
+from rdinet_lite.inputs import check_images
 
 
 def exit_name(exit_index):
@@ -37,7 +37,7 @@ class MultiExitNetwork(keras.Model):
         heads: K functional sub-models; head k maps stage k's output to logits
             (a head with 16-bit logits gets a float32 cast: :func:`float32_logits`).
         exit_policy: optional Keras-serializable exit policy (e.g.
-            :class:`rdinet_tf.policy.ExitPolicy`), saved and loaded with the model.
+            :class:`rdinet_tf.exits.policy.ExitPolicy`), saved and loaded with the model.
         dtype: the model's own dtype policy (default: the global one), saved with
             it, so that a ``mixed_float16`` model compiles with loss scaling
             wherever it is loaded.

@@ -2,7 +2,7 @@
 
 from keras import layers
 
-from rdinet_tf.errors import InputError
+from rdinet_lite.errors import InputError
 from rdinet_tf.architecture.blocks import basic_block, batch_norm, classifier, conv, relu
 from rdinet_tf.architecture.network import chain
 

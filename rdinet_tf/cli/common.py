@@ -1,9 +1,9 @@
 """What the Keras-side command lines share: data and attack arguments, presets, attacks, shape checks."""
 
 from rdinet_tf import data
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.cli.base import non_negative_float, positive_int
-from rdinet_tf.errors import InputError
+from rdinet_tf import attacks
+from rdinet_lite.arguments import non_negative_float, positive_int
+from rdinet_lite.errors import InputError
 from rdinet_tf.training import PRESETS
 
 

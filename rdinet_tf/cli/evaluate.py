@@ -1,19 +1,22 @@
 """Robustness report of a trained model: ``rdinet-evaluate --model run/model.keras --dataset mnist``.
 
 Prints TA, ATA per attack and objective, cost and exit shares of the adaptive
-model (see :mod:`rdinet_tf.evaluate`) and writes the report as JSON with ``--out``.
+model (see :mod:`rdinet_tf.evaluation.report`) and writes the report as JSON with ``--out``.
 """
 
 from pathlib import Path
 
-from rdinet_tf import data, evaluate, files, models
-from rdinet_tf.adversarial.autoattack import AutoAttack
-from rdinet_tf.cli import base, common
+from rdinet_tf import data, models
+from rdinet_tf import evaluation
+from rdinet_lite import files
+from rdinet_tf.attacks.autoattack import AutoAttack
+from rdinet_tf.cli import common
+from rdinet_lite import arguments
 from rdinet_tf.training import PRESETS
 
 
 def parser():
-    parser = base.ArgumentParser(prog="rdinet-evaluate", description=__doc__.split("\n\n")[0])
+    parser = arguments.ArgumentParser(prog="rdinet-evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a .keras file written by rdinet-train")
     common.add_data_arguments(parser)
     parser.add_argument("--attacks", default="pgd", help="comma-separated: pgd,fgsm,wrm,noise")
@@ -22,20 +25,20 @@ def parser():
                         help="attack defaults from this model preset (default: from the image shape)")
     parser.add_argument("--objectives", help="comma-separated attack objectives (default: every exit, "
                         "average, max_average, routing, exit_hijack)")
-    parser.add_argument("--samples", type=base.positive_int, help="evaluate the first N test images "
+    parser.add_argument("--samples", type=arguments.positive_int, help="evaluate the first N test images "
                         "(default: all)")
-    parser.add_argument("--batch-size", type=base.positive_int, default=256)
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=256)
     parser.add_argument("--autoattack", action="store_true",
                         help="also run the AutoAttack-style suite (APGD-CE, APGD-DLR, APGD-T, Square)")
-    parser.add_argument("--autoattack-steps", type=base.positive_int, default=100, help="APGD iterations")
-    parser.add_argument("--autoattack-queries", type=base.positive_int, default=5000, help="Square iterations")
-    parser.add_argument("--autoattack-targets", type=base.positive_int, default=9, help="APGD-T target classes")
+    parser.add_argument("--autoattack-steps", type=arguments.positive_int, default=100, help="APGD iterations")
+    parser.add_argument("--autoattack-queries", type=arguments.positive_int, default=5000, help="Square iterations")
+    parser.add_argument("--autoattack-targets", type=arguments.positive_int, default=9, help="APGD-T target classes")
     parser.add_argument("--out", help="write the report as JSON here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
 
 
-@base.command(parser)
+@arguments.command(parser)
 def main(args):
     if args.out:
         files.check_output(args.out, directory=False, overwrite=args.overwrite, inputs=[args.model])
@@ -56,7 +59,7 @@ def _evaluate(args):
     suite = (AutoAttack(eps, args.autoattack_steps, args.autoattack_queries, args.autoattack_targets)
              if args.autoattack else None)
     splits = data.load(args.dataset, data_dir=args.data_dir)
-    report = evaluate.evaluate_splits(model, splits, methods, args.samples, args.batch_size,
+    report = evaluation.evaluate_splits(model, splits, methods, args.samples, args.batch_size,
                                       objectives=objectives, autoattack=suite)
     print(report.table())
     if args.out:

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rdinet_tf import data, files, models
-from rdinet_tf.cli import base, common
-from rdinet_tf.errors import InputError
+from rdinet_tf import data, models
+from rdinet_lite import files
+from rdinet_tf.cli import common
+from rdinet_lite import arguments
+from rdinet_lite.errors import InputError
 from rdinet_tf.export import (CLASS_NAMES, PRECISIONS, compare_saved_model, compare_with_keras, export_saved_model,
                               export_tflite)
 
@@ -22,12 +24,12 @@ TFLITE_ONLY = ("out", "precision", "in_graph_exit", "representative")
 
 
 def parser():
-    parser = base.ArgumentParser(prog="python -m rdinet_tf.export", description=__doc__.split("\n\n")[0])
+    parser = arguments.ArgumentParser(prog="python -m rdinet_tf.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tflite", action="store_true", help="export a TFLite bundle into --out")
     parser.add_argument("--saved-model", metavar="DIR",
                         help="export a SavedModel doing the early exit (serving_default) into DIR/<--version>, "
                         "for TensorFlow Serving (--model_base_path=DIR)")
-    parser.add_argument("--version", type=base.positive_int, default=1,
+    parser.add_argument("--version", type=arguments.positive_int, default=1,
                         help="the SavedModel's version folder under --saved-model (default 1)")
     parser.add_argument("--model", required=True, help="path of a saved .keras multi-exit model "
                         "with calibrated thresholds")
@@ -40,9 +42,9 @@ def parser():
     common.add_data_arguments(parser, required=False,
                               help="dataset for representative images (validation split: int8 calibration, "
                               "exit distribution), class names and the accuracy check (test split)")
-    parser.add_argument("--representative", type=base.positive_int,
+    parser.add_argument("--representative", type=arguments.positive_int,
                         help="number of validation images used as representative images (default 300)")
-    parser.add_argument("--eval-images", type=base.non_negative_int, default=1000,
+    parser.add_argument("--eval-images", type=arguments.non_negative_int, default=1000,
                         help="test images for the check against Keras (default 1000; 0 = skip)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out or version folder")
     return parser
@@ -69,7 +71,7 @@ def saved_model_dir(args):
     return Path(args.saved_model) / str(args.version)
 
 
-@base.command(parser)
+@arguments.command(parser)
 def main(args):
     _check_arguments(args)
     model = models.load(args.model)

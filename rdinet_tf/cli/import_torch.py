@@ -1,19 +1,19 @@
 """Import a reference PyTorch checkpoint: ``rdinet-import-torch --checkpoint C --model resnet38 --out m.keras``.
 
 Needs the optional torch dependency (``pip install "rdinet_tf[torch]"``); see
-:mod:`rdinet_tf.import_torch` for what is checked.
+:mod:`rdinet_tf.models.torch_checkpoint` for what is checked.
 """
 
 from pathlib import Path
 
-from rdinet_tf import files
-from rdinet_tf.cli import base
-from rdinet_tf.errors import InputError
-from rdinet_tf.import_torch import REFERENCE_NAMES, load_torch_checkpoint
+from rdinet_lite import files
+from rdinet_lite import arguments
+from rdinet_lite.errors import InputError
+from rdinet_tf.models.torch_checkpoint import REFERENCE_NAMES, load_torch_checkpoint
 
 
 def parser():
-    parser = base.ArgumentParser(prog="rdinet-import-torch", description=__doc__.split("\n\n")[0])
+    parser = arguments.ArgumentParser(prog="rdinet-import-torch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="PyTorch checkpoint (.pth / .pth.tar)")
     parser.add_argument("--model", required=True, choices=sorted(REFERENCE_NAMES))
     parser.add_argument("--out", required=True, help="output .keras file")
@@ -21,7 +21,7 @@ def parser():
     return parser
 
 
-@base.command(parser)
+@arguments.command(parser)
 def main(args):
     out = Path(args.out)
     if out.suffix != ".keras":

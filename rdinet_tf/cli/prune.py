@@ -9,7 +9,7 @@ the same average cost as an RDI model::
 ``--target-mflops X`` picks the sparsity that brings the final-exit path's cost
 to X (``--convention honest``, the default, or ``paper``); ``--target-sparsity S``
 sets it directly. The model is pruned and adversarially fine-tuned (see
-:mod:`rdinet_tf.pruning`), then the unpruned source and the pruned model are
+:mod:`rdinet_tf.baselines.pruning`), then the unpruned source and the pruned model are
 evaluated through their final exit alone: TA on the test split, ATA under PGD
 on its first ``--eval-samples`` images. Writes ``model.keras`` and
 ``summary.json`` into ``--out`` (both or neither) and prints a table. Costs are
@@ -23,11 +23,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from rdinet_tf import data, evaluate, files, models, pruning
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.cli import base, common
-from rdinet_tf.errors import InputError
-from rdinet_tf.policy import predict_exit_logits
+from rdinet_tf import data, models
+from rdinet_tf import evaluation
+from rdinet_lite import files
+from rdinet_tf.baselines import pruning
+from rdinet_tf import attacks
+from rdinet_tf.cli import common
+from rdinet_lite import arguments
+from rdinet_lite.errors import InputError
+from rdinet_tf.exits.policy import predict_exit_logits
 
 MODEL_FILE = "model.keras"
 SUMMARY_FILE = "summary.json"
@@ -36,22 +40,22 @@ COST_NOTE = ("MFLOPs of the final-exit path (stages + final head, no side heads)
 
 
 def parser():
-    parser = base.ArgumentParser(prog="rdinet-prune", description=__doc__.split("\n\n")[0])
+    parser = arguments.ArgumentParser(prog="rdinet-prune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model.keras written by rdinet-train")
     common.add_data_arguments(parser, required=False, default="mnist")
     parser.add_argument("--out", required=True, help="output directory")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-mflops", type=base.positive_float, help="final-exit cost to reach, in --convention")
+    target.add_argument("--target-mflops", type=arguments.positive_float, help="final-exit cost to reach, in --convention")
     target.add_argument("--target-sparsity", type=float, help="fraction of weights to zero, in [0, 1)")
     parser.add_argument("--convention", choices=["honest", "paper"], default="honest",
-                        help="cost convention of --target-mflops (see rdinet_tf.flops)")
-    parser.add_argument("--epochs", type=base.positive_int, default=1)
-    parser.add_argument("--steps-per-epoch", type=base.positive_int, help="default: one pass over the training split")
-    parser.add_argument("--batch-size", type=base.positive_int, default=128)
-    parser.add_argument("--lr", type=base.positive_float, default=0.01, help="SGD learning rate (momentum 0.9)")
+                        help="cost convention of --target-mflops (see rdinet_tf.architecture.flops)")
+    parser.add_argument("--epochs", type=arguments.positive_int, default=1)
+    parser.add_argument("--steps-per-epoch", type=arguments.positive_int, help="default: one pass over the training split")
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=128)
+    parser.add_argument("--lr", type=arguments.positive_float, default=0.01, help="SGD learning rate (momentum 0.9)")
     common.add_attack_arguments(parser, training=True)
-    parser.add_argument("--eval-samples", type=base.positive_int, default=1000, help="attack the first N test images")
-    parser.add_argument("--seed", type=base.seed, default=0, help="random seed, in [0, 2**32) (default 0)")
+    parser.add_argument("--eval-samples", type=arguments.positive_int, default=1000, help="attack the first N test images")
+    parser.add_argument("--seed", type=arguments.seed, default=0, help="random seed, in [0, 2**32) (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -129,7 +133,7 @@ def _prune(args, out):
 def evaluate_final_exit(model, splits, attack, samples, sparse, progress=False):
     """The model through its final exit alone: TA (test split), ATA (first ``samples``), sparsity, cost."""
     final_exit = model.num_exits - 1
-    report = evaluate.robustness_report(
+    report = evaluation.robustness_report(
         model, splits.x_test[:samples], splits.y_test[:samples], [attack],
         policy=pruning.single_exit_policy(model), objectives=[f"exit_{final_exit + 1}"], progress=progress,
         slowdown=False)
@@ -152,7 +156,7 @@ def table(rows, attack, samples):
     return "\n".join(lines)
 
 
-main = base.command(parser)(run)
+main = arguments.command(parser)(run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -5,7 +5,7 @@ calibrates the exit thresholds on the held-out validation split, evaluates TA
 / ATA / MFLOPs on the test split, and writes ``model.keras`` (with its
 thresholds) and ``summary.json`` into ``--out``, together. A run killed at
 any point and started again with the same arguments resumes where it was
-(see :mod:`rdinet_tf.cli.run_directory`).
+(see :mod:`rdinet_tf.experiments.run_directory`).
 """
 
 import argparse
@@ -16,15 +16,19 @@ import time
 import keras
 import tensorflow as tf
 
-from rdinet_tf import data, distribution, evaluate, flops, models
-from rdinet_tf.accounting import CONVENTIONS
-from rdinet_tf.adversarial import attacks
-from rdinet_tf.cli import base, common
-from rdinet_tf.cli.run_directory import MODEL_FILE, SUMMARY_FILE, RunDirectory
-from rdinet_tf.distillation import NeoKD
-from rdinet_tf.errors import InputError
-from rdinet_tf.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
-from rdinet_tf.policy import ExitPolicy
+from rdinet_tf import data, models
+from rdinet_tf.training.placement import STRATEGIES, place
+from rdinet_tf import evaluation
+from rdinet_tf.architecture import flops
+from rdinet_lite.accounting import CONVENTIONS
+from rdinet_tf import attacks
+from rdinet_tf.cli import common
+from rdinet_lite import arguments
+from rdinet_tf.experiments.run_directory import MODEL_FILE, SUMMARY_FILE, RunDirectory
+from rdinet_tf.training.distillation import NeoKD
+from rdinet_lite.errors import InputError
+from rdinet_tf.training.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
+from rdinet_tf.exits.policy import ExitPolicy
 from rdinet_tf.training import (DEFENSES, FAST_RECIPES, POLICY_DEFENSES, PRECISIONS, PRESETS, RECIPES,
                                 FollowThresholds, check_exit_weights, precision_scope, preset_optimizer)
 
@@ -32,7 +36,7 @@ POLICY_CALIBRATION_SAMPLES = 2000  # validation images the policy-aware defenses
 
 
 def parser():
-    parser = base.ArgumentParser(prog="rdinet-train", description=__doc__.split("\n\n")[0])
+    parser = arguments.ArgumentParser(prog="rdinet-train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(PRESETS), default="smallcnn",
                         help="reference architecture (default smallcnn)")
     parser.add_argument("--recipe", choices=RECIPES, default="paper",
@@ -44,49 +48,49 @@ def parser():
     parser.add_argument("--defense", choices=DEFENSES, default="max_average",
                         help="training attack objective: the paper's main, average, max_average (default), or one "
                         "that knows the exit policy: routing, exit_hijack, worst_case; none: clean training")
-    parser.add_argument("--epochs", type=base.positive_int,
+    parser.add_argument("--epochs", type=arguments.positive_int,
                         help="default: the paper's iterations (full schedule) or the fast recipe's epochs")
-    parser.add_argument("--steps-per-epoch", type=base.positive_int,
+    parser.add_argument("--steps-per-epoch", type=arguments.positive_int,
                         help="default: one pass over the training split")
-    parser.add_argument("--batch-size", type=base.positive_int,
+    parser.add_argument("--batch-size", type=arguments.positive_int,
                         help="global batch, split evenly over the replicas (default: preset)")
-    parser.add_argument("--distribute", choices=distribution.STRATEGIES, default="none",
+    parser.add_argument("--distribute", choices=STRATEGIES, default="none",
                         help="tf.distribute strategy: mirrored (local GPUs, or --cpu-devices), multi_worker "
                         "(MultiWorkerMirroredStrategy from TF_CONFIG; run the command on every worker)")
-    parser.add_argument("--cpu-devices", type=base.positive_int,
+    parser.add_argument("--cpu-devices", type=arguments.positive_int,
                         help="with --distribute mirrored: mirror over N logical CPU devices (for testing)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="Keras dtype policy of the model; attacks and losses compute in float32")
-    parser.add_argument("--lr", type=base.positive_float,
+    parser.add_argument("--lr", type=arguments.positive_float,
                         help="base learning rate (paper) or the one-cycle peak (fast) (default: the recipe's)")
     parser.add_argument("--guard", action=argparse.BooleanOptionalAction,
                         help="the catastrophic-overfitting guard: after each epoch, PGD accuracy of every exit on "
                         "held-out images; stops and restores the best epoch when it collapses (default: on with "
                         "--recipe fast, off with paper)")
     common.add_attack_arguments(parser, training=True)
-    parser.add_argument("--slowdown-weight", type=base.non_negative_float, default=0.0,
+    parser.add_argument("--slowdown-weight", type=arguments.non_negative_float, default=0.0,
                         help="weight of the slowdown defense term: side-exit CE on slowdown examples "
                         "made with the training attack (default 0: off)")
-    parser.add_argument("--slowdown-attack-steps", type=base.positive_int,
+    parser.add_argument("--slowdown-attack-steps", type=arguments.positive_int,
                         help="make the slowdown examples with PGD of this many steps (step 2.5 eps / steps) "
                         "instead of the training attack")
     parser.add_argument("--neo-kd", metavar="NKD,EOKD",
                         help="add NEO-KD's distillation terms with these weights (neighbour, exit-wise orthogonal; "
                         "e.g. 1,1) on the defense's adversarial batch")
-    parser.add_argument("--abstention-weight", type=base.non_negative_float,
+    parser.add_argument("--abstention-weight", type=arguments.non_negative_float,
                         help="weight of the abstention term: side exits learn to stay uncertain on the adversarial "
                         "inputs they get wrong, so an attacker cannot make an early exit leave with a wrong answer "
                         "(default 0: off)")
     parser.add_argument("--eval-attacks", default="pgd", help="comma-separated: pgd,fgsm,wrm,noise")
     parser.add_argument("--eval-objectives", help="comma-separated attack objectives "
                         "(default: every exit, average, max_average, routing, exit_hijack)")
-    parser.add_argument("--eval-samples", type=base.positive_int, help="attack the first N test images "
+    parser.add_argument("--eval-samples", type=arguments.positive_int, help="attack the first N test images "
                         "(default: all)")
     parser.add_argument("--exit-weights", help="comma-separated loss weight per exit (default all 1); "
                         "e.g. 0,0,1 trains a single-exit baseline")
     parser.add_argument("--calibration", default="equal_share", choices=["equal_share", "none"],
                         help="thresholds from the validation split; none: no early exit (all thresholds 0)")
-    parser.add_argument("--seed", type=base.seed, default=0, help="random seed, in [0, 2**32) (default 0)")
+    parser.add_argument("--seed", type=arguments.seed, default=0, help="random seed, in [0, 2**32) (default 0)")
     parser.add_argument("--out", default="runs/rdinet", help="output directory")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     parser.add_argument("--restart", action="store_true",
@@ -136,7 +140,7 @@ def run(args, callbacks=()):
         raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
                          "give it together with --slowdown-weight > 0")
     distillation = _neo_kd(args.neo_kd, args.defense)
-    placement = distribution.place(args.distribute, args.cpu_devices)  # checks the request first
+    placement = place(args.distribute, args.cpu_devices)  # checks the request first
     global_batch = common.or_default(args.batch_size, (recipe or preset).batch_size)
     per_replica_batch = placement.per_replica_batch(global_batch)
     with precision_scope(args.precision):
@@ -258,7 +262,7 @@ def _finish(args, model, splits, dataset, attack, eval_attacks, eval_objectives,
 
     model.exit_policy = (ExitPolicy([0.0] * (model.num_exits - 1)) if args.calibration == "none"
                          else ExitPolicy.calibrate(model, splits.x_val, method=args.calibration))
-    report = evaluate.evaluate_splits(model, splits, eval_attacks, args.eval_samples, seed=args.seed,
+    report = evaluation.evaluate_splits(model, splits, eval_attacks, args.eval_samples, seed=args.seed,
                                       objectives=eval_objectives, progress=not args.quiet)
     clean = model.exit_policy.predict(model, splits.x_test)
     summary = {
@@ -284,7 +288,7 @@ def _finish(args, model, splits, dataset, attack, eval_attacks, eval_objectives,
     return summary
 
 
-main = base.command(parser)(run)
+main = arguments.command(parser)(run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

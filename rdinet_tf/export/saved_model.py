@@ -2,20 +2,20 @@
 
 The signature takes ``images`` (N, H, W, C) float32 pixels in [0, 1] and runs
 stage k only on the images still present after exit k-1
-(:func:`rdinet_tf.policy.early_exit_function`, thresholds fixed at export),
+(:func:`rdinet_tf.exits.policy.early_exit_function`, thresholds fixed at export),
 returning per image
 
 * ``class``: the predicted class (int64),
 * ``probabilities``: the softmax of the exit taken (float32, (N, C)),
 * ``exit``: the exit taken, 1-based (int32),
-* ``cost_mflops``: that exit's honest cost (:func:`rdinet_tf.flops.exit_costs`:
+* ``cost_mflops``: that exit's honest cost (:func:`rdinet_tf.architecture.flops.exit_costs`:
   conv + dense MACs / 1e6, every head evaluated on the way counted; float32).
 
 Optional signature ``full``: the final exit only (``class``, ``probabilities``),
 for comparison. The SavedModel is plain TensorFlow: ``tf.saved_model.load``
 and TensorFlow Serving read it without rdinet_tf. Images outside [0, 1] or
 not finite are refused inside the graph (``InvalidArgumentError``), where
-:func:`rdinet_tf.inputs.check_images` cannot run.
+:func:`rdinet_lite.inputs.check_images` cannot run.
 
 Command line: ``python -m rdinet_tf.export --saved-model DIR --model model.keras``
 writes ``DIR/1`` (the version folder TensorFlow Serving expects).
@@ -27,9 +27,10 @@ import io
 import keras
 import tensorflow as tf
 
-from rdinet_tf import files, flops
+from rdinet_lite import files
+from rdinet_tf.architecture import flops
 from rdinet_tf.export.tflite import check_exportable
-from rdinet_tf.policy import early_exit_function
+from rdinet_tf.exits.policy import early_exit_function
 
 SERVING_SIGNATURE = "serving_default"
 FULL_SIGNATURE = "full"

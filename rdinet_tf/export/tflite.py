@@ -8,7 +8,7 @@ feature map left by segment k-1 (segment 1 reads the image) and outputs
 * ``entropy``: exit k's entropy -sum p log(p + 1e-5), one value per sample.
 
 A device runs segment 1, stops if its entropy is below T_1, else feeds
-``next_features`` to segment 2, and so on (see :mod:`rdinet_tf.runtime`).
+``next_features`` to segment 2, and so on (see :mod:`rdinet_lite.runner`).
 Optional signatures: ``full`` (image -> final exit probabilities, no side heads)
 and ``early_exit`` (the whole early exit inside the graph: nested ``tf.cond``,
 i.e. TFLite IF ops, with the thresholds baked in). The segments and ``full``
@@ -34,16 +34,17 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from rdinet_tf import files, flops
+from rdinet_lite import files
+from rdinet_tf.architecture import flops
 from rdinet_tf.models import check_finite_weights
-from rdinet_tf.accounting import CONVENTIONS
+from rdinet_lite.accounting import CONVENTIONS
 from rdinet_tf.architecture import MultiExitNetwork
 from rdinet_tf.architecture.folding import folded_segment
 from rdinet_tf.architecture.graph import flat_layers
-from rdinet_tf.errors import InputError
-from rdinet_tf.inputs import open_side_exits
-from rdinet_tf.policy import entropy, predict_exit_logits
-from rdinet_tf.runtime import (BUNDLE_FILE, FORMAT, FORMAT_VERSION, FULL_SIGNATURE, IN_GRAPH_SIGNATURE, MANIFEST,
+from rdinet_lite.errors import InputError
+from rdinet_lite.inputs import open_side_exits
+from rdinet_tf.exits.policy import entropy, predict_exit_logits
+from rdinet_lite.runner import (BUNDLE_FILE, FORMAT, FORMAT_VERSION, FULL_SIGNATURE, IN_GRAPH_SIGNATURE, MANIFEST,
                                SIGNATURE, EarlyExitRunner, segment_signature)
 
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
@@ -337,7 +338,7 @@ def check_exportable(model):
     if model.exit_policy is None:
         raise InputError(
             f"model {model.name!r} has no exit thresholds; calibrate them on held-out images "
-            "first: model.exit_policy = ExitPolicy.calibrate(model, x_val) (rdinet_tf.policy)"
+            "first: model.exit_policy = ExitPolicy.calibrate(model, x_val) (rdinet_tf.exits.policy)"
         )
     if model.exit_policy.num_exits != model.num_exits:
         raise InputError(

@@ -1,0 +1,1 @@
+"""Experiments: a training run as a resumable run directory (:mod:`.run_directory`)."""

@@ -1,0 +1,22 @@
+"""Adversarial training of multi-exit models.
+
+:class:`MultiExitModel` (:mod:`.model`) with its adversarial ``train_step`` and the loss terms of
+:mod:`.losses`; the training recipes and their optimizers (:mod:`.recipes`); mixed precision
+(:mod:`.precision`); the callbacks that watch a run (:mod:`.guard`); exit-diversity distillation
+(:mod:`.distillation`); and where the replicas run (:mod:`.placement`, ``tf.distribute``).
+"""
+
+from rdinet_tf.training.distillation import NeoKD
+from rdinet_tf.training.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
+from rdinet_tf.training.losses import abstention_loss, check_exit_weights, rdi_loss, weighted_cross_entropy
+from rdinet_tf.training.model import (DEFENSES, POLICY_DEFENSES, WORST_CASE_OBJECTIVES, FollowThresholds,
+                                      MultiExitModel)
+from rdinet_tf.training.precision import PRECISIONS, precision_scope, set_precision
+from rdinet_tf.training.recipes import (FAST_RECIPES, PRESETS, RECIPES, FastRecipe, OneCycle, Preset, ReferenceSGD,
+                                        learning_rate_schedule, preset_optimizer)
+
+__all__ = ["CatastrophicOverfittingGuard", "DEFENSES", "FAST_RECIPES", "FastRecipe", "FollowThresholds",
+           "GUARD_SAMPLES", "MultiExitModel", "NeoKD", "OneCycle", "POLICY_DEFENSES", "PRECISIONS", "PRESETS",
+           "Preset", "RECIPES", "ReferenceSGD", "WORST_CASE_OBJECTIVES", "abstention_loss", "check_exit_weights",
+           "guard_attack", "learning_rate_schedule", "precision_scope", "preset_optimizer", "rdi_loss",
+           "set_precision", "weighted_cross_entropy"]
