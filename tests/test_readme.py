@@ -16,7 +16,7 @@ def _python_example():
 def test_the_python_example_runs(tmp_path, monkeypatch):
     code = _python_example()
     shortened = {'data.load("mnist", data_dir="path/to/data")': 'data.load("digits")', "epochs = 2": "epochs = 1",
-                 "attacks.PGD(0.3, 0.01, 40)": "attacks.PGD(0.3, 0.01, 2)", "x_test[:500]": "x_test[:32]",
+                 "rdi.PGD(0.3, 0.01, 40)": "rdi.PGD(0.3, 0.01, 2)", "x_test[:500]": "x_test[:32]",
                  "y_test[:500]": "y_test[:32]"}
     for old, new in shortened.items():
         assert old in code, f"the README example changed: update this test's {old!r}"
