@@ -23,8 +23,13 @@ declare -A runs=(
     [mnist_smallcnn_single_exit]="--model smallcnn ${mnist[*]} ${single_exit[*]} --exit-weights 0,0,1"
     [cifar10_mobilenetv2_max_average]="--model mobilenetv2 ${cifar[*]} --defense max_average"
     # The policy-aware defenses (thresholds calibrated on the validation split before each epoch).
+    [mnist_smallcnn_routing]="--model smallcnn ${mnist[*]} --defense routing"
+    [mnist_smallcnn_exit_hijack]="--model smallcnn ${mnist[*]} --defense exit_hijack"
     [mnist_smallcnn_worst_case]="--model smallcnn ${mnist[*]} --defense worst_case"
     [mnist_smallcnn_worst_case_abstention]="--model smallcnn ${mnist[*]} --defense worst_case --abstention-weight 1"
+    [cifar10_resnet38_routing]="--model resnet38 ${cifar[*]} --defense routing"
+    [cifar10_resnet38_exit_hijack]="--model resnet38 ${cifar[*]} --defense exit_hijack"
+    [cifar10_resnet38_worst_case]="--model resnet38 ${cifar[*]} --defense worst_case"
     [cifar10_resnet38_worst_case_abstention]="--model resnet38 ${cifar[*]} --defense worst_case --abstention-weight 1"
 )
 order=(cifar10_resnet38_max_average cifar10_resnet38_single_exit mnist_smallcnn_max_average mnist_smallcnn_single_exit
