@@ -41,7 +41,8 @@ from rdinet_tf.export import CLASS_NAMES, convert, export_tflite, full_model  # 
 from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint  # noqa: E402
 from rdinet_lite.inputs import entropy_bounds  # noqa: E402
 from rdinet_tf.exits.policy import ExitPolicy  # noqa: E402
-from rdinet_lite.runner import BUNDLE_FILE, EarlyExitRunner  # noqa: E402
+from rdinet_lite.manifest import BUNDLE_FILE  # noqa: E402
+from rdinet_lite.runner import EarlyExitRunner  # noqa: E402
 
 REPRESENTATIVE_IMAGES = 300
 
@@ -90,9 +91,10 @@ def public_signature_chain(runner):
 def latency_row(name, source, model, held_out, test_x, test_y, dataset, work_dir, warmup):
     """One table row: sizes, p50/p95 of every way of running the bundle, latency and cost ratios."""
     bundle = work_dir / name.split()[0]
-    manifest = export_tflite(model, bundle, "float32", representative_images=held_out[:REPRESENTATIVE_IMAGES],
-                             include_full=True, in_graph_exit=True, class_names=CLASS_NAMES[dataset])
+    export_tflite(model, bundle, "float32", representative_images=held_out[:REPRESENTATIVE_IMAGES],
+                  include_full=True, in_graph_exit=True, class_names=CLASS_NAMES[dataset])
     runner = EarlyExitRunner(bundle, num_threads=1)
+    manifest = runner.manifest  # read back through rdinet_lite.manifest.Manifest
     in_graph = EarlyExitRunner(bundle, num_threads=1, in_graph=True)
     public = public_signature_chain(runner)
     for image in test_x[:warmup]:
@@ -102,13 +104,13 @@ def latency_row(name, source, model, held_out, test_x, test_y, dataset, work_dir
     for image in test_x:  # second pass, interleaved with the full model once more for its own ratio
         public_seconds.append((public(image), runner.run_full(image).seconds))
     public_seconds = np.array(public_seconds)
-    honest = np.array([s["cost_mflops"]["honest"]["cumulative"] for s in manifest["segments"]])
-    full_cost = manifest["full_model"]["cost_mflops"]["honest"]
+    honest = np.array([segment.cost_mflops["honest"].cumulative for segment in manifest.segments])
+    full_cost = manifest.full_model.cost_mflops["honest"]
     cost_ratio = float(honest @ result["exit_shares"]) / full_cost
     full_ms = result["full_ms"]["mean"]
     row = {
         "model": name, "source": source, "shares": result["exit_shares"],
-        "bundle_kib": manifest["bytes"] / 1024,
+        "bundle_kib": manifest.bytes / 1024,
         "full_kib": len(convert(full_model(model))) / 1024,
         "full": result["full_ms"], "chain": result["early_exit_ms"], "in_graph": result["in_graph_ms"],
         "chain_ratio": result["early_exit_ms"]["mean"] / full_ms,

@@ -1,7 +1,7 @@
 """Exit shares, cost units and expected costs: numpy-only arithmetic.
 
 Shared by the Keras side (cost accounting, exit policy, evaluation, export)
-and the device side (runtime, bench kit), which imports no TensorFlow.
+and the device side (runner, latency kit), which imports no TensorFlow.
 """
 
 import numpy as np

@@ -12,11 +12,9 @@ combined with the manifest's exit distribution, or ``--distribution exits.csv``
 
 from pathlib import Path
 
-from rdinet_lite import latency
-from rdinet_lite import files
-from rdinet_lite import arguments
+from rdinet_lite import arguments, files, latency
 from rdinet_lite.errors import InputError
-from rdinet_lite.runner import MANIFEST, bundle_file, load_manifest
+from rdinet_lite.manifest import MANIFEST, Manifest
 
 
 def parser():
@@ -25,8 +23,8 @@ def parser():
     parser.add_argument("--plan", action="store_true",
                         help="print the benchmark_model runs (one 'FILE SIGNATURE' line each) and exit")
     parser.add_argument("--logs", help="directory of <signature>.log benchmark logs")
-    parser.add_argument("--distribution", help="CSV with columns exit,share (or exit,count); "
-                        "default: the manifest's exit_distribution")
+    parser.add_argument("--distribution", help="CSV with columns exit,share (or exit,count), exits numbered "
+                        "1..K; default: the manifest's exit_distribution")
     parser.add_argument("--out", help="CSV to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
@@ -34,9 +32,9 @@ def parser():
 
 @arguments.command(parser)
 def main(args):
-    manifest = load_manifest(args.bundle)
+    manifest = Manifest.read(args.bundle)
     if args.plan:
-        bundle_file(args.bundle, manifest)  # the file pushed to the device is the one the manifest describes
+        manifest.read_model(args.bundle)  # the file pushed to the device is the one the manifest describes
         for file, signature in latency.benchmark_plan(manifest):
             print(file, signature)
         return
@@ -53,10 +51,10 @@ def main(args):
 
 
 def _combine(args, manifest, logs):
-    latencies = [latency.log_timing(logs, s["signature"]).avg_us for s in manifest["segments"]]
-    full = manifest.get("full_model")
-    full_latency = (latency.log_timing(logs, full["signature"]).avg_us
-                    if full and (logs / f"{full['signature']}.log").is_file() else None)
+    latencies = [latency.log_timing(logs, segment.signature).avg_us for segment in manifest.segments]
+    full = manifest.full_model
+    full_latency = (latency.log_timing(logs, full.signature).avg_us
+                    if full and (logs / f"{full.signature}.log").is_file() else None)
     shares = (latency.read_distribution_csv(args.distribution, len(latencies)) if args.distribution
               else latency.manifest_distribution(manifest))
     rows = latency.combine(manifest, latencies, shares, full_latency)

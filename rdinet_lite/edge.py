@@ -3,8 +3,10 @@
 
 Runs, one image at a time: the chained early-exit runner, the in-graph early
 exit and the full model (if the bundle has them) and every segment alone;
-prints p50/p95 latencies and
-writes the per-segment CSV of :mod:`rdinet_lite.latency`.
+prints p50/p95 latencies and the exit shares (exits numbered 1..K, as in the
+manifest), writes the per-segment CSV of :mod:`rdinet_lite.latency` and, last,
+a JSON summary line (``exit_shares`` keyed ``exit_1``.., ``segment_us`` keyed
+``segment_1``..).
 
     python3 -m rdinet_lite.edge --bundle BUNDLE [--images test.npz --key x_test]
         [--count 500] [--threads 1] [--out edge_latency.csv]
@@ -23,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from rdinet_lite import arguments, files, latency
-from rdinet_lite.runner import MANIFEST, EarlyExitRunner
+from rdinet_lite.manifest import MANIFEST
+from rdinet_lite.runner import EarlyExitRunner
 
 
 def main(argv=None):
@@ -48,7 +51,7 @@ def _run(args):
     with files.lock(args.out):
         runner = EarlyExitRunner(args.bundle, num_threads=args.threads)
         in_graph = (EarlyExitRunner(args.bundle, num_threads=args.threads, in_graph=True)
-                    if runner.manifest.get("in_graph_exit") else None)
+                    if runner.manifest.in_graph_exit is not None else None)
         if args.images:
             images = latency.images_from_npz(args.images, args.key, runner.image_shape, args.count)
         else:
@@ -61,11 +64,11 @@ def _run(args):
         latency.write_csv(rows, args.out, overwrite=args.overwrite)
     early, full = result["early_exit_ms"], result["full_ms"]
     print(f"{platform.machine()} {platform.platform()}, {args.threads} thread(s), "
-          f"{len(images)} images, precision {runner.manifest.get('precision')}")
-    print(f"exit shares        {np.round(result['exit_shares'], 3).tolist()} measured on these images")
+          f"{len(images)} images, precision {runner.manifest.precision}")
+    print(f"exit shares        {_numbered('exit', result['exit_shares'], '.3f')}  (measured on these images)")
     if not args.images:
-        print(f"                   {np.round(shares, 3).tolist()} from the manifest (used in the CSV)")
-    print(f"segments (us)      {np.round(result['segment_us'], 1).tolist()}")
+        print(f"                   {_numbered('exit', shares, '.3f')}  (from the manifest, used in the CSV)")
+    print(f"segments (us)      {_numbered('segment', result['segment_us'], '.1f')}")
     print(f"early exit (ms)    p50 {early['p50']:.3f}  p95 {early['p95']:.3f}  mean {early['mean']:.3f}"
           f"  (predicted from segments {result['predicted_early_exit_ms']:.3f})")
     if result["in_graph_ms"] is not None:
@@ -74,8 +77,16 @@ def _run(args):
     if full is not None:
         print(f"full model (ms)    p50 {full['p50']:.3f}  p95 {full['p95']:.3f}  mean {full['mean']:.3f}")
     print(f"wrote {args.out}")
-    print(json.dumps({k: v for k, v in result.items() if k != "predictions"}))
+    summary = {key: value for key, value in result.items() if key != "predictions"}
+    summary["exit_shares"] = {f"exit_{k}": share for k, share in enumerate(result["exit_shares"], 1)}
+    summary["segment_us"] = {f"segment_{k}": us for k, us in enumerate(result["segment_us"], 1)}
+    print(json.dumps(summary))
     return 0
+
+
+def _numbered(kind, values, spec):
+    """``values`` labelled 1..K: ``exit 1: 0.25  exit 2: 0.75``."""
+    return "  ".join(f"{kind} {k}: {value:{spec}}" for k, value in enumerate(values, 1))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Checks of images, labels and exit thresholds where they enter the library (numpy only).
 
-One implementation for the Keras side and the device runtime: images are
+One implementation for the Keras side and the device runner: images are
 NHWC floats in [0, 1] with no other preprocessing; labels are integer class
 indices.
 """
@@ -88,7 +88,7 @@ def check_thresholds(thresholds):
 
 def open_side_exits(thresholds):
     """Which side exits an input may leave at (bool, the shape of ``thresholds``): a threshold of 0 closes its
-    exit. The one statement of that rule for Keras routing, cost accounting, export and the device runtime."""
+    exit. The one statement of that rule for Keras routing, cost accounting, export and the device runner."""
     return np.asarray(thresholds) > 0
 
 

@@ -1,6 +1,6 @@
 """On-device latency of early exit: per-segment timings combined with an exit distribution.
 
-An image leaving at exit k (0-based) runs segments 1..k+1, so with per-segment
+An image leaving at exit k (1..K) runs segments 1..k, so with per-segment
 latencies t_1..t_K and exit shares s_1..s_K the expected early-exit latency is
 ``sum_k s_k * (t_1 + ... + t_k)``. Per-segment latencies come from LiteRT's
 ``benchmark_model`` logs, one run per signature of the bundle's file (phones, see
@@ -24,7 +24,6 @@ import numpy as np
 from rdinet_lite import files
 from rdinet_lite.accounting import exit_shares, expected_cost
 from rdinet_lite.errors import InputError
-from rdinet_lite.runner import SAFE_NAME
 
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)"
 _SUMMARY = re.compile(r"Inference \(avg\):\s*" + _NUMBER)
@@ -77,7 +76,7 @@ def parse_benchmark_model(text):
 
 
 def expected_latency(segment_latencies, exit_distribution):
-    """Mean latency when a sample leaving at exit k pays segments 1..k+1.
+    """Mean latency when a sample leaving at exit k pays segments 1..k.
 
     Args:
         segment_latencies: K per-segment latencies (any unit).
@@ -117,55 +116,51 @@ def read_distribution_csv(path, num_exits):
 
 
 def benchmark_plan(manifest):
-    """The ``benchmark_model`` runs a bundle needs: one ``(file, signature)`` per segment, then the full model."""
-    full = manifest.get("full_model")
-    signatures = [s["signature"] for s in manifest["segments"]] + ([full["signature"]] if full else [])
-    for name in (manifest["file"], *signatures):  # they reach a shell on the device
-        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
-            raise InputError(f"the manifest names {str(name)[:80]!r}: a bundle's file and signature names hold only "
-                             "letters, digits and _ . - (a tampered manifest?); re-export the bundle")
-    return [(manifest["file"], signature) for signature in signatures]
+    """The ``benchmark_model`` runs a :class:`~rdinet_lite.manifest.Manifest`'s bundle needs: one
+    ``(file, signature)`` per segment, then the full model. Their names reach a shell on the device; the
+    manifest admits only letters, digits and ``_ . -`` in them."""
+    full = manifest.full_model
+    signatures = [segment.signature for segment in manifest.segments] + ([full.signature] if full else [])
+    return [(manifest.file, signature) for signature in signatures]
 
 
 def manifest_distribution(manifest):
-    """Exit shares recorded in a bundle manifest; :class:`InputError` if it has none."""
-    recorded = manifest.get("exit_distribution")
-    if not recorded:
+    """Exit shares recorded in a :class:`~rdinet_lite.manifest.Manifest` (position k-1: exit k);
+    :class:`InputError` if it has none."""
+    if manifest.exit_distribution is None:
         raise InputError(
             "the manifest records no exit distribution (export with representative images); "
-            "pass --distribution exits.csv with columns exit,share"
+            "pass --distribution exits.csv with columns exit,share (exits 1-based)"
         )
-    shares = np.asarray(recorded["shares"], np.float64)
-    if not (np.isfinite(shares).all() and (shares >= 0).all() and shares.sum() > 0):
-        raise InputError(f"the manifest's exit distribution {shares.tolist()} is not a set of finite non-negative "
-                         "shares; re-export the bundle or pass --distribution exits.csv")
-    return shares
+    return np.asarray(manifest.exit_distribution.shares, np.float64)
 
 
 def combine(manifest, segment_latencies_us, shares, full_latency_us=None):
-    """CSV rows: one per segment, the expected early exit, and (if timed) the full model and ratios.
+    """CSV rows: one per segment (``segment_k`` for exit k), the expected early exit, and (if timed) the full
+    model and ratios.
 
-    ``mflops_honest`` is the cumulative cost for segment rows and the expected
-    cost for the early-exit row (honest convention).
+    ``manifest``: the bundle's :class:`~rdinet_lite.manifest.Manifest`; ``shares``: one per exit, exit 1
+    first. ``mflops_honest`` is the cumulative cost for segment rows and the expected cost for the early-exit
+    row (honest convention).
     """
-    segments = manifest["segments"]
+    segments = manifest.segments
     if len(segment_latencies_us) != len(segments):
         raise InputError(f"need a latency for each of the {len(segments)} segments; "
                          f"got {len(segment_latencies_us)}")
     expected = expected_latency(segment_latencies_us, shares)
     shares = np.asarray(shares, np.float64) / np.sum(shares)
-    costs = [s["cost_mflops"]["honest"]["cumulative"] for s in segments]
+    costs = [segment.cost_mflops["honest"].cumulative for segment in segments]
     cumulative = np.cumsum(segment_latencies_us)
-    rows = [{"row": f"segment_{i + 1}", "signature": s["signature"], "latency_us": segment_latencies_us[i],
+    rows = [{"row": f"segment_{i + 1}", "signature": s.signature, "latency_us": segment_latencies_us[i],
              "cumulative_latency_us": cumulative[i], "exit_share": shares[i],
              "mflops_honest": costs[i]} for i, s in enumerate(segments)]
     mean_cost = expected_cost(costs, shares)
     rows.append({"row": "early_exit_expected", "latency_us": expected, "exit_share": 1.0,
                  "mflops_honest": mean_cost})
-    full = manifest.get("full_model")
+    full = manifest.full_model
     if full_latency_us is not None and full is not None:
-        full_cost = full["cost_mflops"]["honest"]
-        rows.append({"row": "full_model", "signature": full["signature"], "latency_us": full_latency_us,
+        full_cost = full.cost_mflops["honest"]
+        rows.append({"row": "full_model", "signature": full.signature, "latency_us": full_latency_us,
                      "mflops_honest": full_cost})
         if full_latency_us > 0 and full_cost > 0:
             rows.append({"row": "early_exit_over_full", "latency_us": expected / full_latency_us,
@@ -207,8 +202,9 @@ def benchmark_bundle(runner, images, warmup=20, in_graph_runner=None):
     images are run beforehand, untimed.
 
     Returns a dict: ``early_exit_ms``, ``in_graph_ms`` and ``full_ms`` (mean, p50,
-    p95; None where not timed), ``segment_us`` (mean per segment),
-    ``exit_shares`` and ``predictions`` (early exit, measured on ``images``), and
+    p95; None where not timed), ``segment_us`` (mean per segment, segment 1
+    first), ``exit_shares`` (exit 1 first) and ``predictions`` (early exit,
+    measured on ``images``), and
     ``predicted_early_exit_ms`` (from the segment latencies and the measured
     shares, see :func:`expected_latency`).
     """

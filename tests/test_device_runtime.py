@@ -5,15 +5,16 @@ A "board" is simulated exactly as device/README.md section 3 tells a real one to
 1. a fresh venv (``python -m venv``) with only what device/README.md's ``pip install`` line names
    (pip's cache and configuration as usual); skipped only when a separate probe finds no index
    reachable at all: a requirement the index cannot satisfy fails;
-2. the checkout's ``rdinet_tf/`` and ``export/`` copied into a board directory, which is
-   the venv's ``PYTHONPATH`` (rdinet_tf is not pip-installed there);
+2. the checkout's folders that the README's ``scp -r`` line names (``rdinet_lite/``) copied into
+   a board directory, the working directory of every command; no ``PYTHONPATH`` and no
+   pip install of the project;
 3. a bundle exported here, in the main environment, from a fresh
    ``rdinet_tf.models.build("smallcnn")`` with thresholds that split the test images
    over the exits, plus ``test_images.npz`` (uint8, key ``x_test``).
 
 In the venv, ``import tensorflow`` and ``import keras`` fail, ``EarlyExitRunner`` gives
 the same exits, predictions and probabilities as the main environment's runner, and
-``rdinet_lite/edge.py`` and ``rdinet_lite/bench.py`` run. About 15 s on a 2-core machine
+``python -m rdinet_lite.edge`` and ``python -m rdinet_lite`` (rdinet-bench) run. About 15 s on a 2-core machine
 (venv and pip install about 6 s, with or without pip's cache).
 """
 
@@ -47,7 +48,16 @@ def device_requirements():
     return match.group(1).split()
 
 
+def device_folders():
+    """The checkout's folders device/README.md tells the host to copy to a board: those its ``scp -r`` line names."""
+    text = (REPO / "device" / "README.md").read_text()
+    match = re.search(r"^scp -r (.+) board:", text, re.MULTILINE)
+    assert match, "device/README.md should give the scp line that copies the device package to a board"
+    return [name for name in match.group(1).split() if (REPO / name).is_dir()]
+
+
 DEVICE_REQUIREMENTS = device_requirements()
+DEVICE_FOLDERS = device_folders()
 
 
 def index_reachable(python, env, cwd):
@@ -60,12 +70,11 @@ def index_reachable(python, env, cwd):
     return probe.returncode == 0 and "numpy" in probe.stdout
 
 
-def _board_environment(board):
-    """The venv's environment: nothing of the main interpreter's paths, the board directory on PYTHONPATH."""
+def _board_environment():
+    """The venv's environment: nothing of the main interpreter's paths (commands run in the board directory)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")}
-    env.update(PYTHONPATH=str(board), PYTHONNOUSERSITE="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
-               PYTHONDONTWRITEBYTECODE="1")
+    env.update(PYTHONNOUSERSITE="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONDONTWRITEBYTECODE="1")
     return env
 
 
@@ -87,7 +96,7 @@ def board(tmp_path_factory):
     _checked(subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True,
                             timeout=RUN_TIMEOUT_S))
     python = venv / "bin" / "python"
-    env = _board_environment(board_dir)
+    env = _board_environment()
     command = [str(python), "-m", "pip", "install", "--timeout", "30", "--retries", "2", *DEVICE_REQUIREMENTS]
     try:
         install = _run(command, env, root, timeout=PIP_TIMEOUT_S)
@@ -101,8 +110,8 @@ def board(tmp_path_factory):
                         f"not installing {' '.join(DEVICE_REQUIREMENTS)}")
         assert install is not None, f"pip install {' '.join(DEVICE_REQUIREMENTS)} took over {PIP_TIMEOUT_S} s"
         _checked(install)
-    # The package as a board gets it: the checkout's rdinet_lite/ (device/README.md, section 3).
-    for folder in ("rdinet_lite",):
+    # The package as a board gets it: the folders of the README's scp line (device/README.md, section 3).
+    for folder in DEVICE_FOLDERS:
         shutil.copytree(REPO / folder, board_dir / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return python, board_dir, env
 
@@ -146,6 +155,11 @@ def test_readme_pins_the_runtime_the_library_is_tested_with():
     assert pins == [setup_pin] == [f"ai-edge-litert=={version('ai-edge-litert')}"]
 
 
+def test_the_board_gets_the_device_package_alone():
+    """The README copies rdinet_lite/ and nothing of rdinet_tf (which needs TensorFlow)."""
+    assert DEVICE_FOLDERS == ["rdinet_lite"]
+
+
 def test_venv_has_no_tensorflow_or_keras(board):
     python, board_dir, env = board
     for module in ("tensorflow", "keras"):
@@ -157,7 +171,7 @@ def test_venv_has_no_tensorflow_or_keras(board):
 RUNNER_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from rdinet_lite.runner import EarlyExitRunner
+    from rdinet_lite import EarlyExitRunner
     from rdinet_lite.latency import images_from_npz
     bundle, images_path, out = sys.argv[1:]
     runner = EarlyExitRunner(bundle, num_threads=1)
@@ -183,7 +197,7 @@ def test_runner_in_venv_matches_main_environment(board, bundle, tmp_path):
         np.testing.assert_allclose(device["probabilities"], expected.probabilities, rtol=0, atol=1e-6)
 
 
-def test_edge_benchmark_in_venv(board, bundle, tmp_path):
+def test_edge_in_venv(board, bundle, tmp_path):
     python, board_dir, env = board
     bundle_dir, images_path, expected = bundle
     csv_path = tmp_path / "edge_latency.csv"
@@ -192,7 +206,11 @@ def test_edge_benchmark_in_venv(board, bundle, tmp_path):
                             "--warmup", "2", "--threads", "1", "--out", str(csv_path)], env, board_dir))
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     shares = np.bincount(expected.exits, minlength=3) / NUM_IMAGES
-    np.testing.assert_allclose(summary["exit_shares"], shares)
+    assert list(summary["exit_shares"]) == ["exit_1", "exit_2", "exit_3"]  # numbered as in the manifest
+    assert list(summary["segment_us"]) == ["segment_1", "segment_2", "segment_3"]
+    np.testing.assert_allclose(list(summary["exit_shares"].values()), shares)
+    printed = next(line for line in result.stdout.splitlines() if line.startswith("exit shares"))
+    assert printed.split()[2:8] == ["exit", "1:", f"{shares[0]:.3f}", "exit", "2:", f"{shares[1]:.3f}"]
     assert summary["images"] == NUM_IMAGES and summary["full_ms"] is not None
     rows = [line.split(",")[0] for line in csv_path.read_text().splitlines()]
     assert rows == ["row", "segment_1", "segment_2", "segment_3", "early_exit_expected", "full_model",
@@ -211,7 +229,7 @@ def test_edge_benchmark_in_venv(board, bundle, tmp_path):
 
 
 def test_combine_in_venv(board, bundle, tmp_path):
-    """rdinet_lite/bench.py (rdinet-bench) on benchmark_model-style logs, in the TF-free venv."""
+    """python -m rdinet_lite (rdinet-bench) on benchmark_model-style logs, in the TF-free venv."""
     python, board_dir, env = board
     bundle_dir, _, _ = bundle
     logs = tmp_path / "logs"

@@ -20,6 +20,7 @@ from rdinet_tf.cli import export as export_cli
 from rdinet_lite.errors import InputError
 from rdinet_tf.export import compare_with_keras, export_tflite, tflite
 from rdinet_tf.exits.policy import ExitPolicy
+from rdinet_lite.manifest import Manifest
 from rdinet_lite.runner import EarlyExitRunner
 
 from oracle import keras_early_exit
@@ -205,6 +206,26 @@ def test_manifest_describes_the_bundle(model, bundles):
     assert manifest["in_graph_exit"]["signature"] == "early_exit"
     assert full["cost_mflops"]["honest"] < flops.exit_costs(model, "honest")[-1]  # no side heads
     assert full["cost_mflops"]["paper"] == pytest.approx(9.256, abs=1e-3)
+
+
+# The keys of a format-2 manifest.json, in order: the layout bundles exported before the schema class keep.
+FORMAT_2_KEYS = ["format", "format_version", "file", "bytes", "sha256", "model_name", "num_exits", "num_classes",
+                 "class_names", "precision", "precision_notes", "int8_calibration_images", "input", "thresholds",
+                 "exit_rule", "entropy", "segments", "full_model", "in_graph_exit", "cost_conventions",
+                 "exit_distribution"]
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_the_manifest_written_is_the_one_read(bundles, precision):
+    """The exporter writes manifest.json through the Manifest schema the device side reads it with."""
+    bundle = bundles(precision)
+    written = json.loads((bundle / "manifest.json").read_text())
+    assert list(written) == FORMAT_2_KEYS
+    assert [list(s) for s in written["segments"]] == [["index", "exit", "signature", "inputs", "outputs",
+                                                      "cost_mflops"]] * 3
+    manifest = Manifest.read(bundle)
+    assert manifest.to_json() == written and Manifest.from_json(written) == manifest
+    assert (manifest.FORMAT, manifest.FORMAT_VERSION) == (written["format"], written["format_version"])
 
 
 def test_int8_manifest_records_calibration(bundles):

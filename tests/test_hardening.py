@@ -1,8 +1,6 @@
 """Tampered bundles, outputs onto inputs, diverged models, concurrent runs, damaged backups, bad clusters:
 each refused with one clear error (exit code 2, one line) and nothing replaced or left behind."""
 
-import csv
-import hashlib
 import io
 import json
 import os
@@ -23,11 +21,12 @@ from rdinet_tf.training import placement
 from rdinet_lite import files
 from rdinet_tf.cli import evaluate, export, import_torch, prune, train
 from rdinet_lite import arguments
-from rdinet_lite import bench
+from rdinet_lite import bench, edge
 from rdinet_lite.errors import InputError
 from rdinet_tf.exits.policy import ExitPolicy
-from rdinet_lite.runner import EarlyExitRunner, load_manifest
-from test_bench_kit import ANDROID_LOG, FAKE_ADB, FAKE_BENCHMARK_MODEL, MANIFEST
+from rdinet_lite.manifest import Manifest
+from rdinet_lite.runner import EarlyExitRunner
+from test_latency import ANDROID_LOG, FAKE_ADB, FAKE_BENCHMARK_MODEL, MANIFEST, manifest_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = ["--dataset", "digits", "--fast", "--epochs", "1", "--steps-per-epoch", "1", "--quiet"]
@@ -59,12 +58,10 @@ def _snapshot(folder):
 
 
 def _fake_bundle(folder, edit=None):
-    """A bundle of the bench tools' MANIFEST with a placeholder file (the device tools need no real model)."""
+    """A bundle of the latency tests' manifest with a placeholder file (the device tools need no real model)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.tflite").write_bytes(b"flatbuffer")
-    manifest = dict(json.loads(json.dumps(MANIFEST)), format="rdinet_tflite_bundle", format_version=2, num_exits=3,
-                    thresholds=[0.1, 0.2], file="model.tflite", input={"shape": [1, 28, 28, 1]},
-                    sha256=hashlib.sha256(b"flatbuffer").hexdigest())
+    manifest = manifest_json()
     if edit:
         edit(manifest)
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -79,9 +76,12 @@ INJECTION = "segment_1;touch${IFS}INJECTED;#"
 
 def test_a_signature_name_that_would_reach_a_shell_is_refused(tmp_path, cli_error):
     bundle = _fake_bundle(tmp_path / "bundle", lambda m: m["segments"][0].update(signature=INJECTION))
-    assert "segments[0] must be the signature 'segment_1'" in cli_error(bench.main, ["--bundle", str(bundle), "--plan"])
-    with pytest.raises(InputError, match="letters, digits"):
-        latency.benchmark_plan({"file": "model.tflite", "segments": [{"signature": INJECTION}]})
+    assert "segment 1: 'signature' must be a name of letters, digits, _ . -" in cli_error(
+        bench.main, ["--bundle", str(bundle), "--plan"])
+    injected = manifest_json()
+    injected["full_model"]["signature"] = INJECTION
+    with pytest.raises(InputError, match="'full_model': 'signature' must be a name of letters, digits"):
+        Manifest.from_json(injected)
     for name, text in {"adb": FAKE_ADB, "benchmark_model": FAKE_BENCHMARK_MODEL}.items():
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o755)
@@ -116,10 +116,17 @@ def test_the_android_script_quotes_what_it_passes_to_the_device_shell(tmp_path):
     (lambda m: m.update(sha256="0" * 64), "does not match the manifest's sha256"),
     (lambda m: m.update(num_exits="3"), "'num_exits' must be a positive integer"),
     (lambda m: m.update(thresholds=["0.1", 0.2]), "'thresholds' must be 2 finite"),
-    (lambda m: m.update(input={"shape": "1,28,28,1"}), "'input' must hold the 'shape'"),
-    (lambda m: m["segments"][1]["cost_mflops"]["honest"].update(cumulative="4"), "cumulative' must be a finite"),
-    (lambda m: m["full_model"]["cost_mflops"].update(honest=0), "full_model 'cost_mflops.honest'"),
-    (lambda m: m.update(exit_distribution={"shares": [float("nan"), 0.5, 0.5]}), "exit_distribution.shares"),
+    (lambda m: m.update(input={"shape": "1,28,28,1"}), "'input': 'shape' must be [1, H, W, C]"),
+    (lambda m: m["segments"][1]["cost_mflops"]["honest"].update(cumulative="4"),
+     "segment 2: 'cost_mflops.honest': 'segment' and 'cumulative' must be finite"),
+    (lambda m: m["full_model"]["cost_mflops"].update(honest=0), "'full_model': 'cost_mflops.honest' must be"),
+    (lambda m: m.update(exit_distribution={"shares": [float("nan"), 0.5, 0.5]}),
+     "'exit_distribution': 'shares' must be finite"),
+    (lambda m: m.update(exit_distribution={"shares": [0.5, 0.5]}), "'exit_distribution.shares' must hold 3"),
+    (lambda m: m["segments"][2]["outputs"].update(probs={"tensor": "p", "shape": [1, -10], "dtype": "float32"}),
+     "segment 3: output 'probs': 'shape' must be a list of non-negative integers"),
+    (lambda m: m["segments"][0].pop("inputs"), "segment 1 has no 'inputs' entry"),
+    (lambda m: m.update(format_version=3), "format version 3; this library reads version 2"),
     (lambda m: m.update(segments={"a": 1}), "'segments' must list 3"),
     (lambda m: m.update(file="model.tflite; rm -rf /"), "plain file name"),
 ])
@@ -136,14 +143,8 @@ def test_every_manifest_field_is_checked_where_the_manifest_is_read(tmp_path, ed
     assert not (tmp_path / "l.csv").exists()
 
 
-def _edge_benchmark():
-    from rdinet_lite import edge
-
-    return edge.main
-
-
-def test_edge_benchmark_follows_the_error_convention(tmp_path, cli_error):
-    main = _edge_benchmark()
+def test_edge_follows_the_error_convention(tmp_path, cli_error):
+    main = edge.main
     bundle = _fake_bundle(tmp_path / "bundle", lambda m: m.update(num_exits=[3]))
     assert "'num_exits' must be a positive integer" in cli_error(main, ["--bundle", str(bundle), "--out",
                                                                         str(tmp_path / "e.csv")])

@@ -80,6 +80,6 @@ def test_the_device_package_imports_neither_tensorflow_nor_rdinet_tf(path):
 
 
 def test_importing_the_device_package_loads_no_tensorflow_even_where_it_is_installed():
-    code = ("import sys, rdinet_lite, rdinet_lite.bench, rdinet_lite.edge, rdinet_lite.latency; "
+    code = ("import sys, rdinet_lite, rdinet_lite.bench, rdinet_lite.edge, rdinet_lite.latency, rdinet_lite.manifest; "
             "assert not {'tensorflow', 'keras'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

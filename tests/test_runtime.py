@@ -15,6 +15,8 @@ from rdinet_lite.errors import InputError
 from rdinet_tf.export import export_tflite, tflite
 from rdinet_lite.inputs import entropy_bounds
 from rdinet_tf.exits.policy import ExitPolicy
+from rdinet_lite import runner as runner_module
+from rdinet_lite.manifest import Manifest, to_json
 from rdinet_lite.runner import EarlyExitRunner
 
 import oracle
@@ -148,6 +150,40 @@ def test_run_batch_refuses_a_bad_batch_size_and_batches_of_a_fixed_batch_bundle(
         runner.run_batch(images, batch_size=8)
 
 
+def test_without_litert_internals_the_public_signature_runner_gives_the_same_results(bundle, images, monkeypatch):
+    """A LiteRT whose SignatureRunner lacks the private wrapper the in-place path uses gets LiteRT's public
+    SignatureRunner call instead: same exits, predictions and probabilities, one image or batches."""
+    in_place = EarlyExitRunner(bundle, num_threads=1)
+    assert all(segment.in_place for segment in in_place.segments)
+    signature_runner = in_place.interpreter.get_signature_runner("segment_1")
+    image = in_place.segments[0].inputs["image"]  # its tensor index
+    assert runner_module._in_place_access(signature_runner, {image: (1, 28, 28, 1)})
+    assert runner_module._in_place_access(signature_runner, {image: (1, 32)}) is None  # views of another shape
+    assert runner_module._in_place_access(object(), {}) is None  # no _interpreter_wrapper / _subgraph_index
+    expected = in_place.run_batch(images)
+    assert len(set(expected.exits.tolist())) == 3
+
+    monkeypatch.setattr(runner_module, "_in_place_access", lambda runner, input_shapes: None)
+    public = EarlyExitRunner(bundle, num_threads=1)
+    assert not any(segment.in_place for segment in public.segments)
+    for batch_size in (20, 1):
+        result = public.run_batch(images, batch_size=batch_size)
+        np.testing.assert_array_equal(result.exits, expected.exits)
+        np.testing.assert_array_equal(result.predictions, expected.predictions)
+        np.testing.assert_allclose(result.probabilities, expected.probabilities, atol=1e-6)
+    assert [public.run(image).exit for image in images[:8]] == expected.exits[:8].tolist()
+    assert len(latency.benchmark_bundle(public, images[:4], warmup=1)["segment_us"]) == 3
+
+
+def test_a_manifest_is_read_through_its_schema(bundle):
+    """The runner's manifest is the Manifest read from the bundle; it writes back the JSON it was read from."""
+    manifest = EarlyExitRunner(bundle).manifest
+    assert isinstance(manifest, Manifest) and manifest == Manifest.read(bundle)
+    assert manifest.to_json() == json.loads((bundle / "manifest.json").read_text())
+    assert [s.signature for s in manifest.segments] == ["segment_1", "segment_2", "segment_3"]
+    assert [s.exit for s in manifest.segments] == ["exit_1", "exit_2", "exit_3"]
+
+
 def test_benchmark_bundle_times_chain_and_segments(bundle, images):
     runner = EarlyExitRunner(bundle, num_threads=1)
     result = latency.benchmark_bundle(runner, images[:12], warmup=2)
@@ -279,7 +315,7 @@ def test_segments_that_do_not_chain(copy):
     def edit(manifest):
         manifest["sha256"] = hashlib.sha256(flatbuffer).hexdigest()
         for segment in manifest["segments"]:
-            segment.update(specs[segment["signature"]])
+            segment.update(to_json(specs[segment["signature"]]))
     _edit_manifest(copy, edit)
     with pytest.raises(InputError, match="signature segment_2 should read 'features' of shape"):
         EarlyExitRunner(copy)

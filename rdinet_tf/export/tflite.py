@@ -24,7 +24,6 @@ import contextlib
 import gzip
 import hashlib
 import io
-import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -44,13 +43,16 @@ from rdinet_tf.architecture.graph import flat_layers
 from rdinet_lite.errors import InputError
 from rdinet_lite.inputs import open_side_exits
 from rdinet_tf.exits.policy import entropy, predict_exit_logits
-from rdinet_lite.runner import (BUNDLE_FILE, FORMAT, FORMAT_VERSION, FULL_SIGNATURE, IN_GRAPH_SIGNATURE, MANIFEST,
-                               SIGNATURE, EarlyExitRunner, segment_signature)
+from rdinet_lite.manifest import (BUNDLE_FILE, FULL_SIGNATURE, IN_GRAPH_SIGNATURE, ExitDistribution, FullModel,
+                                  InGraphExit, InputSpec, Manifest, Quantization, Segment, SegmentCost, TensorSpec,
+                                  segment_signature)
+from rdinet_lite.runner import EarlyExitRunner
 
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
+SIGNATURE = "serving_default"  # the signature of a single-model TFLite file
 PREPROCESSING = "none: float32 pixels in [0,1], NHWC"
 ENTROPY_FORMULA = "-sum(p * log(p + 1e-5)) over the softmax probabilities p"
-EXIT_RULE = ("leave at exit k (0-based, k < K-1) when thresholds[k] > 0 and entropy_k < thresholds[k] "
+EXIT_RULE = ("leave at exit k (1-based, k < K) when T_k = thresholds[k-1] > 0 and entropy_k < T_k "
              "(a threshold of 0 closes its exit); the last exit always answers")
 
 # What each precision means for the files (recorded in the manifest).
@@ -193,7 +195,7 @@ def _quantize_with_float_tail(converter):
 
 
 def tensor_specs(flatbuffer):
-    """Signature name -> ``{"inputs", "outputs"}``: name -> {tensor, shape, dtype, quantization}."""
+    """Signature name -> ``{"inputs", "outputs"}``: name -> :class:`~rdinet_lite.manifest.TensorSpec`."""
     interpreter = Interpreter(model_content=flatbuffer)
     specs = {}
     for name in sorted(interpreter.get_signature_list()):
@@ -208,13 +210,9 @@ def tensor_specs(flatbuffer):
 def _tensor_spec(details):
     dtype = np.dtype(details["dtype"])
     scale, zero_point = details["quantization"]
-    return {
-        "tensor": details["name"],
-        "shape": [int(n) for n in details["shape"]],
-        "dtype": dtype.name,
-        "quantization": ({"scale": float(scale), "zero_point": int(zero_point)}
-                         if dtype.kind in "iu" else None),
-    }
+    return TensorSpec(tensor=details["name"], shape=tuple(int(n) for n in details["shape"]), dtype=dtype.name,
+                      quantization=(Quantization(scale=float(scale), zero_point=int(zero_point))
+                                    if dtype.kind in "iu" else None))
 
 
 def bundle_endpoints(model, include_full=False, in_graph_exit=False):
@@ -295,7 +293,8 @@ def export_tflite(model, out_dir, precision="float32", representative_images=Non
     is the same as from the float32 model with these weights.
 
     Returns:
-        The manifest (also written to ``out_dir/manifest.json``).
+        The manifest as written to ``out_dir/manifest.json`` (a dict; read it back as a
+        :class:`rdinet_lite.manifest.Manifest` with ``Manifest.read(out_dir)``).
     """
     representative_images = _check_export_args(model, precision, representative_images, class_names)
     model = float32_network(model)
@@ -373,51 +372,44 @@ def _write_bundle(model, bundle_dir, precision, representative_images, include_f
     specs = tensor_specs(flatbuffer)
     stage_macs, head_macs = flops.segment_macs(model)
     cumulative = {c: flops.exit_costs(model, c) for c in CONVENTIONS}
-    segments = [{
-        "index": index,
-        "exit": f"exit_{index + 1}",
-        "signature": segment_signature(index),
+    segments = tuple(Segment(
+        index=index,
+        exit=f"exit_{index + 1}",
+        signature=segment_signature(index),
         **specs[segment_signature(index)],
-        "cost_mflops": {c: {"segment": stage_macs[index].in_convention(c) + head_macs[index].in_convention(c),
-                            "cumulative": float(cumulative[c][index])} for c in CONVENTIONS},
-    } for index in range(model.num_exits)]
+        cost_mflops={c: SegmentCost(segment=stage_macs[index].in_convention(c) + head_macs[index].in_convention(c),
+                                    cumulative=float(cumulative[c][index])) for c in CONVENTIONS},
+    ) for index in range(model.num_exits))
     full = None
     if include_full:
-        full = {"signature": FULL_SIGNATURE, **specs[FULL_SIGNATURE], "cost_mflops": {
+        full = FullModel(signature=FULL_SIGNATURE, **specs[FULL_SIGNATURE], cost_mflops={
             "honest": sum(s.in_convention("honest") for s in stage_macs) + head_macs[-1].in_convention("honest"),
             "paper": float(cumulative["paper"][-1]),
-        }}
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "file": BUNDLE_FILE,
-        "bytes": len(flatbuffer),
-        "sha256": hashlib.sha256(flatbuffer).hexdigest(),
-        "model_name": model.name,
-        "num_exits": model.num_exits,
-        "num_classes": model.num_classes,
-        "class_names": None if class_names is None else [str(c) for c in class_names],
-        "precision": precision,
-        "precision_notes": PRECISION_NOTES[precision],
-        "int8_calibration_images": 0 if calibration is None else int(len(representative_images)),
-        "input": {
-            "shape": [1, *model.image_shape],
-            "dtype": "float32",
-            "value_range": [0.0, 1.0],
-            "preprocessing": PREPROCESSING,
-        },
-        "thresholds": [float(t) for t in model.exit_policy.thresholds],
-        "exit_rule": EXIT_RULE,
-        "entropy": ENTROPY_FORMULA,
-        "segments": segments,
-        "full_model": full,
-        "in_graph_exit": ({"signature": IN_GRAPH_SIGNATURE, **specs[IN_GRAPH_SIGNATURE],
-                           "note": IN_GRAPH_NOTE} if in_graph_exit else None),
-        "cost_conventions": COST_NOTES,
-        "exit_distribution": _exit_distribution(model, representative_images),
-    }
-    (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+        })
+    manifest = Manifest(
+        file=BUNDLE_FILE,
+        bytes=len(flatbuffer),
+        sha256=hashlib.sha256(flatbuffer).hexdigest(),
+        model_name=model.name,
+        num_exits=model.num_exits,
+        num_classes=model.num_classes,
+        class_names=None if class_names is None else tuple(str(c) for c in class_names),
+        precision=precision,
+        precision_notes=PRECISION_NOTES[precision],
+        int8_calibration_images=0 if calibration is None else int(len(representative_images)),
+        input=InputSpec(shape=(1, *(int(n) for n in model.image_shape)), preprocessing=PREPROCESSING),
+        thresholds=tuple(float(t) for t in model.exit_policy.thresholds),
+        exit_rule=EXIT_RULE,
+        entropy=ENTROPY_FORMULA,
+        segments=segments,
+        full_model=full,
+        in_graph_exit=(InGraphExit(signature=IN_GRAPH_SIGNATURE, **specs[IN_GRAPH_SIGNATURE], note=IN_GRAPH_NOTE)
+                       if in_graph_exit else None),
+        cost_conventions=COST_NOTES,
+        exit_distribution=_exit_distribution(model, representative_images),
+    )
+    manifest.write(bundle_dir)
+    return manifest.to_json()
 
 
 def _signature_inputs(model, images, endpoints):
@@ -438,8 +430,8 @@ def _exit_distribution(model, images):
     if images is None or len(images) == 0:
         return None
     shares = model.exit_policy.predict(model, images).exit_shares
-    return {"shares": shares.tolist(), "images": int(len(images)),
-            "source": "Keras float32 ExitPolicy.predict on the representative images"}
+    return ExitDistribution(shares=tuple(float(v) for v in shares), images=int(len(images)),
+                            source="Keras float32 ExitPolicy.predict on the representative images")
 
 
 def compare_with_keras(model, bundle_dir, images, labels=None, num_threads=None):

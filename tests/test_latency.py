@@ -1,4 +1,5 @@
-"""Parsing LiteRT benchmark_model logs and combining segment latencies into early-exit latency."""
+"""rdinet_lite.latency and rdinet-bench: parsing LiteRT benchmark_model logs and combining segment latencies into
+early-exit latency."""
 
 import csv
 import hashlib
@@ -10,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from rdinet_lite import latency
-from rdinet_lite import bench
+from rdinet_lite import bench, latency
 from rdinet_lite.errors import InputError
+from rdinet_lite.manifest import Manifest
 
 # benchmark_model on a phone (recent LiteRT: warm-up line, then the measured run with percentiles).
 ANDROID_LOG = """\
@@ -48,14 +49,21 @@ I tflite  : Running benchmark for at least 50 iterations and at least 1 seconds 
 I tflite  : count=50 first=2990275 curr=2913402 min=2727568 max=3189954 avg=2.95034e+06 std=109798
 """
 
-MANIFEST = {
-    "segments": [
-        {"signature": f"segment_{k}", "cost_mflops": {"honest": {"cumulative": cost}}}
-        for k, cost in ((1, 1.0), (2, 4.0), (3, 5.0))
-    ],
-    "full_model": {"signature": "full", "cost_mflops": {"honest": 4.5}},
-    "exit_distribution": {"shares": [0.5, 0.25, 0.25]},
-}
+def manifest_json(**changes):
+    """The JSON of a 3-exit bundle's manifest with the costs these tests use (placeholder tensors and file)."""
+    segments = [{"index": k - 1, "exit": f"exit_{k}", "signature": f"segment_{k}", "inputs": {}, "outputs": {},
+                 "cost_mflops": {"honest": {"segment": segment, "cumulative": cumulative}}}
+                for k, segment, cumulative in ((1, 1.0, 1.0), (2, 3.0, 4.0), (3, 1.0, 5.0))]
+    manifest = {"format": Manifest.FORMAT, "format_version": Manifest.FORMAT_VERSION, "file": "model.tflite",
+                "sha256": hashlib.sha256(b"flatbuffer").hexdigest(), "num_exits": 3, "thresholds": [0.1, 0.2],
+                "input": {"shape": [1, 28, 28, 1]}, "segments": segments,
+                "full_model": {"signature": "full", "inputs": {}, "outputs": {}, "cost_mflops": {"honest": 4.5}},
+                "exit_distribution": {"shares": [0.5, 0.25, 0.25]}}
+    manifest.update(changes)
+    return manifest
+
+
+MANIFEST = Manifest.from_json(manifest_json())
 
 
 def test_parse_summary_line_and_measured_run():
@@ -106,7 +114,7 @@ def test_distribution_csv_and_manifest(tmp_path):
         latency.read_distribution_csv(path, 3)
     assert latency.manifest_distribution(MANIFEST).tolist() == [0.5, 0.25, 0.25]
     with pytest.raises(InputError, match="--distribution"):
-        latency.manifest_distribution({"exit_distribution": None})
+        latency.manifest_distribution(Manifest.from_json(manifest_json(exit_distribution=None)))
 
 
 def test_images_from_npz(tmp_path):
@@ -128,10 +136,7 @@ def bundle(tmp_path):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "model.tflite").write_bytes(b"flatbuffer")
-    manifest = dict(MANIFEST, format="rdinet_tflite_bundle", format_version=2, num_exits=3,
-                    thresholds=[0.1, 0.2], file="model.tflite", input={"shape": [1, 28, 28, 1]},
-                    sha256=hashlib.sha256(b"flatbuffer").hexdigest())
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    (bundle / "manifest.json").write_text(json.dumps(manifest_json()))
     return bundle
 
 
