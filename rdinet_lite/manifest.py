@@ -249,7 +249,8 @@ class InputSpec:
                  and shape[0] == 1 and math.prod(shape) <= MAX_INPUT_VALUES,
                  f"'shape' must be [1, H, W, C], positive integers; got {shape!r:.80}")
         _set(self, "shape", tuple(shape))
-        _require(self.dtype == "float32" and list(self.value_range) == [0.0, 1.0],
+        _require(self.dtype == "float32" and isinstance(self.value_range, (list, tuple))
+                 and list(self.value_range) == [0.0, 1.0],
                  f"the input must be float32 pixels in [0, 1]; got {self.dtype!r:.20} in {self.value_range!r:.40}")
         _set(self, "value_range", tuple(self.value_range))
         _require(self.preprocessing is None or isinstance(self.preprocessing, str), "'preprocessing' must be a string")
