@@ -108,7 +108,8 @@ class Signature:
     :meth:`invoke` writes the input in place and :meth:`view` reads an output
     without a copy, through LiteRT's interpreter wrapper (see
     :func:`_in_place_access`); where that is unavailable, through LiteRT's
-    public ``SignatureRunner`` call (a copy in and out per call).
+    public ``SignatureRunner`` call (a copy in and out per call), and
+    :attr:`in_place` is False.
     """
 
     def __init__(self, interpreter, path, entry):
