@@ -33,7 +33,7 @@ class ExitResult:
     """Early-exit inference of one image."""
 
     prediction: int
-    exit: int  # 0-based index of the exit taken (exit ``exit + 1`` of the manifest), as ExitPolicy's
+    exit: int  # 0-based index of the exit taken (exit ``exit + 1`` of the manifest), as PolicyResult.exits
     probabilities: np.ndarray  # softmax of the exit taken, (C,)
     seconds: float  # time in the interpreters, from first input to last output
 
