@@ -21,17 +21,14 @@ import dataclasses
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from rdinet_tf import data, models
-from rdinet_tf import evaluation
 from rdinet_lite import files
 from rdinet_tf.baselines import pruning
 from rdinet_tf import attacks
 from rdinet_tf.cli import common
 from rdinet_lite import arguments
 from rdinet_lite.errors import InputError
-from rdinet_tf.exits.policy import predict_exit_logits
 
 MODEL_FILE = "model.keras"
 SUMMARY_FILE = "summary.json"
@@ -102,8 +99,8 @@ def _prune(args, out):
         source, splits.x_train, splits.y_train, sparsity, attack, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
     samples = min(args.eval_samples, len(splits.x_test))
-    rows = {"source": evaluate_final_exit(source, splits, eval_attack, samples, False, not args.quiet),
-            "pruned": evaluate_final_exit(result.model, splits, eval_attack, samples, True, not args.quiet)}
+    rows = {"source": pruning.evaluate_final_exit(source, splits, eval_attack, samples, False, not args.quiet),
+            "pruned": pruning.evaluate_final_exit(result.model, splits, eval_attack, samples, True, not args.quiet)}
     summary = {
         "args": vars(args),
         "dataset": {"name": args.dataset, "source": splits.source, "train": len(splits.x_train),
@@ -128,21 +125,6 @@ def _prune(args, out):
     print(table(rows, eval_attack, samples))
     print(f"\nwrote {out / MODEL_FILE} and {out / SUMMARY_FILE}")
     return summary
-
-
-def evaluate_final_exit(model, splits, attack, samples, sparse, progress=False):
-    """The model through its final exit alone: TA (test split), ATA (first ``samples``), sparsity, cost."""
-    final_exit = model.num_exits - 1
-    report = evaluation.robustness_report(
-        model, splits.x_test[:samples], splits.y_test[:samples], [attack],
-        policy=pruning.single_exit_policy(model), objectives=[f"exit_{final_exit + 1}"], progress=progress,
-        slowdown=False)
-    logits = predict_exit_logits(model, splits.x_test)[final_exit]
-    return {"accuracy": float(np.mean(logits.argmax(-1) == splits.y_test)),
-            "ata": report.exit_adversarial_accuracy[attack.name][final_exit],
-            "sparsity": pruning.measured_sparsity(model)[0],
-            "mflops": pruning.final_exit_cost(model, "honest", sparse),
-            "paper_mflops": pruning.final_exit_cost(model, "paper", sparse)}
 
 
 def table(rows, attack, samples):
