@@ -27,6 +27,7 @@ from rdinet_lite import files
 from rdinet_tf.baselines import pruning
 from rdinet_tf import attacks
 from rdinet_tf.cli import common
+from rdinet_tf.experiments import settings
 from rdinet_lite import arguments
 from rdinet_lite.errors import InputError
 
@@ -85,13 +86,13 @@ def _check_out(out, args):
 def _prune(args, out):
     source = models.load(args.model)
     pruning.check_model(source)
-    common.check_dataset(source, args.dataset, args.model)
+    settings.check_dataset(source, args.dataset, args.model)
     sparsity = (args.target_sparsity if args.target_mflops is None
                 else pruning.sparsity_for_cost(source, args.target_mflops, args.convention))
-    preset = common.preset_for(source.image_shape)
-    attack = common.training_attack(args, preset)
-    eval_attack = attacks.PGD(attack.eps, common.or_default(args.step_size, preset.step_size),
-                              common.or_default(args.eval_attack_steps, preset.eval_attack_steps))
+    preset = settings.preset_for(source.image_shape)
+    attack = settings.training_attack(args, preset)
+    eval_attack = attacks.PGD(attack.eps, settings.or_default(args.step_size, preset.step_size),
+                              settings.or_default(args.eval_attack_steps, preset.eval_attack_steps))
     splits = data.load(args.dataset, data_dir=args.data_dir, seed=args.seed)
 
     keras.utils.set_random_seed(args.seed)
