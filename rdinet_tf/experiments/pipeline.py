@@ -11,7 +11,6 @@ again with the same config resumes where it was (see :mod:`.run_directory`).
 
 import dataclasses
 import math
-import os
 import time
 
 import keras
@@ -20,47 +19,22 @@ import tensorflow as tf
 from rdinet_tf import attacks, data, evaluation, models
 from rdinet_tf.architecture import flops
 from rdinet_tf.exits.policy import ExitPolicy
-from rdinet_tf.experiments import settings
-from rdinet_tf.experiments.run_directory import MODEL_FILE, SUMMARY_FILE, TRAINING, RunDirectory
+from rdinet_tf.experiments.run_directory import MODEL_FILE, SUMMARY_FILE, RunDirectory
+from rdinet_tf.experiments.settings import (TRAINING_ATTACKS, check_dataset_shape, check_settings, evaluation_attacks,
+                                            objectives, or_default, setting, training_attack)
 from rdinet_tf.training import (DEFENSES, FAST_RECIPES, POLICY_DEFENSES, PRECISIONS, PRESETS, RECIPES,
                                 FollowThresholds, check_exit_weights, precision_scope, preset_optimizer)
 from rdinet_tf.training.distillation import NeoKD
 from rdinet_tf.training.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
 from rdinet_tf.training.placement import STRATEGIES, place
 from rdinet_lite.accounting import CONVENTIONS
-from rdinet_lite.arguments import SEED_LIMIT
 from rdinet_lite.errors import InputError
 
 POLICY_CALIBRATION_SAMPLES = 2000  # validation images the policy-aware defenses calibrate on before each epoch
 CALIBRATIONS = ("equal_share", "none")
 
-# What a setting must be (None is allowed where it is the default): a predicate and its description.
-_KINDS = {
-    "flag": (lambda v: isinstance(v, bool), "True or False"),
-    "positive_int": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "positive": (lambda v: _real(v) and v > 0, "a number > 0"),
-    "non_negative": (lambda v: _real(v) and v >= 0, "a number >= 0"),
-    "seed": (lambda v: _integer(v) and 0 <= v < SEED_LIMIT, f"an integer in [0, {SEED_LIMIT})"),
-    "text": (lambda v: isinstance(v, str), "a string"),
-    "path": (lambda v: isinstance(v, (str, os.PathLike)), "a path"),
-}
 
-
-def _integer(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _real(value):
-    return (_integer(value) or isinstance(value, float)) and math.isfinite(value)
-
-
-def _setting(default=None, kind="text", choices=None, training=True):
-    """A :class:`RunConfig` field: ``kind`` (a key of ``_KINDS``) or ``choices`` say what it may be;
-    ``training=False`` marks a setting that does not change what is trained (a rerun may differ in it)."""
-    return dataclasses.field(default=default, metadata={"kind": kind, "choices": choices, TRAINING: training})
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """The settings of a training run: each is the ``rdinet-train`` option of the same name (``steps_per_epoch``
     is ``--steps-per-epoch``; see ``rdinet-train --help``), in the command line's form (names and
@@ -70,54 +44,42 @@ class RunConfig:
     ``summary.json`` records them under ``args``, the same for a run of the command line and of :func:`run`.
     """
 
-    model: str = _setting("smallcnn", choices=PRESETS)
-    recipe: str = _setting("paper", choices=RECIPES)
-    dataset: str = _setting(choices=data.DATASETS)
-    data_dir: str = _setting(kind="path")
-    defense: str = _setting("max_average", choices=DEFENSES)
-    epochs: int = _setting(kind="positive_int")
-    steps_per_epoch: int = _setting(kind="positive_int")
-    batch_size: int = _setting(kind="positive_int")
-    distribute: str = _setting("none", choices=STRATEGIES)
-    cpu_devices: int = _setting(kind="positive_int")
-    precision: str = _setting("float32", choices=PRECISIONS)
-    lr: float = _setting(kind="positive")
-    guard: bool = _setting(kind="flag")
-    eps: float = _setting(kind="non_negative")
-    step_size: float = _setting(kind="non_negative")
-    attack_steps: int = _setting(kind="positive_int")
-    train_attack: str = _setting(choices=settings.TRAINING_ATTACKS)
-    fast: bool = _setting(False, kind="flag")
-    eval_attack_steps: int = _setting(kind="positive_int", training=False)
-    slowdown_weight: float = _setting(0.0, kind="non_negative")
-    slowdown_attack_steps: int = _setting(kind="positive_int")
-    neo_kd: str = _setting()
-    abstention_weight: float = _setting(kind="non_negative")
-    eval_attacks: str = _setting("pgd", training=False)
-    eval_objectives: str = _setting(training=False)
-    eval_samples: int = _setting(kind="positive_int", training=False)
-    exit_weights: str = _setting()
-    calibration: str = _setting("equal_share", choices=CALIBRATIONS, training=False)
-    seed: int = _setting(0, kind="seed")
-    out: str = _setting("runs/rdinet", kind="path", training=False)
-    overwrite: bool = _setting(False, kind="flag", training=False)
-    restart: bool = _setting(False, kind="flag", training=False)
-    quiet: bool = _setting(False, kind="flag", training=False)
+    model: str = setting("smallcnn", choices=PRESETS)
+    recipe: str = setting("paper", choices=RECIPES)
+    dataset: str | None = setting(choices=data.DATASETS)
+    data_dir: str | None = setting(kind="path")
+    defense: str = setting("max_average", choices=DEFENSES)
+    epochs: int | None = setting(kind="positive_int")
+    steps_per_epoch: int | None = setting(kind="positive_int")
+    batch_size: int | None = setting(kind="positive_int")
+    distribute: str = setting("none", choices=STRATEGIES)
+    cpu_devices: int | None = setting(kind="positive_int")
+    precision: str = setting("float32", choices=PRECISIONS)
+    lr: float | None = setting(kind="positive")
+    guard: bool | None = setting(kind="flag")
+    eps: float | None = setting(kind="non_negative")
+    step_size: float | None = setting(kind="non_negative")
+    attack_steps: int | None = setting(kind="positive_int")
+    train_attack: str | None = setting(choices=TRAINING_ATTACKS)
+    fast: bool = setting(False, kind="flag")
+    eval_attack_steps: int | None = setting(kind="positive_int", training=False)
+    slowdown_weight: float = setting(0.0, kind="non_negative")
+    slowdown_attack_steps: int | None = setting(kind="positive_int")
+    neo_kd: str | None = setting()
+    abstention_weight: float | None = setting(kind="non_negative")
+    eval_attacks: str = setting("pgd", training=False)
+    eval_objectives: str | None = setting(training=False)
+    eval_samples: int | None = setting(kind="positive_int", training=False)
+    exit_weights: str | None = setting()
+    calibration: str = setting("equal_share", choices=CALIBRATIONS, training=False)
+    seed: int = setting(0, kind="seed")
+    out: str = setting("runs/rdinet", kind="path", training=False)
+    overwrite: bool = setting(False, kind="flag", training=False)
+    restart: bool = setting(False, kind="flag", training=False)
+    quiet: bool = setting(False, kind="flag", training=False)
 
     def __post_init__(self):
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if value is None and field.default is None:
-                continue
-            choices = field.metadata["choices"]
-            if choices is not None and value not in tuple(choices):
-                raise InputError(f"RunConfig.{field.name} must be one of {', '.join(sorted(choices))}; "
-                                 f"got {value!r}")
-            check, description = _KINDS[field.metadata["kind"]]
-            if choices is None and not check(value):
-                raise InputError(f"RunConfig.{field.name} must be {description}; got {value!r}")
-            if field.metadata["kind"] == "path":
-                object.__setattr__(self, field.name, os.fspath(value))  # as the command line gives it: text
+        check_settings(self)
 
 
 def run(config, callbacks=()):
@@ -131,37 +93,36 @@ def run(config, callbacks=()):
     preset = PRESETS[config.model]
     recipe = FAST_RECIPES[config.model] if config.recipe == "fast" else None
     dataset = config.dataset or preset.dataset
-    settings.check_dataset_shape(models.INPUT_SHAPES[config.model], dataset, f"--model {config.model}")
+    check_dataset_shape(models.INPUT_SHAPES[config.model], dataset, f"--model {config.model}")
     if config.slowdown_attack_steps is not None and not config.slowdown_weight > 0:
         raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
                          "give it together with --slowdown-weight > 0")
     distillation = _neo_kd(config.neo_kd, config.defense)
     placement = place(config.distribute, config.cpu_devices)  # checks the request first
-    global_batch = settings.or_default(config.batch_size, (recipe or preset).batch_size)
+    global_batch = or_default(config.batch_size, (recipe or preset).batch_size)
     per_replica_batch = placement.per_replica_batch(global_batch)
     with precision_scope(config.precision):
         keras.utils.set_random_seed(config.seed)
         with placement.strategy.scope():
             model = models.build(config.model, num_classes=data.DATASETS[dataset][1])
         exit_weights = _exit_weights(config.exit_weights, model.num_exits)
-        attack = settings.training_attack(config, preset, default=recipe.attack if recipe else "pgd")
-        eps, step_size = attack.eps, settings.or_default(config.step_size, preset.step_size)
-        eval_attacks = settings.evaluation_attacks(
-            config.eval_attacks, eps, step_size, settings.or_default(config.eval_attack_steps, preset.eval_attack_steps))
-        eval_objectives = settings.objectives(config.eval_objectives, model.num_exits, "--eval-objectives")
+        attack = training_attack(config, preset, default=recipe.attack if recipe else "pgd")
+        eps, step_size = attack.eps, or_default(config.step_size, preset.step_size)
+        eval_attacks = evaluation_attacks(config.eval_attacks, eps, step_size,
+                                          or_default(config.eval_attack_steps, preset.eval_attack_steps))
+        eval_objectives = objectives(config.eval_objectives, model.num_exits, "--eval-objectives")
         slowdown_attack = (None if config.slowdown_attack_steps is None else
                            attacks.scaled_pgd(eps, config.slowdown_attack_steps))
         run_directory = RunDirectory(config.out, config, overwrite=config.overwrite, restart=config.restart,
-                                 worker=None if placement.is_chief else placement.worker)
+                                     worker=None if placement.is_chief else placement.worker)
         try:
             splits = data.load(dataset, data_dir=config.data_dir, seed=config.seed)
             if len(splits.x_val) == 0:
                 raise InputError(f"the validation split of {dataset} ({splits.source}) is empty: training validates "
                                  "and calibrates the exits on it; use a dataset with more training images")
-            steps_per_epoch = settings.or_default(config.steps_per_epoch,
-                                                  math.ceil(len(splits.x_train) / global_batch))
-            epochs = settings.or_default(config.epochs, recipe.epochs if recipe else math.ceil(preset.iterations /
-                                                                                               steps_per_epoch))
+            steps_per_epoch = or_default(config.steps_per_epoch, math.ceil(len(splits.x_train) / global_batch))
+            epochs = or_default(config.epochs, recipe.epochs if recipe else math.ceil(preset.iterations /
+                                                                                      steps_per_epoch))
             total_steps = epochs * steps_per_epoch
             guard = (CatastrophicOverfittingGuard(splits.x_val[:GUARD_SAMPLES], splits.y_val[:GUARD_SAMPLES],
                                                   guard_attack(eps), state_dir=run_directory.out, seed=config.seed)

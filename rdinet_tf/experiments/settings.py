@@ -1,12 +1,65 @@
 """An experiment's settings as the command lines give them (names, comma-separated lists, None for the
-recipe's value) turned into the library's objects: the training and evaluation attacks, the attack objectives;
-and the checks that a dataset fits a model."""
+recipe's value): the fields of the config dataclasses and their checks, and how the settings become the
+library's objects (the training and evaluation attacks, the attack objectives); the checks that a dataset fits
+a model."""
+
+import dataclasses
+import math
+import os
 
 from rdinet_tf import attacks, data
-from rdinet_lite.errors import InputError
+from rdinet_tf.experiments.run_directory import TRAINING
 from rdinet_tf.training import PRESETS
+from rdinet_lite.arguments import SEED_LIMIT
+from rdinet_lite.errors import InputError
 
 TRAINING_ATTACKS = ("pgd", "fast_fgsm", "n_fgsm")
+
+# What a setting must be (None is allowed where it is the default; a field without a default is required):
+# a predicate and its description.
+_KINDS = {
+    "flag": (lambda v: isinstance(v, bool), "True or False"),
+    "positive_int": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "positive": (lambda v: _real(v) and v > 0, "a number > 0"),
+    "non_negative": (lambda v: _real(v) and v >= 0, "a number >= 0"),
+    "number": (lambda v: _integer(v) or isinstance(v, float), "a number"),
+    "seed": (lambda v: _integer(v) and 0 <= v < SEED_LIMIT, f"an integer in [0, {SEED_LIMIT})"),
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "path": (lambda v: isinstance(v, (str, os.PathLike)), "a path"),
+}
+
+
+def _integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value):
+    return (_integer(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def setting(default=None, kind="text", choices=None, training=True):
+    """A field of an experiment's config dataclass: ``kind`` (a key of ``_KINDS``) or ``choices`` say what it
+    may be (:func:`check_settings`); ``training=False`` marks a setting that does not change what is trained
+    (a rerun of the run directory may differ in it)."""
+    return dataclasses.field(default=default, metadata={"kind": kind, "choices": choices, TRAINING: training})
+
+
+def check_settings(config):
+    """One clear error for the first field of the dataclass ``config`` (made with :func:`setting`) that is not
+    what it may be; ``kind="path"`` fields become text, as the command line gives them."""
+    name = type(config).__name__
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value is None and field.default is None:
+            continue
+        choices = field.metadata["choices"]
+        if choices is not None and value not in tuple(choices):
+            raise InputError(f"{name}.{field.name} must be one of {', '.join(sorted(choices))}; got {value!r}")
+        check, description = _KINDS[field.metadata["kind"]]
+        if choices is None and not check(value):
+            raise InputError(f"{name}.{field.name} must be {description}; got {value!r}")
+        if field.metadata["kind"] == "path":
+            object.__setattr__(config, field.name, os.fspath(value))
 
 
 def or_default(value, default):
