@@ -19,14 +19,13 @@ import keras
 
 from rdinet_tf import attacks, data, models
 from rdinet_tf.baselines import pruning
+from rdinet_tf.experiments.run_directory import MODEL_FILE, SUMMARY_FILE
 from rdinet_tf.experiments.settings import (TRAINING_ATTACKS, check_dataset, check_settings, or_default,
                                             preset_for, setting, training_attack)
 from rdinet_lite import files
 from rdinet_lite.accounting import CONVENTIONS
 from rdinet_lite.errors import InputError
 
-MODEL_FILE = "model.keras"
-SUMMARY_FILE = "summary.json"
 COST_NOTE = ("MFLOPs of the final-exit path (stages + final head, no side heads): 10^6 conv+dense MACs; "
              "paper: 2^20 conv MACs; pruned model: sparse: non-zero weights only")
 
