@@ -4,7 +4,7 @@ Reads the runs of benchmarks/mnist_rdi.sh (``RUNS/single_exit`` and
 ``RUNS/rdi_max_average``: ``model.keras`` + ``summary.json``, and the RDI
 model's ``report.json`` from ``rdinet-evaluate`` if there is one), prunes the
 defended single-exit model to the RDI model's average honest cost with
-``rdinet-prune`` (:mod:`rdinet_tf.cli.prune`, fast adversarial fine-tune), and prints the
+:func:`rdinet_tf.experiments.prune` (``rdinet-prune``'s run, fast adversarial fine-tune), and prints the
 side-by-side table: TA, worst-case ATA, MFLOPs in both conventions, model size.
 
     python benchmarks/pruning_mnist.py --data-dir ../shared/data [--runs runs/mnist]
@@ -19,8 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from rdinet_tf import export, models  # noqa: E402
-from rdinet_tf.cli import prune  # noqa: E402
+from rdinet_tf import experiments, export, models  # noqa: E402
 from rdinet_lite.errors import InputError  # noqa: E402
 from rdinet_tf.export import export_tflite  # noqa: E402
 from mnist_table import attacked_report  # noqa: E402  (beside this script)
@@ -48,15 +47,13 @@ def segments_gzip_bytes(model):
         return sum(export.gzip_size(path.read_bytes()) for path in (Path(work) / "bundle").glob("*.tflite"))
 
 
-def prune_run(args, source, out, target):
-    """``rdinet-prune`` from ``source`` into ``out`` (skipped with --reuse when done)."""
+def prune_run(args, source, out, **target):
+    """The pruned baseline of ``source`` at ``target`` into ``out`` (skipped with --reuse when done)."""
     if not (args.reuse and (out / "summary.json").is_file()):
-        prune.run(prune.parse_args([
-            "--model", str(source), "--dataset", args.dataset,
-            *(["--data-dir", args.data_dir] if args.data_dir else []), "--out", str(out), *target,
-            "--fast", "--eps", "0.3", "--step-size", "0.01", "--epochs", str(args.epochs),
-            "--steps-per-epoch", str(args.steps_per_epoch), "--eval-attack-steps", "40",
-            "--eval-samples", str(args.eval_samples), "--quiet"]))
+        experiments.prune(experiments.PruneConfig(
+            model=source, dataset=args.dataset, data_dir=args.data_dir, out=out, **target, fast=True, eps=0.3,
+            step_size=0.01, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, eval_attack_steps=40,
+            eval_samples=args.eval_samples, quiet=True))
     return read_run(out)
 
 
@@ -76,11 +73,10 @@ def main(argv=None):
     single_path, _ = read_run(runs / "single_exit")
     rdi_path, rdi = read_run(runs / "rdi_max_average")
     pruned_path, pruned = prune_run(args, single_path, runs / "pruned_single_exit",
-                                    ["--target-mflops", str(rdi["test_clean"]["mflops"])])
+                                    target_mflops=rdi["test_clean"]["mflops"])
     rows = [("defended single-exit SmallCNN", pruned["source"], models.load(single_path), False)]
     if args.control:
-        control_path, control = prune_run(args, single_path, runs / "finetuned_single_exit",
-                                          ["--target-sparsity", "0"])
+        control_path, control = prune_run(args, single_path, runs / "finetuned_single_exit", target_sparsity=0.0)
         rows.append(("same + the same fine-tune, unpruned", control["pruned"], models.load(control_path),
                      False))
     rows.append((f"same, pruned to {pruned['sparsity']:.1%} sparsity", pruned["pruned"],

@@ -17,20 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from rdinet_tf import data, models
+from rdinet_tf import data, experiments, models
 from rdinet_tf import evaluation
 from rdinet_lite import files
 from rdinet_tf.architecture import flops
 from rdinet_tf import attacks
-from rdinet_tf.cli import train
 
 
-def train_args(data_dir, out, weight, defense, eval_samples, slowdown_steps):
-    steps = ["--slowdown-attack-steps", str(slowdown_steps)] if slowdown_steps and weight > 0 else []
-    return train.parse_args([
-        "--model", "smallcnn", "--dataset", "mnist", "--data-dir", data_dir, "--defense", defense, "--fast",
-        "--epochs", "1", "--batch-size", "128", "--eval-samples", str(eval_samples), "--eval-attack-steps", "20",
-        "--eval-attacks", "pgd,noise", "--slowdown-weight", str(weight), *steps, "--out", str(out), "--quiet"])
+def run_config(data_dir, out, weight, defense, eval_samples, slowdown_steps):
+    return experiments.RunConfig(
+        model="smallcnn", dataset="mnist", data_dir=data_dir, defense=defense, fast=True, epochs=1, batch_size=128,
+        eval_samples=eval_samples, eval_attack_steps=20, eval_attacks="pgd,noise", slowdown_weight=weight,
+        slowdown_attack_steps=slowdown_steps if slowdown_steps and weight > 0 else None, out=out, quiet=True)
 
 
 def universal_cost(run_dir, data_dir, eps, samples):
@@ -78,8 +76,8 @@ def main():
         run_dir = Path(args.out) / "_".join(filter(None, [f"weight_{weight:g}", examples]))
         summary_path = run_dir / "summary.json"
         summary = (json.loads(summary_path.read_text()) if summary_path.exists()
-                   else train.run(train_args(args.data_dir, run_dir, weight, args.defense, args.eval_samples,
-                                             args.slowdown_steps)))
+                   else experiments.run(run_config(args.data_dir, run_dir, weight, args.defense, args.eval_samples,
+                                                   args.slowdown_steps)))
         if "universal" not in summary:
             summary["universal"] = universal_cost(run_dir, args.data_dir, summary["attack"]["eps"], args.eval_samples)
             files.write_json(summary_path, summary)

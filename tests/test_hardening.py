@@ -451,9 +451,10 @@ def test_a_progress_file_with_a_bad_epoch_key_is_named(tmp_path, cli_error):
     out = tmp_path / "run"
     out.mkdir()
     args = train.parse_args([*RESUME, "--out", str(out)])
-    from rdinet_tf.experiments.run_directory import _NOT_TRAINING
+    from rdinet_tf.experiments import RunConfig
+    from rdinet_tf.experiments.run_directory import training_settings
 
-    training_args = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_TRAINING}
+    training_args = training_settings(RunConfig(**vars(args)))
     (out / "progress.json").write_text(json.dumps({"args": training_args,
                                                    "epochs": {"x": {"logs": {}, "seconds": 1}}}))
     error = cli_error(train.main, [*RESUME, "--out", str(out)])

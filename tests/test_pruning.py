@@ -171,7 +171,7 @@ def test_cli_in_a_fresh_process_writes_outputs_and_stays_on_keras3(source_path, 
 
 def test_cli_failure_leaves_nothing(result, source_path, tmp_path, monkeypatch, cli_error):
     monkeypatch.setattr(pruning, "prune_final_exit", lambda *args, **kwargs: result)
-    monkeypatch.setattr(prune, "evaluate_final_exit", lambda *args, **kwargs: {})
+    monkeypatch.setattr(pruning, "evaluate_final_exit", lambda *args, **kwargs: {})
     saved = []
 
     def fail(path):

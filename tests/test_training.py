@@ -217,17 +217,17 @@ def test_zero_is_a_value_not_the_preset(train_compile_arguments):
 
 
 def test_a_run_of_an_hour_or_more_says_how_long_it_will_take(capsys, monkeypatch):
-    from rdinet_tf.cli import train as train_cli
+    from rdinet_tf.experiments import pipeline
 
     clock = iter([0.0, 10.0, 12.0, 14.0])  # step 1 traces; steps 2-4 take 2 s each
-    monkeypatch.setattr(train_cli.time, "perf_counter", lambda: next(clock))
-    warning = train_cli._DurationWarning(total_steps=3600)
+    monkeypatch.setattr(pipeline.time, "perf_counter", lambda: next(clock))
+    warning = pipeline._DurationWarning(total_steps=3600)
     for batch in range(6):
         warning.on_train_batch_end(batch)
     assert "about 2.0 hours (3600 steps)" in capsys.readouterr().out
-    quick = train_cli._DurationWarning(total_steps=100)
+    quick = pipeline._DurationWarning(total_steps=100)
     clock = iter([0.0, 10.0, 12.0, 14.0])
-    monkeypatch.setattr(train_cli.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(pipeline.time, "perf_counter", lambda: next(clock))
     for batch in range(4):
         quick.on_train_batch_end(batch)
     assert capsys.readouterr().out == ""

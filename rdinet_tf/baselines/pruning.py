@@ -38,7 +38,8 @@ from rdinet_tf import attacks
 from rdinet_tf.architecture import MultiExitNetwork
 from rdinet_tf.architecture.graph import flat_layers, output_positions, replay
 from rdinet_lite.errors import InputError
-from rdinet_tf.exits.policy import ExitPolicy
+from rdinet_tf.evaluation import robustness_report
+from rdinet_tf.exits.policy import ExitPolicy, predict_exit_logits
 from rdinet_tf.training import MultiExitModel, rdi_loss
 
 PRUNABLE_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
@@ -143,6 +144,21 @@ def measured_sparsity(model):
 def single_exit_policy(model):
     """Thresholds all 0: every input answers at the final exit."""
     return ExitPolicy([0.0] * (model.num_exits - 1))
+
+
+def evaluate_final_exit(model, splits, attack, samples, sparse, progress=False):
+    """The model through its final exit alone: TA (test split), ATA (first ``samples``), sparsity, cost."""
+    final_exit = model.num_exits - 1
+    report = robustness_report(
+        model, splits.x_test[:samples], splits.y_test[:samples], [attack],
+        policy=single_exit_policy(model), objectives=[f"exit_{final_exit + 1}"], progress=progress,
+        slowdown=False)
+    logits = predict_exit_logits(model, splits.x_test)[final_exit]
+    return {"accuracy": float(np.mean(logits.argmax(-1) == splits.y_test)),
+            "ata": report.exit_adversarial_accuracy[attack.name][final_exit],
+            "sparsity": measured_sparsity(model)[0],
+            "mflops": final_exit_cost(model, "honest", sparse),
+            "paper_mflops": final_exit_cost(model, "paper", sparse)}
 
 
 @contextlib.contextmanager

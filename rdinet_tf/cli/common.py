@@ -1,19 +1,15 @@
-"""What the Keras-side command lines share: data and attack arguments, presets, attacks, shape checks."""
+"""What the Keras-side command lines share: the data and attack arguments (their values become the library's
+objects in :mod:`rdinet_tf.experiments.settings`)."""
 
 from rdinet_tf import data
-from rdinet_tf import attacks
 from rdinet_lite.arguments import non_negative_float, positive_int
-from rdinet_lite.errors import InputError
-from rdinet_tf.training import PRESETS
+from rdinet_tf.experiments.settings import TRAINING_ATTACKS
 
 
 def add_data_arguments(parser, required=True, default=None, help="dataset (digits is embedded: no download)"):
     """``--dataset`` and ``--data-dir``."""
     parser.add_argument("--dataset", choices=sorted(data.DATASETS), required=required, default=default, help=help)
     parser.add_argument("--data-dir", help=f"local data directory (else ${data.DATA_DIR_ENV} or tfds)")
-
-
-TRAINING_ATTACKS = ("pgd", "fast_fgsm", "n_fgsm")
 
 
 def add_attack_arguments(parser, training):
@@ -28,84 +24,3 @@ def add_attack_arguments(parser, training):
                             "eps), n_fgsm (noise 2 eps, step eps, no projection) (default: the recipe's)")
         parser.add_argument("--fast", action="store_true", help="the same as --train-attack fast_fgsm (CPU budget)")
         parser.add_argument("--eval-attack-steps", type=positive_int, help="evaluation PGD steps (default: preset)")
-
-
-def or_default(value, default):
-    """``value`` unless it was not given (None); 0 is a value, never replaced."""
-    return default if value is None else value
-
-
-def preset_for(image_shape, name=None):
-    """The preset named ``name``, or the reference model's preset for ``image_shape``."""
-    if name is not None:
-        return PRESETS[name]
-    return PRESETS["smallcnn" if tuple(image_shape)[-1] == 1 else "resnet38"]
-
-
-def training_attack(args, preset, default="pgd"):
-    """The training attack named by ``--train-attack`` (``--fast``: fast_fgsm; else ``default``) at the preset's eps.
-
-    ``--step-size`` is PGD's (training and evaluation); ``--attack-steps``, which a
-    single-step attack has no use for, is refused with one.
-    """
-    eps = or_default(args.eps, preset.eps)
-    if args.fast and args.train_attack not in (None, "fast_fgsm"):
-        raise InputError(f"--fast means --train-attack fast_fgsm; it contradicts --train-attack {args.train_attack}")
-    name = args.train_attack or ("fast_fgsm" if args.fast else default)
-    if name != "pgd" and args.attack_steps is not None:
-        raise InputError(f"--attack-steps sets PGD's steps; the training attack {name} takes one step: drop it")
-    if name == "fast_fgsm":
-        return attacks.fast_fgsm(eps)
-    if name == "n_fgsm":
-        return attacks.NFGSM(eps)
-    return attacks.PGD(eps, or_default(args.step_size, preset.step_size),
-                       or_default(args.attack_steps, preset.train_attack_steps))
-
-
-def evaluation_attacks(names, eps, step_size, steps):
-    """Attack methods by command-line name (comma-separated): pgd, fgsm, wrm, noise."""
-    makers = {
-        "pgd": lambda: attacks.PGD(eps, step_size, steps),
-        "fgsm": lambda: attacks.fgsm(eps),
-        "wrm": lambda: attacks.WRM(eps, steps),
-        "noise": lambda: attacks.RandomNoise(eps),
-    }
-    names = [n for n in names.split(",") if n]
-    unknown = [n for n in names if n not in makers]
-    if unknown or not names:
-        raise InputError(f"unknown attack {unknown[0] if unknown else names!r}; choose from {sorted(makers)} "
-                         "(comma-separated)")
-    return [makers[n]() for n in names]
-
-
-def objectives(text, num_exits, option="--objectives"):
-    """Comma-separated attack objectives, checked for a model of ``num_exits`` exits; None: the default set.
-
-    The command lines always have an exit policy to route with (train
-    calibrates one; ``evaluate_splits`` calibrates a model saved without), so
-    ``routing`` is always accepted.
-    """
-    if text is None:
-        return None
-    names = [o for o in text.split(",") if o]
-    if not names:
-        raise InputError(f"{option} names no objective; give e.g. exit_1,average,max_average,routing or leave it out")
-    for name in names:
-        attacks.check_objective(name, num_exits, policy=True)
-    return names
-
-
-def check_dataset_shape(image_shape, dataset, owner):
-    """One clear error when ``dataset``'s images do not have the shape ``owner`` takes."""
-    if data.DATASETS[dataset][0] != tuple(image_shape):
-        raise InputError(f"{owner} takes {tuple(image_shape)} images but {dataset} has "
-                         f"{data.DATASETS[dataset][0]}; pick a matching --dataset")
-
-
-def check_dataset(model, dataset, owner):
-    """One clear error when ``dataset``'s images or classes do not fit ``model``."""
-    check_dataset_shape(model.image_shape, dataset, owner)
-    classes = data.DATASETS[dataset][1]
-    if model.num_classes != classes:
-        raise InputError(f"{owner} has {model.num_classes} classes but {dataset} has {classes}; pick a matching "
-                         "--dataset or a model trained on it")

@@ -11,6 +11,7 @@ from rdinet_tf import evaluation
 from rdinet_lite import files
 from rdinet_tf.attacks.autoattack import AutoAttack
 from rdinet_tf.cli import common
+from rdinet_tf.experiments import settings
 from rdinet_lite import arguments
 from rdinet_tf.training import PRESETS
 
@@ -50,12 +51,12 @@ def main(args):
 
 def _evaluate(args):
     model = models.load(args.model)
-    common.check_dataset(model, args.dataset, args.model)
-    objectives = common.objectives(args.objectives, model.num_exits)
-    preset = common.preset_for(model.image_shape, args.preset)
-    eps = common.or_default(args.eps, preset.eps)
-    methods = common.evaluation_attacks(args.attacks, eps, common.or_default(args.step_size, preset.step_size),
-                                        common.or_default(args.attack_steps, preset.eval_attack_steps))
+    settings.check_dataset(model, args.dataset, args.model)
+    objectives = settings.objectives(args.objectives, model.num_exits)
+    preset = settings.preset_for(model.image_shape, args.preset)
+    eps = settings.or_default(args.eps, preset.eps)
+    methods = settings.evaluation_attacks(args.attacks, eps, settings.or_default(args.step_size, preset.step_size),
+                                          settings.or_default(args.attack_steps, preset.eval_attack_steps))
     suite = (AutoAttack(eps, args.autoattack_steps, args.autoattack_queries, args.autoattack_targets)
              if args.autoattack else None)
     splits = data.load(args.dataset, data_dir=args.data_dir)

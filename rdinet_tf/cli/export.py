@@ -15,6 +15,7 @@ import numpy as np
 from rdinet_tf import data, models
 from rdinet_lite import files
 from rdinet_tf.cli import common
+from rdinet_tf.experiments import settings
 from rdinet_lite import arguments
 from rdinet_lite.errors import InputError
 from rdinet_tf.export import (CLASS_NAMES, PRECISIONS, compare_saved_model, compare_with_keras, export_saved_model,
@@ -77,7 +78,7 @@ def main(args):
     model = models.load(args.model)
     splits = None
     if args.dataset is not None:
-        common.check_dataset(model, args.dataset, args.model)
+        settings.check_dataset(model, args.dataset, args.model)
         splits = data.load(args.dataset, data_dir=args.data_dir)
     count = 0 if splits is None else min(args.eval_images, len(splits.x_test))
     if args.tflite:

@@ -17,26 +17,10 @@ of the final-exit path (stages + final head, no side heads); the pruned model's
 count non-zero weights only.
 """
 
-import dataclasses
-from pathlib import Path
-
-import keras
-import numpy as np
-
-from rdinet_tf import data, models
-from rdinet_tf import evaluation
-from rdinet_lite import files
-from rdinet_tf.baselines import pruning
-from rdinet_tf import attacks
+from rdinet_tf import experiments
 from rdinet_tf.cli import common
 from rdinet_lite import arguments
-from rdinet_lite.errors import InputError
-from rdinet_tf.exits.policy import predict_exit_logits
-
-MODEL_FILE = "model.keras"
-SUMMARY_FILE = "summary.json"
-COST_NOTE = ("MFLOPs of the final-exit path (stages + final head, no side heads): 10^6 conv+dense MACs; "
-             "paper: 2^20 conv MACs; pruned model: sparse: non-zero weights only")
+from rdinet_lite.accounting import CONVENTIONS
 
 
 def parser():
@@ -47,7 +31,7 @@ def parser():
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-mflops", type=arguments.positive_float, help="final-exit cost to reach, in --convention")
     target.add_argument("--target-sparsity", type=float, help="fraction of weights to zero, in [0, 1)")
-    parser.add_argument("--convention", choices=["honest", "paper"], default="honest",
+    parser.add_argument("--convention", choices=CONVENTIONS, default="honest",
                         help="cost convention of --target-mflops (see rdinet_tf.architecture.flops)")
     parser.add_argument("--epochs", type=arguments.positive_int, default=1)
     parser.add_argument("--steps-per-epoch", type=arguments.positive_int, help="default: one pass over the training split")
@@ -66,94 +50,8 @@ def parse_args(argv=None):
 
 
 def run(args):
-    """Prune, fine-tune, evaluate and save as ``args`` says; returns the summary."""
-    if args.target_sparsity is not None:
-        pruning.check_sparsity(args.target_sparsity)
-    files.check_output(args.out, inputs=[args.model])  # before Path(""), which is "."
-    out = Path(args.out)
-    _check_out(out, args)
-    with files.lock(out):
-        _check_out(out, args)  # as it is now that nobody else writes it
-        return _prune(args, out)
-
-
-def _check_out(out, args):
-    files.check_output(out, inputs=[args.model])
-    existing = [name for name in (MODEL_FILE, SUMMARY_FILE) if (out / name).exists()]
-    if existing and not args.overwrite:
-        raise InputError(f"{out} already holds {' and '.join(existing)} (an earlier run's); pass --overwrite to "
-                         "replace them or choose another --out")
-
-
-def _prune(args, out):
-    source = models.load(args.model)
-    pruning.check_model(source)
-    common.check_dataset(source, args.dataset, args.model)
-    sparsity = (args.target_sparsity if args.target_mflops is None
-                else pruning.sparsity_for_cost(source, args.target_mflops, args.convention))
-    preset = common.preset_for(source.image_shape)
-    attack = common.training_attack(args, preset)
-    eval_attack = attacks.PGD(attack.eps, common.or_default(args.step_size, preset.step_size),
-                              common.or_default(args.eval_attack_steps, preset.eval_attack_steps))
-    splits = data.load(args.dataset, data_dir=args.data_dir, seed=args.seed)
-
-    keras.utils.set_random_seed(args.seed)
-    result = pruning.prune_final_exit(
-        source, splits.x_train, splits.y_train, sparsity, attack, epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
-    samples = min(args.eval_samples, len(splits.x_test))
-    rows = {"source": evaluate_final_exit(source, splits, eval_attack, samples, False, not args.quiet),
-            "pruned": evaluate_final_exit(result.model, splits, eval_attack, samples, True, not args.quiet)}
-    summary = {
-        "args": vars(args),
-        "dataset": {"name": args.dataset, "source": splits.source, "train": len(splits.x_train),
-                    "test": len(splits.x_test)},
-        "convention": args.convention,
-        "target_mflops": args.target_mflops,
-        "target_sparsity": result.target_sparsity,
-        "sparsity": result.sparsity,
-        "layer_sparsity": result.layer_sparsity,
-        "schedule": result.schedule,
-        "fine_tune": {"attack": dataclasses.asdict(attack), "epochs": args.epochs, "steps": result.steps,
-                      "batch_size": args.batch_size, "learning_rate": args.lr,
-                      "seconds": round(result.seconds, 1), "loss": result.loss},
-        "eval_attack": dataclasses.asdict(eval_attack),
-        "ata_samples": samples,
-        "cost_note": COST_NOTE,
-        "source": rows["source"],
-        "pruned": rows["pruned"],
-    }
-    files.publish(out, {MODEL_FILE: result.model.save, SUMMARY_FILE: files.json_writer(summary)},
-                  replace=args.overwrite)
-    print(table(rows, eval_attack, samples))
-    print(f"\nwrote {out / MODEL_FILE} and {out / SUMMARY_FILE}")
-    return summary
-
-
-def evaluate_final_exit(model, splits, attack, samples, sparse, progress=False):
-    """The model through its final exit alone: TA (test split), ATA (first ``samples``), sparsity, cost."""
-    final_exit = model.num_exits - 1
-    report = evaluation.robustness_report(
-        model, splits.x_test[:samples], splits.y_test[:samples], [attack],
-        policy=pruning.single_exit_policy(model), objectives=[f"exit_{final_exit + 1}"], progress=progress,
-        slowdown=False)
-    logits = predict_exit_logits(model, splits.x_test)[final_exit]
-    return {"accuracy": float(np.mean(logits.argmax(-1) == splits.y_test)),
-            "ata": report.exit_adversarial_accuracy[attack.name][final_exit],
-            "sparsity": pruning.measured_sparsity(model)[0],
-            "mflops": pruning.final_exit_cost(model, "honest", sparse),
-            "paper_mflops": pruning.final_exit_cost(model, "paper", sparse)}
-
-
-def table(rows, attack, samples):
-    """The source and pruned rows as a printable table."""
-    ata = f"ATA ({attack.name}-{attack.steps}, {samples})"
-    lines = [f"{'model':<24}{'sparsity':>9}{'TA':>9}{ata:>24}{'MFLOPs':>9}{'paper':>9}"]
-    for name, row in rows.items():
-        lines.append(f"{name:<24}{row['sparsity']:>9.1%}{row['accuracy']:>9.2%}{row['ata']:>24.2%}"
-                     f"{row['mflops']:>9.3f}{row['paper_mflops']:>9.3f}")
-    lines.append(f"({COST_NOTE})")
-    return "\n".join(lines)
+    """The run of :func:`rdinet_tf.experiments.prune` with the parsed ``args`` as its config; returns the summary."""
+    return experiments.prune(experiments.PruneConfig(**vars(args)))
 
 
 main = arguments.command(parser)(run)

@@ -6,7 +6,7 @@ Layout of ``--out`` while a run is under way, and what a rerun does with it:
   resumes from the last finished epoch), with the random generators' states
   that it does not save (dropout's), so that a resumed run is the run it
   continues;
-* ``progress.json``: the arguments and every finished epoch's metrics and
+* ``progress.json``: the training settings and every finished epoch's metrics and
   seconds, so the summary of a resumed run covers all its epochs;
 * ``trained.keras``: the model once ``fit`` has finished (a rerun calibrates,
   evaluates and writes the outputs from it instead of training again);
@@ -27,6 +27,7 @@ backup keeps the diverged epoch.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -51,22 +52,29 @@ BACKUP_DIR = "backup"
 WEIGHTS_FILE = "latest.weights.h5"  # BackupAndRestore's names
 METADATA_FILE = "training_metadata.json"
 PREVIOUS = ".bkp"
-# Arguments that do not change what is trained: a rerun may differ in them.
-_NOT_TRAINING = {"out", "quiet", "overwrite", "restart", "eval_attacks", "eval_objectives", "eval_samples",
-                 "eval_attack_steps", "calibration"}
+# The key of a config field's metadata that is False for a setting that does not change what is trained.
+TRAINING = "training"
+
+
+def training_settings(config):
+    """The fields of the dataclass ``config`` that change what is trained (all but those whose metadata has
+    ``TRAINING: False``), by name: a rerun resumes the run only when they are the same."""
+    fields = sorted(dataclasses.fields(config), key=lambda field: field.name)
+    return {field.name: getattr(config, field.name) for field in fields if field.metadata.get(TRAINING, True)}
 
 
 class RunDirectory:
-    """The state of a training run in ``out``; see the module doc."""
+    """The state of a training run of ``config`` (a dataclass, see :func:`training_settings`) in ``out``; see the
+    module doc."""
 
-    def __init__(self, out, args, overwrite=False, restart=False, worker=None):
+    def __init__(self, out, config, overwrite=False, restart=False, worker=None):
         files.check_output(out)
         self.root = Path(out)
         # A non-chief worker of a multi-worker run keeps its own resumable state in a private
         # folder (removed by finish_worker) and writes no outputs.
         self.out = self.root if worker is None else self.root / f".worker_{worker}"
         self.overwrite = overwrite
-        self.training_args = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_TRAINING}
+        self.training_args = training_settings(config)
         self._lock = files.Lock(self.out).acquire()  # before looking: nobody else changes it now
         try:
             finished = (self.out / MODEL_FILE).exists() or (self.out / SUMMARY_FILE).exists()

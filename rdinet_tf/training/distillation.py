@@ -37,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from rdinet_lite.errors import InputError
+from rdinet_tf.training.losses import weighted_batch_mean
 
 
 def kl_from_logits(teacher, logits):
@@ -57,14 +58,6 @@ def deal_wrong_classes(labels, num_classes, num_exits, seed):
     order = tf.where(true_class, 2.0, order)  # the true class sorts last, after every wrong class
     rank = tf.argsort(tf.argsort(order, axis=-1), axis=-1)
     return tf.where(true_class, -1, rank % num_exits)
-
-
-def weighted_batch_mean(losses, sample_weight=None):
-    """``sum(w * loss) / batch size`` of per-sample losses: the reduction of every term of the training loss
-    (Keras's ``"sum_over_batch_size"``, without the division by replicas)."""
-    if sample_weight is not None:
-        losses *= tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
-    return tf.reduce_sum(losses) / tf.cast(tf.size(losses), losses.dtype)
 
 
 @keras.saving.register_keras_serializable(package="rdinet_tf")

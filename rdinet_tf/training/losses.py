@@ -6,9 +6,16 @@ import numpy as np
 import tensorflow as tf
 
 from rdinet_tf import attacks
-from rdinet_tf.training.distillation import weighted_batch_mean
 from rdinet_lite.errors import InputError
 from rdinet_tf.exits.policy import entropy
+
+
+def weighted_batch_mean(losses, sample_weight=None):
+    """``sum(w * loss) / batch size`` of per-sample losses: the reduction of every term of the training loss
+    (Keras's ``"sum_over_batch_size"``, without the division by replicas)."""
+    if sample_weight is not None:
+        losses *= tf.cast(tf.reshape(sample_weight, [-1]), losses.dtype)
+    return tf.reduce_sum(losses) / tf.cast(tf.size(losses), losses.dtype)
 
 
 def weighted_cross_entropy(labels, logits, sample_weight=None):

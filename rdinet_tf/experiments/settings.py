@@ -1,0 +1,145 @@
+"""An experiment's settings as the command lines give them (names, comma-separated lists, None for the
+recipe's value): the fields of the config dataclasses and their checks, and how the settings become the
+library's objects (the training and evaluation attacks, the attack objectives); the checks that a dataset fits
+a model."""
+
+import dataclasses
+import math
+import os
+
+from rdinet_tf import attacks, data
+from rdinet_tf.experiments.run_directory import TRAINING
+from rdinet_tf.training import PRESETS
+from rdinet_lite.arguments import SEED_LIMIT
+from rdinet_lite.errors import InputError
+
+TRAINING_ATTACKS = ("pgd", "fast_fgsm", "n_fgsm")
+
+# What a setting must be (None is allowed where it is the default; a field without a default is required):
+# a predicate and its description.
+_KINDS = {
+    "flag": (lambda v: isinstance(v, bool), "True or False"),
+    "positive_int": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "positive": (lambda v: _real(v) and v > 0, "a number > 0"),
+    "non_negative": (lambda v: _real(v) and v >= 0, "a number >= 0"),
+    "number": (lambda v: _integer(v) or isinstance(v, float), "a number"),
+    "seed": (lambda v: _integer(v) and 0 <= v < SEED_LIMIT, f"an integer in [0, {SEED_LIMIT})"),
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "path": (lambda v: isinstance(v, (str, os.PathLike)), "a path"),
+}
+
+
+def _integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value):
+    return (_integer(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def setting(default=None, kind="text", choices=None, training=True):
+    """A field of an experiment's config dataclass: ``kind`` (a key of ``_KINDS``) or ``choices`` say what it
+    may be (:func:`check_settings`); ``training=False`` marks a setting that does not change what is trained
+    (a rerun of the run directory may differ in it)."""
+    return dataclasses.field(default=default, metadata={"kind": kind, "choices": choices, TRAINING: training})
+
+
+def check_settings(config):
+    """One clear error for the first field of the dataclass ``config`` (made with :func:`setting`) that is not
+    what it may be; ``kind="path"`` fields become text, as the command line gives them."""
+    name = type(config).__name__
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value is None and field.default is None:
+            continue
+        choices = field.metadata["choices"]
+        if choices is not None and value not in tuple(choices):
+            raise InputError(f"{name}.{field.name} must be one of {', '.join(sorted(choices))}; got {value!r}")
+        check, description = _KINDS[field.metadata["kind"]]
+        if choices is None and not check(value):
+            raise InputError(f"{name}.{field.name} must be {description}; got {value!r}")
+        if field.metadata["kind"] == "path":
+            object.__setattr__(config, field.name, os.fspath(value))
+
+
+def or_default(value, default):
+    """``value`` unless it was not given (None); 0 is a value, never replaced."""
+    return default if value is None else value
+
+
+def preset_for(image_shape, name=None):
+    """The preset named ``name``, or the reference model's preset for ``image_shape``."""
+    if name is not None:
+        return PRESETS[name]
+    return PRESETS["smallcnn" if tuple(image_shape)[-1] == 1 else "resnet38"]
+
+
+def training_attack(args, preset, default="pgd"):
+    """The training attack named by ``--train-attack`` (``--fast``: fast_fgsm; else ``default``) at the preset's eps.
+
+    ``args`` has the attack settings of the command line (parsed arguments or a
+    :class:`~rdinet_tf.experiments.RunConfig`): ``eps``, ``step_size``, ``attack_steps``,
+    ``train_attack`` and ``fast``. ``--step-size`` is PGD's (training and evaluation);
+    ``--attack-steps``, which a single-step attack has no use for, is refused with one.
+    """
+    eps = or_default(args.eps, preset.eps)
+    if args.fast and args.train_attack not in (None, "fast_fgsm"):
+        raise InputError(f"--fast means --train-attack fast_fgsm; it contradicts --train-attack {args.train_attack}")
+    name = args.train_attack or ("fast_fgsm" if args.fast else default)
+    if name != "pgd" and args.attack_steps is not None:
+        raise InputError(f"--attack-steps sets PGD's steps; the training attack {name} takes one step: drop it")
+    if name == "fast_fgsm":
+        return attacks.fast_fgsm(eps)
+    if name == "n_fgsm":
+        return attacks.NFGSM(eps)
+    return attacks.PGD(eps, or_default(args.step_size, preset.step_size),
+                       or_default(args.attack_steps, preset.train_attack_steps))
+
+
+def evaluation_attacks(names, eps, step_size, steps):
+    """Attack methods by command-line name (comma-separated): pgd, fgsm, wrm, noise."""
+    makers = {
+        "pgd": lambda: attacks.PGD(eps, step_size, steps),
+        "fgsm": lambda: attacks.fgsm(eps),
+        "wrm": lambda: attacks.WRM(eps, steps),
+        "noise": lambda: attacks.RandomNoise(eps),
+    }
+    names = [n for n in names.split(",") if n]
+    unknown = [n for n in names if n not in makers]
+    if unknown or not names:
+        raise InputError(f"unknown attack {unknown[0] if unknown else names!r}; choose from {sorted(makers)} "
+                         "(comma-separated)")
+    return [makers[n]() for n in names]
+
+
+def objectives(text, num_exits, option="--objectives"):
+    """Comma-separated attack objectives, checked for a model of ``num_exits`` exits; None: the default set.
+
+    The command lines always have an exit policy to route with (train
+    calibrates one; ``evaluate_splits`` calibrates a model saved without), so
+    ``routing`` is always accepted.
+    """
+    if text is None:
+        return None
+    names = [o for o in text.split(",") if o]
+    if not names:
+        raise InputError(f"{option} names no objective; give e.g. exit_1,average,max_average,routing or leave it out")
+    for name in names:
+        attacks.check_objective(name, num_exits, policy=True)
+    return names
+
+
+def check_dataset_shape(image_shape, dataset, owner):
+    """One clear error when ``dataset``'s images do not have the shape ``owner`` takes."""
+    if data.DATASETS[dataset][0] != tuple(image_shape):
+        raise InputError(f"{owner} takes {tuple(image_shape)} images but {dataset} has "
+                         f"{data.DATASETS[dataset][0]}; pick a matching --dataset")
+
+
+def check_dataset(model, dataset, owner):
+    """One clear error when ``dataset``'s images or classes do not fit ``model``."""
+    check_dataset_shape(model.image_shape, dataset, owner)
+    classes = data.DATASETS[dataset][1]
+    if model.num_classes != classes:
+        raise InputError(f"{owner} has {model.num_classes} classes but {dataset} has {classes}; pick a matching "
+                         "--dataset or a model trained on it")
