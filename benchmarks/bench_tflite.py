@@ -232,11 +232,11 @@ def main(argv=None):
         if args.mobilenetv2_epochs:
             started = time.perf_counter()
             model = models.build("mobilenetv2")
-            train = slice(args.mobilenetv2_images)
-            train_clean(model, cifar.x_train[train], cifar.y_train[train], args.mobilenetv2_epochs)
+            train_x, train_y = cifar.x_train[:args.mobilenetv2_images], cifar.y_train[:args.mobilenetv2_images]
+            train_clean(model, train_x, train_y, args.mobilenetv2_epochs)
             model.exit_policy = ExitPolicy.calibrate(model, cifar.x_val, method="equal_share")
             rows.append(latency_row("MobileNetV2 / CIFAR-10",
-                                f"trained clean {args.mobilenetv2_epochs} epoch(s) on {len(cifar.x_train[train]):,} images (Adam 1e-3)",
+                                f"trained clean {args.mobilenetv2_epochs} epoch(s) on {len(train_x):,} images (Adam 1e-3)",
                                 model, cifar.x_val, cifar.x_test[:args.images], cifar.y_test[:args.images], "cifar10",
                                 work_dir, args.warmup))
             seconds["MobileNetV2"] = time.perf_counter() - started
