@@ -4,8 +4,8 @@ Every timed figure in the benchmarks is a median after one untimed warm-up (the
 first call traces and compiles): :func:`median_seconds` for one call,
 :func:`interleaved_seconds` for several calls taking turns (so that a change in
 the machine's load touches them alike), :func:`fit_step_seconds` for the
-training steps of ``model.fit`` (which places each batch under the model's
-distribution strategy, as ``train_on_batch`` does not).
+training steps inside one ``model.fit`` (each batch distributed as ``fit``
+distributes it over the replicas of the model's strategy).
 """
 
 import statistics
