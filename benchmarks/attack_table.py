@@ -1,4 +1,4 @@
-"""Every attack on one model in one table (issue 17, item 5), from ``rdinet-evaluate --out`` reports.
+"""Every attack on one model in one table, from ``rdinet-evaluate --out`` reports.
 
 Rows: clean; each attack of the report (PGD forms, exit hijack, the slowdowns)
 with its accuracy, cost and exit shares; the AutoAttack-style suite's runs

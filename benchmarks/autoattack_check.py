@@ -6,7 +6,8 @@ same L-inf eps, steps and one restart on both sides; only the samples the exit
 gets right are attacked, accuracy is over all of them:
 
 * ours: the suite's own APGD run (``autoattack.suite_attack``: ``APGD``
-  through ``attacks.generate`` with objective ``exit_K``), cross-entropy; and
+  through ``attacks.generate`` with objective ``exit_K``, driven by
+  ``AttackDriver`` with a policy that answers from exit K), cross-entropy; and
   APGD-T, targeted DLR towards the 2nd .. 10th most likely class of the clean
   image, each target on the samples still correct (batch i seeded ``--seed`` + i);
 * ART: ``AutoProjectedGradientDescent`` (initial step 2 eps as the reference,
@@ -41,9 +42,10 @@ import tensorflow as tf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 import rdinet_tf  # noqa: E402,F401  (registers the saved model's classes)
-from rdinet_tf import data  # noqa: E402
-from rdinet_tf import attacks
+from rdinet_tf import attacks, data  # noqa: E402
 from rdinet_tf.attacks import autoattack  # noqa: E402
+from rdinet_tf.attacks.driver import AttackDriver  # noqa: E402
+from rdinet_tf.exits import ExitPolicy  # noqa: E402
 from rdinet_lite.errors import InputError  # noqa: E402
 
 DATASETS = {(28, 28, 1): ("mnist", 0.3), (32, 32, 3): ("cifar10", 8 / 255)}
@@ -68,32 +70,31 @@ def ranked_classes(logits):
     return np.argsort(-logits, axis=1, kind="stable")
 
 
+def exit_only_policy(model, exit_index):
+    """An exit policy sending every input to exit ``exit_index``: the exits before it closed (threshold 0), it
+    open to any entropy (threshold inf)."""
+    thresholds = np.zeros(model.num_exits - 1)
+    if exit_index < model.num_exits - 1:
+        thresholds[exit_index] = np.inf
+    return ExitPolicy(thresholds)
+
+
 def ours(model, exit_index, images, labels, eps, steps, num_targets, batch_size, seed):
-    """Robust mask (N,) after our APGD-CE and after our APGD-T (cumulative over targets) and their seconds."""
-    objective = f"exit_{exit_index + 1}"
-    predict = tf.function(lambda x: model.exit_logits(x, [exit_index])[0], reduce_retracing=True)
+    """Robust mask (N,) after our APGD-CE and after our APGD-T (cumulative over targets) and their seconds.
 
-    def still_correct(x, y):
-        return np.concatenate([np.argmax(predict(tf.constant(x[i:i + batch_size])), -1)
-                               for i in range(0, len(x), batch_size)]) == y
-
-    def attack(run, robust, target_rank):
-        indices = np.flatnonzero(robust)
-        for i, start in enumerate(range(0, indices.size, batch_size)):
-            chosen = indices[start:start + batch_size]
-            adversarial = run(tf.constant(images[chosen]), tf.constant(labels[chosen]), tf.constant(target_rank),
-                              tf.constant(seed + i)).numpy()
-            robust[chosen] = still_correct(adversarial, labels[chosen])
-
-    clean = still_correct(images, labels)
+    The suite's own pieces: its attacks (``autoattack.suite_attack``) run on the survivors batch by batch
+    (``autoattack.attack_survivors``) by the attack driver, whose policy answers from the attacked exit.
+    """
+    driver = AttackDriver(model, exit_only_policy(model, exit_index), batch_size, seed)
+    clean = driver.still_correct(images, labels)
     results = {}
     method = autoattack.APGD(eps, steps)
     for name, logit_loss, ranks in (("APGD-CE", attacks.cross_entropy, [0]),
                                     ("APGD-T", None, range(1, num_targets + 1))):
-        run = autoattack.suite_attack(model, method, objective, None, logit_loss, targeted=logit_loss is None)
+        run = autoattack.suite_attack(model, method, f"exit_{exit_index + 1}", driver.policy, logit_loss,
+                                      targeted=logit_loss is None)
         robust, started = clean.copy(), time.perf_counter()
-        for rank in ranks:
-            attack(run, robust, rank)
+        autoattack.attack_survivors(driver, run, images, labels, robust, ranks)
         results[name] = (robust, time.perf_counter() - started)
         progress("ours", name, *results[name])
     return clean, results

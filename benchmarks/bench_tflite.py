@@ -15,7 +15,7 @@ Models: a SmallCNN trained on MNIST (the README recipe, its own calibrated
 thresholds), the authors' ResNet-38 checkpoint (imported, thresholds calibrated
 with equal shares on the 5,000 held-out CIFAR-10 training images of
 ``data.load``), a MobileNetV2 trained clean for ``--mobilenetv2-epochs`` on
-10,000 CIFAR-10 training images (same calibration). ``--int8-images``: the
+``--mobilenetv2-images`` CIFAR-10 training images (default 10,000; same calibration). ``--int8-images``: the
 full-integer int8 bundle of the ResNet-38 (representative images: 300 held-out
 training images) against float32 on that many test images. Not a test.
 """
@@ -35,8 +35,11 @@ import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from rdinet_tf import data, models
+from rdinet_tf import data, models  # noqa: E402
 from rdinet_lite import latency  # noqa: E402
+from rdinet_lite.accounting import expected_cost  # noqa: E402
+from rdinet_tf.architecture import flops  # noqa: E402
+from rdinet_tf.baselines.pruning import final_exit_cost  # noqa: E402
 from rdinet_tf.export import CLASS_NAMES, convert, export_tflite, full_model  # noqa: E402
 from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint  # noqa: E402
 from rdinet_lite.inputs import entropy_bounds  # noqa: E402
@@ -48,25 +51,10 @@ REPRESENTATIVE_IMAGES = 300
 
 
 def train_clean(model, images, labels, epochs, batch_size=128):
-    """Plain clean training: sum over exits of cross-entropy, Adam, ``epochs`` passes."""
-    optimizer = keras.optimizers.Adam(1e-3)
-
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = tf.add_n([
-                tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
-                for logits in model(x, training=True)
-            ])
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
-                                      model.trainable_variables))
-
-    rng = np.random.default_rng(0)
-    for _ in range(epochs):
-        order = rng.permutation(len(images))
-        for start in range(0, len(images), batch_size):
-            batch = order[start:start + batch_size]
-            step(images[batch], labels[batch])
+    """Clean training (``defense="none"``: the sum over exits of the cross-entropy), Adam 1e-3, ``epochs``
+    shuffled passes."""
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), defense="none")
+    model.fit(data.make_dataset(images, labels, batch_size, shuffle=True, seed=0), epochs=epochs, verbose=0)
 
 
 def public_signature_chain(runner):
@@ -104,9 +92,8 @@ def latency_row(name, source, model, held_out, test_x, test_y, dataset, work_dir
     for image in test_x:  # second pass, interleaved with the full model once more for its own ratio
         public_seconds.append((public(image), runner.run_full(image).seconds))
     public_seconds = np.array(public_seconds)
-    honest = np.array([segment.cost_mflops["honest"].cumulative for segment in manifest.segments])
-    full_cost = manifest.full_model.cost_mflops["honest"]
-    cost_ratio = float(honest @ result["exit_shares"]) / full_cost
+    # Honest costs: the chain computes every head it passes; the full model the stages and the final head.
+    cost_ratio = expected_cost(flops.exit_costs(model), result["exit_shares"]) / final_exit_cost(model)
     full_ms = result["full_ms"]["mean"]
     row = {
         "model": name, "source": source, "shares": result["exit_shares"],
@@ -206,7 +193,9 @@ def main(argv=None):
     parser.add_argument("--smallcnn", help=".keras SmallCNN trained on MNIST, with its thresholds")
     parser.add_argument("--resnet38", help="the authors' ResNet-38 PyTorch checkpoint")
     parser.add_argument("--mobilenetv2-epochs", type=int, default=0,
-                        help="train a MobileNetV2 clean for this many epochs on 10,000 CIFAR-10 images (0: skip)")
+                        help="train a MobileNetV2 clean for this many epochs on CIFAR-10 images (0: skip)")
+    parser.add_argument("--mobilenetv2-images", type=int, default=10_000,
+                        help="the MobileNetV2's training images (default 10,000)")
     parser.add_argument("--images", type=int, default=1000, help="test images per model (default 1000)")
     parser.add_argument("--int8-images", type=int, default=0,
                         help="ResNet-38 int8 vs float32 on this many test images (0: skip)")
@@ -245,10 +234,11 @@ def main(argv=None):
         if args.mobilenetv2_epochs:
             started = time.perf_counter()
             model = models.build("mobilenetv2")
-            train_clean(model, cifar.x_train[:10_000], cifar.y_train[:10_000], args.mobilenetv2_epochs)
+            train_x, train_y = cifar.x_train[:args.mobilenetv2_images], cifar.y_train[:args.mobilenetv2_images]
+            train_clean(model, train_x, train_y, args.mobilenetv2_epochs)
             model.exit_policy = ExitPolicy.calibrate(model, cifar.x_val, method="equal_share")
             rows.append(latency_row("MobileNetV2 / CIFAR-10",
-                                f"trained clean {args.mobilenetv2_epochs} epoch(s) on 10,000 images (Adam 1e-3)",
+                                f"trained clean {args.mobilenetv2_epochs} epoch(s) on {len(train_x):,} images (Adam 1e-3)",
                                 model, cifar.x_val, cifar.x_test[:args.images], cifar.y_test[:args.images], "cifar10",
                                 work_dir, args.warmup))
             seconds["MobileNetV2"] = time.perf_counter() - started

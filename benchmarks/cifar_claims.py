@@ -1,4 +1,4 @@
-"""The CIFAR-10 study's claim table and accuracy-versus-cost curves (issue 15, items 4 and 5).
+"""The CIFAR-10 study's claim table and accuracy-versus-cost curves.
 
 Reads the runs of ``benchmarks/cifar_study.sh`` (``OUT/<run>/summary.json``, ``model.keras``):
 
@@ -17,7 +17,7 @@ Reads the runs of ``benchmarks/cifar_study.sh`` (``OUT/<run>/summary.json``, ``m
   ``--figures`` and the curves' points as JSON beside them. Each run's curve is
   kept in ``OUT/<run>/tradeoff.json`` (with its samples, points and cost
   targets) and reused when they match, so the curves can be made one run at a
-  time (``--runs``) across sessions; a run without a curve is left off the plot.
+  time (``--runs``) in separate invocations; a run without a curve is left off the plot.
 
     python benchmarks/cifar_claims.py runs/cifar
     python benchmarks/cifar_claims.py runs/cifar --curves --samples 1000 --points 8 --data-dir ../shared/data

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CIFAR-10 study (issue 15): defended single-exit and RDI ResNet-38 / MobileNetV2, one CPU budget for every run,
+# CIFAR-10 study: defended single-exit and RDI ResNet-38 / MobileNetV2, one CPU budget for every run,
 # then the TF-MOT pruned ResNet-38 at the RDI max_average model's average cost.
 # Re-creates every model of the CIFAR-10 study in benchmarks/RESULTS.md; a finished run is skipped, an interrupted one resumes
 # (rdinet-train's run directory), so the script can be started again after a kill.
@@ -13,15 +13,15 @@ shift $(( $# < 2 ? $# : 2 ))
 # paper's augmentation (5,000 held out: calibration and validation). Evaluation: TA on all 10,000 test images,
 # PGD-20 (eps 8/255, step 2/255, random start) on the first 1,000 with every attack form.
 # An RDI epoch takes about 2,350 s for MobileNetV2 and 410-470 s for ResNet-38 on the quiet 2-core machine
-# (measured 2026-12-03): the MobileNetV2 runs train 1 epoch (MOBILENETV2_EPOCHS, about 40 minutes; 2 would
-# take 80, beyond the hour of issue 15), the ResNet-38 runs 4 (about 30 minutes); each RDI model is compared
+# (see benchmarks/RESULTS.md): the MobileNetV2 runs train 1 epoch (MOBILENETV2_EPOCHS, about 40 minutes; 2 would
+# take 80, beyond the study's hour per run), the ResNet-38 runs 4 (about 30 minutes); each RDI model is compared
 # with the baseline of its own backbone, trained alike.
 # EPOCHS, STEPS_PER_EPOCH and EVAL_SAMPLES override the budget (a smoke run: EPOCHS=1 STEPS_PER_EPOCH=2 EVAL_SAMPLES=16).
 epochs=${EPOCHS:-4}
 mobilenetv2_epochs=${MOBILENETV2_EPOCHS:-1}
 budget=(--batch-size 128 ${STEPS_PER_EPOCH:+--steps-per-epoch "$STEPS_PER_EPOCH"})
-# The attack forms of issue 15 (the report's default set grew the exit-hijack attack later; every run of
-# the study is evaluated alike).
+# The study's attack forms: every single exit, average, max-average and routing (the report's default set
+# also has the exit-hijack attack, added after the study; every run of the study is evaluated alike).
 forms=exit_1,exit_2,exit_3,exit_4,exit_5,exit_6,exit_7,average,max_average,routing
 evaluation=(--eval-attack-steps 20 --eval-samples "${EVAL_SAMPLES:-1000}")
 common=(--dataset cifar10 --data-dir "$data_dir" --fast "${budget[@]}" "${evaluation[@]}" --eval-objectives "$forms"

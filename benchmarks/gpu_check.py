@@ -19,7 +19,6 @@ Usage: python benchmarks/gpu_check.py [--data-dir ../shared/data] [--cpu-smoke]
 import argparse
 import os
 import platform
-import statistics
 import time
 
 import keras
@@ -30,6 +29,7 @@ from rdinet_tf import data, models
 from rdinet_tf.training import placement as placement_lib
 from rdinet_tf import attacks
 from rdinet_tf.training import PRESETS, precision_scope, preset_optimizer
+from timing import fit_step_seconds
 
 FULL = {"models": "resnet38,mobilenetv2", "batches": (128, 512), "attack_steps": 10, "steps": 10,
         "epoch_batches": None, "test_images": None}
@@ -59,18 +59,7 @@ def compiled_model(name, placement, policy, jit_compile, attack_steps, total_ste
 
 def images_per_second(model, images, labels, steps):
     """Images/s of ``model.fit`` steps on one batch: median of ``steps`` after one warm-up step."""
-    batch = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    times = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_train_batch_begin(self, step, logs=None):
-            self.started = time.perf_counter()
-
-        def on_train_batch_end(self, step, logs=None):
-            times.append(time.perf_counter() - self.started)
-
-    model.fit(batch, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[Timer()])
-    return len(images) / statistics.median(times[1:])
+    return len(images) / fit_step_seconds(model, tf.data.Dataset.from_tensors((images, labels)), steps)
 
 
 def main(argv=None):

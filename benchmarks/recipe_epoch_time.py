@@ -10,20 +10,13 @@ column is how many such epochs fit in 2 hours.
 
 import argparse
 import math
-import statistics
-import time
 
 import keras
 
 from rdinet_tf import data, models
 from rdinet_tf.training.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
 from rdinet_tf.training import FAST_RECIPES, PRESETS
-
-
-def timed(function):
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
+from timing import median_seconds
 
 
 def main():
@@ -43,17 +36,13 @@ def main():
                       attack=recipe.training_attack(preset.eps))
         batches = iter(data.make_dataset(splits.x_train, splits.y_train, recipe.batch_size, shuffle=True,
                                          augment=True, seed=0).repeat())
-        x, y = next(batches)
-        model.train_on_batch(x, y)
-        step = statistics.median(timed(lambda: model.train_on_batch(*next(batches))) for _ in range(args.steps))
+        step = median_seconds(lambda _: model.train_on_batch(*next(batches)), args.steps)
         guard = CatastrophicOverfittingGuard(splits.x_val[:GUARD_SAMPLES], splits.y_val[:GUARD_SAMPLES],
                                              guard_attack(preset.eps), verbose=0)
         guard.set_model(model)
-        guard.exit_accuracies()
-        guard_seconds = timed(guard.exit_accuracies)
+        guard_seconds = median_seconds(lambda _: guard.exit_accuracies(), 1)
         validation = data.make_dataset(splits.x_val, splits.y_val, 256)
-        model.evaluate(validation, verbose=0)
-        val_seconds = timed(lambda: model.evaluate(validation, verbose=0))
+        val_seconds = median_seconds(lambda _: model.evaluate(validation, verbose=0), 1)
         epoch = steps_per_epoch * step + guard_seconds + val_seconds
         print(f"{name:<12}{step:>8.2f}{steps_per_epoch:>13}{guard_seconds:>9.1f}{val_seconds:>7.1f}{epoch:>9.0f}"
               f"{7200 / epoch:>15.1f}")

@@ -4,7 +4,8 @@ Prints per-exit accuracy and, for each exit policy and each input set, the
 adaptive accuracy, exit distribution and average cost (paper and honest
 MFLOPs). Policies:
 
-* ``held-out equal_share``: ``ExitPolicy.calibrate`` on held-out training images.
+* ``held-out equal_share``: ``ExitPolicy.calibrate`` on the validation split
+  of ``data.load("cifar10")`` (training images held out).
 * ``reference (test calib.)``: the reference's own procedure, equal shares
   calibrated on the test images themselves, without and with its hand
   adjustments for this model (T1..T5 minus 0.15, 0.2, 0.25, 0.05, 0.05).
@@ -26,23 +27,16 @@ import numpy as np
 
 from tqdm.auto import tqdm
 
+from rdinet_lite.accounting import exit_shares, expected_cost
+from rdinet_tf import attacks, data
 from rdinet_tf.architecture import flops
-from rdinet_lite.accounting import expected_cost
-from rdinet_tf import attacks
+from rdinet_tf.attacks.driver import AttackDriver
 from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint
 from rdinet_tf.exits.policy import ExitPolicy, exit_entropies, predict_exit_logits, thresholds_for_counts
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 # The reference's hand adjustments of T1..T5 for the ResNet-38 max-average model (from the authors' code).
 REFERENCE_ADJUSTMENT = (0.15, 0.2, 0.25, 0.05, 0.05, 0.0)
-
-
-def load_cifar(data_dir):
-    """(x_test, y_test, x_train): images float32 in [0, 1], labels int64; x_train is held out."""
-    test = np.load(Path(data_dir) / "cifar10_test.npz")
-    train = np.load(Path(data_dir) / "cifar10_train_10k.npz")
-    return (test["x_test"].astype(np.float32) / 255, test["y_test"].astype(np.int64),
-            train["x_train"].astype(np.float32) / 255)
 
 
 def reference_policies(test_logits, num_test):
@@ -55,17 +49,17 @@ def reference_policies(test_logits, num_test):
             "reference (test calib., adjusted)": ExitPolicy(adjusted)}
 
 
-def input_sets(model, x_test, y_test, args, policy):
-    """[(label, images, labels)]: clean sets, then PGD-20 (eps 8/255, step 2/255) on the
-    first ``--attack-samples`` test images for every objective (routing uses ``policy``)."""
-    n = args.attack_samples
+def input_sets(model, splits, attack_samples, num_objectives, policy):
+    """[(label, images, labels)]: clean sets, then PGD-20 (eps 8/255, step 2/255) on the first
+    ``attack_samples`` test images for every objective (routing uses ``policy``), in batches of 100
+    (batch i seeded i)."""
+    x_test, y_test, n = splits.x_test, splits.y_test, attack_samples
     sets = [("clean, all", x_test, y_test), (f"clean, first {n}", x_test[:n], y_test[:n])]
     pgd = attacks.PGD(8 / 255, 2 / 255, 20)
+    driver = AttackDriver(model, policy, batch_size=100)
     objectives = [f"exit_{k + 1}" for k in range(model.num_exits)] + ["average", "max_average", "routing"]
-    for objective in tqdm(objectives[: None if args.objectives is None else args.objectives], desc="PGD-20"):
-        attack = attacks.attack_function(model, pgd, objective, policy)
-        adversarial = np.concatenate([attack(x_test[i:min(i + 100, n)], y_test[i:min(i + 100, n)], i)
-                                      for i in range(0, n, 100)])
+    for objective in tqdm(objectives[:num_objectives], desc="PGD-20"):
+        adversarial = driver.attack(attacks.attack_function(model, pgd, objective, policy), x_test[:n], y_test[:n])
         sets.append((f"PGD-20 {objective}", adversarial, y_test[:n]))
     return sets
 
@@ -73,7 +67,7 @@ def input_sets(model, x_test, y_test, args, policy):
 def policy_row(policy, logits, labels, costs):
     """Adaptive accuracy, exit shares and average paper / honest MFLOPs of ``policy``."""
     routed, exits = (np.asarray(t) for t in policy.route(logits))
-    shares = np.bincount(exits, minlength=len(logits)) / len(labels)
+    shares = exit_shares(exits, len(logits))
     accuracy = float(np.mean(routed.argmax(-1) == labels))
     return accuracy, shares, *(expected_cost(c, shares) for c in costs)
 
@@ -83,7 +77,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=str(SHARED / "data"))
     parser.add_argument("--checkpoint", default=str(SHARED / "models/resnet38_triple_wins.pth.tar"))
     parser.add_argument("--calibration-samples", type=int, default=5000,
-                        help="held-out training images used to calibrate thresholds")
+                        help="validation images (held out from training) used to calibrate thresholds")
     parser.add_argument("--attack-samples", type=int, default=1000,
                         help="test images that attacked input sets are computed on")
     parser.add_argument("--objectives", type=int, help="attack only the first N objectives (quick runs)")
@@ -91,13 +85,13 @@ def main(argv=None):
     start = time.time()
 
     model = load_torch_checkpoint(args.checkpoint, "resnet38")
-    x_test, y_test, x_train = load_cifar(args.data_dir)
+    splits = data.load("cifar10", data_dir=args.data_dir)
     costs = flops.exit_costs(model, "paper"), flops.exit_costs(model, "honest")
-    policies = {"held-out equal_share": ExitPolicy.calibrate(model, x_train[:args.calibration_samples])}
-    sets = input_sets(model, x_test, y_test, args, policies["held-out equal_share"])
+    policies = {"held-out equal_share": ExitPolicy.calibrate(model, splits.x_val[:args.calibration_samples])}
+    sets = input_sets(model, splits, args.attack_samples, args.objectives, policies["held-out equal_share"])
     # Every exit's logits on every input set, computed once and routed by each policy.
     logits = [predict_exit_logits(model, images) for _, images, _ in sets]
-    policies.update(reference_policies(logits[0], len(x_test)))
+    policies.update(reference_policies(logits[0], len(splits.x_test)))
 
     print(f"checkpoint: {args.checkpoint}\n")
     print(f"{'exit':<6}{'paper MFLOPs':>14}{'honest MFLOPs':>15}"

@@ -1,4 +1,4 @@
-"""Robustness-aware threshold calibration against cost-only calibrations at the same cost (issue 15).
+"""Robustness-aware threshold calibration against cost-only calibrations at the same cost.
 
 For one RDI model, thresholds from held-out images (the validation split of
 ``data.load``, never test images) by:

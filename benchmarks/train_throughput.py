@@ -13,7 +13,7 @@ implementation in the same process, their steps interleaved:
 * PyTorch: the reference's algorithm (full-model attacks, eval mode; the
   max-average pick; clean + adversarial loss in train mode; SGD momentum 0.9
   with L2 weight decay), written for this benchmark on the reference
-  architectures of ``tests/torch_reference.py``, at PyTorch's default threads.
+  architectures of :mod:`rdinet_tf.models.torch_reference`, at PyTorch's default threads.
 
 Every implementation starts from the same weights (the PyTorch model's
 initialisation, imported with :func:`rdinet_tf.models.torch_checkpoint.load_state_dict`)
@@ -38,10 +38,7 @@ import collections
 import glob
 import os
 import platform
-import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import keras
@@ -54,6 +51,7 @@ from rdinet_tf import attacks
 from rdinet_tf.models.torch_checkpoint import load_state_dict
 from rdinet_tf.models import MultiExitModel
 from rdinet_tf.training import PRESETS, preset_optimizer
+from timing import interleaved_seconds, median_seconds
 
 MATMUL = "10 float32 2048x2048 matmuls (for scale)"
 # TensorFlow op types that do the convolution and dense work (oneDNN's names included).
@@ -101,30 +99,6 @@ def matmul_call(size=2048, repeats=10):
     return (lambda: products(a).numpy()), 2 * repeats * size**3
 
 
-def median_seconds(call, repeats):
-    """Median seconds of ``call(i)`` for i = 1..repeats, after one warm-up ``call(0)``."""
-    call(0)
-    times = []
-    for i in range(1, repeats + 1):
-        started = time.perf_counter()
-        call(i)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def interleaved_seconds(calls, repeats):
-    """``{label: median seconds}`` of the calls, one warm-up each, then run in turn ``repeats`` times."""
-    for call in calls.values():
-        call()
-    times = {label: [] for label in calls}
-    for _ in range(repeats):
-        for label, call in calls.items():
-            started = time.perf_counter()
-            call()
-            times[label].append(time.perf_counter() - started)
-    return {label: statistics.median(t) for label, t in times.items()}
-
-
 def torch_reference_step(name, images, labels, attack_steps):
     """``((label, step), weights)``: one step of the reference's max-average PGD training in PyTorch, and its
     initial weights as our model's ``get_weights()``; ``(None, a fresh model's weights)`` without torch."""
@@ -133,8 +107,7 @@ def torch_reference_step(name, images, labels, attack_steps):
         import torch.nn.functional as F
     except ImportError:
         return None, models.build(name).get_weights()
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from torch_reference import REFERENCE_MODELS
+    from rdinet_tf.models.torch_reference import REFERENCE_MODELS
 
     preset = PRESETS[name]
     eps, step_size = preset.eps, preset.step_size

@@ -171,7 +171,7 @@ def test_the_importer_refuses_nan_weights():
     from rdinet_tf.models.torch_checkpoint import load_state_dict
 
     pytest.importorskip("torch")
-    from torch_reference import REFERENCE_MODELS
+    from rdinet_tf.models.torch_reference import REFERENCE_MODELS
 
     state = {k: v.numpy() for k, v in REFERENCE_MODELS["smallcnn"]().state_dict().items()}
     state["fc3.weight"] = np.full_like(state["fc3.weight"], np.nan)

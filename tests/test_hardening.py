@@ -559,7 +559,7 @@ def test_dataset_headers_claiming_more_than_the_file_holds_are_refused(tmp_path)
 
 def test_the_importer_reads_bf16_and_sparse_and_refuses_complex_and_int_keys(tmp_path):
     torch = pytest.importorskip("torch")
-    from torch_reference import REFERENCE_MODELS
+    from rdinet_tf.models.torch_reference import REFERENCE_MODELS
 
     from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint
 

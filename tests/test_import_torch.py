@@ -10,9 +10,10 @@ torch = pytest.importorskip("torch")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from torch_reference import REFERENCE_MODELS, randomized  # noqa: E402
+from torch_reference import randomized  # noqa: E402
 
 from rdinet_tf.models import torch_checkpoint  # noqa: E402
+from rdinet_tf.models.torch_reference import REFERENCE_MODELS  # noqa: E402
 from rdinet_tf.cli import import_torch as import_cli  # noqa: E402
 from rdinet_lite.errors import InputError  # noqa: E402
 from rdinet_tf.models import INPUT_SHAPES  # noqa: E402

@@ -194,6 +194,24 @@ def test_robust_thresholds_respect_the_adversarial_budget_or_say_none_fits():
         robust_thresholds(clean, [attacked], costs, target_cost=2.0, adversarial_cost=0.5)
 
 
+def test_each_calibration_is_a_classmethod_that_calibrate_names(smallcnn, mnist_like):
+    budget = float(flops.exit_costs(smallcnn)[1])
+    pairs = [(ExitPolicy.equal_share(smallcnn, mnist_like), ExitPolicy.calibrate(smallcnn, mnist_like)),
+             (ExitPolicy.for_shares(smallcnn, mnist_like, [0.5, 0.25]),
+              ExitPolicy.calibrate(smallcnn, mnist_like, "shares", shares=[0.5, 0.25])),
+             (ExitPolicy.for_cost(smallcnn, mnist_like, budget, "paper"),
+              ExitPolicy.calibrate(smallcnn, mnist_like, "target_cost", target_cost=budget, convention="paper"))]
+    for direct, named in pairs:
+        np.testing.assert_array_equal(direct.thresholds, named.thresholds)
+    with pytest.raises(InputError, match="'equal_share' calibration does not take target_cost; it takes no options"):
+        ExitPolicy.calibrate(smallcnn, mnist_like, target_cost=budget)
+    with pytest.raises(InputError, match="'target_cost' calibration does not take shares; it takes target_cost, "
+                                         "convention"):
+        ExitPolicy.calibrate(smallcnn, mnist_like, "target_cost", shares=[0.5, 0.25], target_cost=budget)
+    with pytest.raises(InputError, match="target_cost must be at least"):  # a needed option left out
+        ExitPolicy.calibrate(smallcnn, mnist_like, "target_cost")
+
+
 def test_robust_calibration_needs_labels_and_matching_adversarial_sets(smallcnn, mnist_like):
     with pytest.raises(InputError, match="needs labels=y and adversarial"):
         ExitPolicy.calibrate(smallcnn, mnist_like, method="robust", target_cost=8.0)

@@ -91,6 +91,18 @@ def test_pruned_model_is_a_keras3_multi_exit_model(result, source, digits, tmp_p
     assert report.clean.exit_shares == [0.0, 0.0, 1.0]
 
 
+def test_fine_tune_settings_are_checked_before_any_pruning(source, digits):
+    def prune(**fine_tune):
+        pruning.prune_final_exit(source, digits.x_train[:8], digits.y_train[:8], SPARSITY, attacks.fgsm(0.3),
+                                 **fine_tune)
+
+    with pytest.raises(InputError, match="does not take learning_rte; the fine-tune settings are epochs, "):
+        prune(learning_rte=0.1)
+    with pytest.raises(InputError, match="epochs >= 1"):
+        prune(epochs=0)
+    assert pruning.FineTune(batch_size=3).steps(10) == 4 and pruning.FineTune(steps_per_epoch=2).steps(10) == 2
+
+
 def test_sparse_cost_halves_a_half_sparse_conv():
     model = tiny_model()
     conv = model.stages[0].get_layer("conv_a")

@@ -345,8 +345,10 @@ def _suite_plan(settings):
             ("square", Square(settings.eps, settings.queries), margin_loss, False)]
 
 
-def _attack_survivors(driver, run, images, labels, robust, target_ranks):
-    """Attack the samples still ``robust`` with ``run`` once per target rank; update ``robust`` in place."""
+def attack_survivors(driver, run, images, labels, robust, target_ranks):
+    """Attack the samples still ``robust`` with ``run`` (a :func:`suite_attack`) once per target rank, batch by
+    batch through the :class:`AttackDriver`; update ``robust`` (N,) bool in place from the adaptive model's
+    answers on the adversarial images."""
     for target_rank in target_ranks:
         indices = np.flatnonzero(robust)
         if indices.size:
@@ -402,7 +404,7 @@ def evaluate(model, images, labels, settings, policy=None, objectives=None, batc
         for objective in objectives:
             attacked = int(robust.sum())
             run = suite_attack(model, method, objective, driver.policy, logit_loss, targeted)
-            _attack_survivors(driver, run, images, labels, robust,
+            attack_survivors(driver, run, images, labels, robust,
                               range(1, num_targets + 1) if targeted else [0])
             runs.append(SuiteRun(name, objective, attacked, float(robust.mean())))
     square_extra = (correct_before_square - int(robust.sum())) / max(clean_correct.size, 1)

@@ -243,40 +243,70 @@ def polynomial_schedule(sparsity, total_steps):
             "end_step": frequency * (ramp // frequency), "power": 3, "frequency": frequency}
 
 
-def prune_final_exit(model, images, labels, sparsity, attack, epochs=1, steps_per_epoch=None,
-                     batch_size=128, learning_rate=0.01, adversarial_weight=0.5, seed=0):
+@dataclasses.dataclass(frozen=True)
+class FineTune:
+    """The adversarial fine-tune that pruning runs alongside (see :func:`prune_final_exit`).
+
+    Each step minimises ``(1 - adversarial_weight) * CE(clean) + adversarial_weight * CE(x_adv)`` on the
+    final exit, with SGD (momentum 0.9) at ``learning_rate``; ``steps_per_epoch`` None is one pass over the
+    training images; ``seed`` seeds the batches' order and the attack's random starts.
+    """
+
+    epochs: int = 1
+    steps_per_epoch: int = None
+    batch_size: int = 128
+    learning_rate: float = 0.01
+    adversarial_weight: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise InputError(f"fine-tuning needs batch_size >= 1; got {self.batch_size}")
+
+    def steps(self, num_images):
+        """Steps per epoch over ``num_images`` training images (checked with the epochs)."""
+        steps = self.steps_per_epoch or int(np.ceil(num_images / self.batch_size))
+        if self.epochs < 1 or steps < 1:
+            raise InputError(f"fine-tuning needs epochs >= 1 and steps_per_epoch >= 1; got {self.epochs}, {steps}")
+        return steps
+
+
+def prune_final_exit(model, images, labels, sparsity, attack, **fine_tune):
     """Prune ``model``'s final-exit path to ``sparsity`` while fine-tuning adversarially.
 
-    Each step minimises ``(1 - a) * CE(clean) + a * CE(x_adv)`` on the final exit,
-    ``x_adv = attack.perturb`` on the final exit's cross-entropy (the attack code
-    of :mod:`rdinet_tf.attacks`), with SGD (momentum 0.9). Clean and adversarial
-    images go through one forward pass, so each step advances the pruning
-    schedule once (BatchNorm sees both halves together).
+    Each fine-tune step attacks the final exit's cross-entropy (``x_adv = attack.perturb``, the attack
+    code of :mod:`rdinet_tf.attacks`) and minimises the :class:`FineTune` loss. Clean and adversarial
+    images go through one forward pass, so each step advances the pruning schedule once (BatchNorm
+    sees both halves together).
 
     Args:
         model: a trained :class:`MultiExitModel`; it is not changed.
         images, labels: training data (float images in [0, 1], integer labels).
         sparsity: target fraction of zero weights in each pruned layer, in [0, 1).
         attack: an attack method with ``perturb`` (e.g. ``PGD(0.3, 0.01, 40)``, ``fast_fgsm(0.3)``).
-        steps_per_epoch: default one pass over ``images``.
+        **fine_tune: the :class:`FineTune` settings (``epochs``, ``steps_per_epoch``, ``batch_size``,
+            ``learning_rate``, ``adversarial_weight``, ``seed``).
 
     Returns:
         A :class:`PruningResult`; ``result.model`` is a new Keras 3 model.
     """
     check_model(model)
     sparsity = check_sparsity(sparsity)
+    unknown = sorted(set(fine_tune) - {field.name for field in dataclasses.fields(FineTune)})
+    if unknown:
+        raise InputError(f"prune_final_exit does not take {', '.join(unknown)}; the fine-tune settings are "
+                         f"{', '.join(field.name for field in dataclasses.fields(FineTune))}")
+    settings = FineTune(**fine_tune)
     images = model.check_images(images)
-    steps_per_epoch = steps_per_epoch or int(np.ceil(len(images) / batch_size))
-    if epochs < 1 or steps_per_epoch < 1:
-        raise InputError(f"fine-tuning needs epochs >= 1 and steps_per_epoch >= 1; got {epochs}, {steps_per_epoch}")
+    steps_per_epoch = settings.steps(len(images))
     tf_keras, tfmot_keras = _legacy_keras()
-    schedule = polynomial_schedule(sparsity, epochs * steps_per_epoch)
+    schedule = polynomial_schedule(sparsity, settings.epochs * steps_per_epoch)
     twin, pairs = _pruned_twin(model, tfmot_keras.PolynomialDecay(**schedule), tf_keras, tfmot_keras)
     _check_twin(model, twin, images[:8])
 
     started = time.time()
-    losses = _fine_tune(twin, tfmot_keras, images, labels, attack, epochs, steps_per_epoch, batch_size,
-                        tf_keras.optimizers.SGD(learning_rate, momentum=0.9), adversarial_weight, seed)
+    optimizer = tf_keras.optimizers.SGD(settings.learning_rate, momentum=0.9)
+    losses = _fine_tune(twin, tfmot_keras, optimizer, images, labels, attack, settings)
     stripped = tfmot_keras.strip_pruning(twin)
 
     pruned = MultiExitModel.from_network(type(model).from_config(model.get_config()))
@@ -286,13 +316,14 @@ def prune_final_exit(model, images, labels, sparsity, attack, epochs=1, steps_pe
     for layer, _ in pairs:
         layers_by_name[layer.name].set_weights(stripped.get_layer(layer.name).get_weights())
     overall, per_layer = measured_sparsity(pruned)
-    return PruningResult(pruned, sparsity, overall, per_layer, schedule, epochs * steps_per_epoch,
+    return PruningResult(pruned, sparsity, overall, per_layer, schedule, settings.epochs * steps_per_epoch,
                          time.time() - started, losses)
 
 
-def _fine_tune(twin, tfmot_keras, images, labels, attack, epochs, steps_per_epoch, batch_size,
-               optimizer, adversarial_weight, seed):
-    """Adversarial fine-tune of the wrapped ``twin`` with the pruning step updates; loss per epoch."""
+def _fine_tune(twin, tfmot_keras, optimizer, images, labels, attack, settings):
+    """Adversarial fine-tune (:class:`FineTune` ``settings``) of the wrapped ``twin`` with the pruning step
+    updates; loss per epoch."""
+    seed, steps_per_epoch = settings.seed, settings.steps(len(images))
 
     def final_exit_loss(x, y):
         return attacks.cross_entropy(y, twin(x, training=False))
@@ -302,17 +333,17 @@ def _fine_tune(twin, tfmot_keras, images, labels, attack, epochs, steps_per_epoc
         adversarial = attack.perturb(final_exit_loss, x, y, tf.stack([seed, step]))
         with tf.GradientTape() as tape:
             clean_logits, adversarial_logits = tf.split(twin(tf.concat([x, adversarial], 0), training=True), 2)
-            loss = rdi_loss(y, [clean_logits], [adversarial_logits], [1.0], adversarial_weight)
+            loss = rdi_loss(y, [clean_logits], [adversarial_logits], [1.0], settings.adversarial_weight)
         gradients = tape.gradient(loss, twin.trainable_variables)
         optimizer.apply_gradients(zip(gradients, twin.trainable_variables))
         return loss
 
-    batches = iter(data.make_dataset(images, labels, batch_size, shuffle=True, seed=seed).repeat())
+    batches = iter(data.make_dataset(images, labels, settings.batch_size, shuffle=True, seed=seed).repeat())
     pruning_steps = tfmot_keras.UpdatePruningStep()
     pruning_steps.set_model(twin)
     pruning_steps.on_train_begin()
     losses = []
-    for epoch in range(epochs):
+    for epoch in range(settings.epochs):
         epoch_loss = [float(train_step(*next(batches), tf.constant(epoch * steps_per_epoch + i)))
                       for i in range(steps_per_epoch)]
         pruning_steps.on_epoch_end(epoch)  # re-applies the masks after the last update

@@ -204,8 +204,8 @@ def default_objectives(model, policy):
     return names
 
 
-def robustness_report(model, images, labels, attacks, policy=None, objectives=None,
-                      batch_size=256, seed=0, progress=True, slowdown=True, autoattack=None):
+def robustness_report(model, images, labels, attacks, *, policy=None, objectives=None, slowdown=True,
+                      autoattack=None, batch_size=256, seed=0, progress=True):
     """Evaluate the adaptive ``model`` (entropy early exit) against each attack.
 
     Args:
@@ -218,12 +218,12 @@ def robustness_report(model, images, labels, attacks, policy=None, objectives=No
         objectives: attack objectives (default: :func:`default_objectives`). When every
             single exit is among them, max-average is selected from their attacks
             instead of running its K attacks again (same seeds, same result).
-        batch_size, seed: batches of the attacks; batch i is seeded ``seed + i``.
-        progress: show a progress bar.
         slowdown: also run each method as the two slowdown attacks (cost, savings kept), when the
             policy leaves a side exit open (with every side exit closed there are no savings to attack).
         autoattack: an :class:`rdinet_tf.attacks.autoattack.AutoAttack` to add that suite (with
             ``objectives`` if given, else the suite's default objectives).
+        batch_size, seed: batches of the attacks; batch i is seeded ``seed + i``.
+        progress: show a progress bar.
     """
     driver = AttackDriver(model, policy or model.exit_policy, batch_size, seed)
     if not attacks:
@@ -354,21 +354,21 @@ def _objective_attacks(driver, method, objectives, images, labels, bar):
         yield objective, adversarial
 
 
-def calibrate_robust(model, images, labels, attack, target_cost, adversarial_cost=None, convention="honest",
+def calibrate_robust(model, images, labels, attack, target_cost, *, adversarial_cost=None, convention="honest",
                      objectives=None, batch_size=256, seed=0, progress=True):
     """An :class:`ExitPolicy` chosen for worst-case adversarial accuracy within a cost budget.
 
     Attacks the held-out ``images`` with ``attack`` under each of ``objectives``
     (default: every single exit, average and max-average: attacks that do not
-    depend on the thresholds being chosen), then calibrates with
-    ``ExitPolicy.calibrate(method="robust")``: the thresholds with the highest
+    depend on the thresholds being chosen; batch i seeded ``seed + i``), then
+    calibrates with :meth:`ExitPolicy.robust`: the thresholds with the highest
     adaptive accuracies under those attacks, the worst first
     (:func:`rdinet_tf.exits.policy.robust_thresholds`), at an average cost of at most
     ``target_cost`` MFLOPs (``convention``) on the clean images and, if given,
     ``adversarial_cost`` on each attacked set. Never use test images here.
     """
-    start = ExitPolicy.calibrate(model, images, "target_cost", target_cost=target_cost, convention=convention,
-                                 batch_size=batch_size)  # checks the budget before any attack
+    # The cost-only policy checks the budget before any attack (and routes nothing the attacks use).
+    start = ExitPolicy.for_cost(model, images, target_cost, convention, batch_size)
     objectives = objectives or default_objectives(model, None)
     if "routing" in objectives:
         raise InputError("the routing attack depends on the thresholds being calibrated: leave it out of "
@@ -379,9 +379,8 @@ def calibrate_robust(model, images, labels, attack, target_cost, adversarial_cos
     with tqdm(total=len(objectives) * -(-len(images) // batch_size), desc="calibration attacks",
               disable=not progress, leave=False) as bar:
         adversarial = [x for _, x in _objective_attacks(driver, attack, objectives, images, labels, bar)]
-    return ExitPolicy.calibrate(model, images, "robust", target_cost=target_cost, convention=convention,
-                                batch_size=batch_size, labels=labels, adversarial=adversarial,
-                                adversarial_cost=adversarial_cost)
+    return ExitPolicy.robust(model, images, labels, adversarial, target_cost, adversarial_cost, convention,
+                             batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,13 +438,12 @@ def policy_points(model, images, labels, attack, policies, routing=True, batch_s
 def tradeoff(model, calibration_images, images, labels, attack, cost_targets, convention="honest", **kwargs):
     """The accuracy-versus-cost curve of ``model``: :func:`policy_points` of one policy per cost target.
 
-    Each policy is ``ExitPolicy.calibrate(model, calibration_images, "target_cost", target_cost=t)``
+    Each policy is ``ExitPolicy.for_cost(model, calibration_images, t, convention)``
     (held-out images, never test); ``cost_targets`` are MFLOPs of ``convention``, each at least the
     first exit's cost (e.g. ``numpy.linspace(costs[0], costs[-1], 8)`` with
     ``costs = flops.exit_costs(model)``). ``kwargs`` go to :func:`policy_points`.
     """
-    policies = {f"target {target:.3f}": ExitPolicy.calibrate(model, calibration_images, "target_cost",
-                                                              target_cost=target, convention=convention)
+    policies = {f"target {target:.3f}": ExitPolicy.for_cost(model, calibration_images, target, convention)
                 for target in cost_targets}
     return policy_points(model, images, labels, attack, policies, **kwargs)
 

@@ -10,6 +10,7 @@ present after exit k-1 (:func:`early_exit_function`), so the saving is real.
 """
 
 import dataclasses
+import inspect
 import itertools
 
 import keras
@@ -110,9 +111,10 @@ class PolicyResult:
 class ExitPolicy:
     """One entropy threshold per side exit, with calibration and adaptive prediction.
 
-    Build one with :meth:`calibrate` (on held-out data, never the test set) or
-    from known thresholds, then attach it with ``model.exit_policy = policy`` so
-    it is saved in the model's ``.keras`` file.
+    Build one from held-out data, never the test set, with one calibration
+    (:meth:`equal_share`, :meth:`for_shares`, :meth:`for_cost`, :meth:`robust`;
+    or :meth:`calibrate` naming one), or from known thresholds; then attach it
+    with ``model.exit_policy = policy`` so it is saved in the model's ``.keras`` file.
     """
 
     def __init__(self, thresholds):
@@ -189,60 +191,94 @@ class ExitPolicy:
             )
 
     @classmethod
-    def calibrate(cls, model, images, method="equal_share", shares=None, target_cost=None,
-                  convention="honest", batch_size=256, labels=None, adversarial=None, adversarial_cost=None):
-        """Thresholds from the exit entropies of ``model`` on held-out ``images``.
+    def calibrate(cls, model, images, method="equal_share", batch_size=256, **options):
+        """Thresholds from the exit entropies of ``model`` on held-out ``images``, by name: ``method`` is one of
+        ``CALIBRATIONS`` and ``options`` are that calibration's own arguments, e.g.
+        ``calibrate(model, x_val, "target_cost", target_cost=5.0)`` is ``for_cost(model, x_val, 5.0)``.
 
-        Methods:
-            ``"equal_share"``: the reference procedure: walking the exits, T_k is
-                the entropy at position floor(N/K) among the samples still
-                present, so about N/K samples leave at each side exit.
-            ``"shares"``: ``shares`` gives the fraction of the whole set to leave
-                at each of the K-1 side exits (sum <= 1).
-            ``"target_cost"``: the most accurate-leaning policy whose average
-                cost in ``convention`` is at most ``target_cost`` (a fixed fraction
-                of the remaining samples leaves at each side exit, found by bisection).
-            ``"robust"``: the thresholds that maximise the worst-case adversarial
-                accuracy over the image sets in ``adversarial`` (a list of arrays
-                shaped like ``images``, made from them by attacks; true ``labels``),
-                ties broken by clean accuracy, subject to an average cost of at
-                most ``target_cost`` on the clean ``images`` and, if given, of at
-                most ``adversarial_cost`` on every adversarial set. A local
-                search over each exit's clean-entropy quantiles, from the
-                ``"target_cost"`` policy and from policies letting a fixed fraction
-                out at each exit (:func:`robust_thresholds`). Use attacks
-                that do not depend on the thresholds (single exits, average,
-                max-average); :func:`rdinet_tf.evaluation.report.calibrate_robust` makes them.
+        ``"equal_share"``: :meth:`equal_share`; ``"shares"``: :meth:`for_shares` (``shares=``);
+        ``"target_cost"``: :meth:`for_cost` (``target_cost=``, ``convention=``); ``"robust"``: :meth:`robust`
+        (``labels=``, ``adversarial=``, ``target_cost=``, ``adversarial_cost=``, ``convention=``).
         """
-        exit_logits = predict_exit_logits(model, images, batch_size)
-        entropies = np.asarray(exit_entropies(exit_logits))
-        num_samples, num_exits = entropies.shape
-        if num_samples == 0:
-            raise InputError("calibration needs held-out images; got none")
-
-        def exit_costs_for(thresholds):
-            return flops.exit_costs(model, convention, thresholds=thresholds)
-
-        if method == "equal_share":
-            thresholds = thresholds_for_counts(entropies, [num_samples // num_exits] * (num_exits - 1))
-        elif method == "shares":
-            thresholds = thresholds_for_counts(entropies, _counts_from_shares(shares, entropies.shape))
-        elif method == "target_cost":
-            thresholds = _thresholds_for_cost(entropies, exit_costs_for, target_cost)
-        elif method == "robust":
-            labels = _check_robust_inputs(labels, adversarial, num_samples)
-            attacked = [_exit_outcomes(predict_exit_logits(model, x, batch_size), labels) for x in adversarial]
-            starts = [_thresholds_for_cost(entropies, exit_costs_for, target_cost)] + [
-                thresholds_for_fraction(entropies, fraction) for fraction in np.linspace(0, 1, 6)]
-            thresholds = robust_thresholds(_exit_outcomes(exit_logits, labels), attacked, exit_costs_for(None),
-                                           target_cost, adversarial_cost, starts)
-        else:
+        if method not in CALIBRATIONS:
             raise InputError(
                 f"unknown calibration method {method!r}; choose 'equal_share', 'shares' "
                 "(with shares=[...]), 'target_cost' (with target_cost=MFLOPs) or 'robust' (with "
                 "target_cost=MFLOPs, labels=y and adversarial=[x_adv, ...])"
             )
-        return cls(thresholds)
+        calibration = getattr(cls, CALIBRATIONS[method])
+        parameters = inspect.signature(calibration).parameters
+        accepted = [name for name in parameters if name not in ("model", "images", "batch_size")]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise InputError(f"the {method!r} calibration does not take {', '.join(unknown)}; it takes "
+                             f"{', '.join(accepted) or 'no options'}")
+        # An option left out reaches the calibration as None, which names what it needs.
+        required = {name: None for name in accepted if parameters[name].default is parameters[name].empty}
+        return calibration(model, images, batch_size=batch_size, **{**required, **options})
+
+    @classmethod
+    def equal_share(cls, model, images, batch_size=256):
+        """The reference procedure: walking the exits, T_k is the entropy at position floor(N/K) among the
+        samples still present, so about N/K of the held-out ``images`` leave at each side exit."""
+        entropies = _calibration_entropies(model, images, batch_size)[1]
+        num_samples, num_exits = entropies.shape
+        return cls(thresholds_for_counts(entropies, [num_samples // num_exits] * (num_exits - 1)))
+
+    @classmethod
+    def for_shares(cls, model, images, shares, batch_size=256):
+        """``shares``: the fraction of the held-out ``images`` to leave at each of the K-1 side exits (sum <= 1)."""
+        entropies = _calibration_entropies(model, images, batch_size)[1]
+        return cls(thresholds_for_counts(entropies, _counts_from_shares(shares, entropies.shape)))
+
+    @classmethod
+    def for_cost(cls, model, images, target_cost, convention="honest", batch_size=256):
+        """The most accurate-leaning policy whose average cost on the held-out ``images``, in MFLOPs of
+        ``convention``, is at most ``target_cost`` (a fixed fraction of the remaining samples leaves at each
+        side exit, found by bisection)."""
+        entropies = _calibration_entropies(model, images, batch_size)[1]
+        return cls(_thresholds_for_cost(entropies, _exit_costs_for(model, convention), target_cost))
+
+    @classmethod
+    def robust(cls, model, images, labels, adversarial, target_cost, adversarial_cost=None, convention="honest",
+               batch_size=256):
+        """The thresholds that maximise the worst-case adversarial accuracy over the image sets in
+        ``adversarial``, within a cost budget.
+
+        ``adversarial``: a list of arrays shaped like the held-out ``images``, made from them by attacks
+        (true ``labels``); ties are broken by clean accuracy, subject to an average cost (MFLOPs of
+        ``convention``) of at most ``target_cost`` on the clean ``images`` and, if given, of at most
+        ``adversarial_cost`` on every adversarial set. A local search over each exit's clean-entropy
+        quantiles, from the :meth:`for_cost` policy and from policies letting a fixed fraction out at each
+        exit (:func:`robust_thresholds`). Use attacks that do not depend on the thresholds (single exits,
+        average, max-average); :func:`rdinet_tf.evaluation.report.calibrate_robust` makes them.
+        """
+        exit_logits, entropies = _calibration_entropies(model, images, batch_size)
+        labels = _check_robust_inputs(labels, adversarial, len(entropies))
+        exit_costs_for = _exit_costs_for(model, convention)
+        attacked = [_exit_outcomes(predict_exit_logits(model, x, batch_size), labels) for x in adversarial]
+        starts = [_thresholds_for_cost(entropies, exit_costs_for, target_cost)] + [
+            thresholds_for_fraction(entropies, fraction) for fraction in np.linspace(0, 1, 6)]
+        return cls(robust_thresholds(_exit_outcomes(exit_logits, labels), attacked, exit_costs_for(None),
+                                     target_cost, adversarial_cost, starts))
+
+
+# ``ExitPolicy.calibrate``'s methods: name -> the classmethod computing it.
+CALIBRATIONS = {"equal_share": "equal_share", "shares": "for_shares", "target_cost": "for_cost", "robust": "robust"}
+
+
+def _calibration_entropies(model, images, batch_size):
+    """``(exit logits, entropies (N, K))`` of ``model`` on the held-out ``images``; refuses an empty set."""
+    exit_logits = predict_exit_logits(model, images, batch_size)
+    entropies = np.asarray(exit_entropies(exit_logits))
+    if entropies.shape[0] == 0:
+        raise InputError("calibration needs held-out images; got none")
+    return exit_logits, entropies
+
+
+def _exit_costs_for(model, convention):
+    """``thresholds -> per-exit costs`` of ``model`` in ``convention`` (a closed exit's head is not counted)."""
+    return lambda thresholds: flops.exit_costs(model, convention, thresholds=thresholds)
 
 
 class TrainingThresholds:
