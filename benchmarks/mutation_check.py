@@ -3,7 +3,7 @@
     nice -n 10 python benchmarks/mutation_check.py [--only NAME ...] [--baseline] [--out FILE]
 
 Each mutant is one source edit (an exact text, found exactly once, replaced) applied to a
-temporary copy of the checkout (rdinet_tf/, tests/, export/, notebooks/, setup.py,
+temporary copy of the checkout (rdinet_tf/, rdinet_lite/, tests/, device/, notebooks/, setup.py,
 pytest.ini); the mutant's own narrow test selection then runs in that copy with
 PYTHONPATH pointing at it (subprocesses the tests start import the copy too). A mutant
 is caught when pytest reports failing tests (exit code 1); "MISSED" when the selection
@@ -29,7 +29,7 @@ TIMEOUT_S = 1800
 
 EPOCH_ONLY_BACKUP = '''
 
-class _EpochOnlyBackup(keras.callbacks.BackupAndRestore):
+class _EpochOnlyBackup(_AtomicBackup):
     """BackupAndRestore that restores the epoch counter but puts back the fresh weights and optimizer state."""
 
     def _load_model(self):
@@ -60,7 +60,7 @@ INTERSECTION_TEST = ("tests/test_worst_case.py::"
 
 MUTANTS = [
     Mutant("chain_tie", "device chain leaves at an exit when entropy equals T_k (< -> <=)",
-           "rdinet_tf/runtime.py", 'segment.view("entropy")[0] < self._entropy_bounds[index]',
+           "rdinet_lite/runner.py", 'segment.view("entropy")[0] < self._entropy_bounds[index]',
            'segment.view("entropy")[0] <= self._entropy_bounds[index]',
            ["tests/test_export.py::test_device_tie_rule_stays_at_an_exit_whose_entropy_equals_its_threshold"]),
     Mutant("in_graph_tie", "in-graph exit leaves at an exit when entropy equals T_k (< -> <=)",
@@ -68,29 +68,29 @@ MUTANTS = [
            'outputs["entropy"][0] <= float(thresholds[index])',
            ["tests/test_export.py::test_device_tie_rule_stays_at_an_exit_whose_entropy_equals_its_threshold"]),
     Mutant("per_sample_min", "per_sample_worst_case_ata = the minimum over forms",
-           "rdinet_tf/evaluate.py", "per_sample_worst_case_ata=float(survivors.mean()),",
+           "rdinet_tf/evaluation/report.py", "per_sample_worst_case_ata=float(survivors.mean()),",
            "per_sample_worst_case_ata=worst.accuracy,",
            [INTERSECTION_TEST]),
     Mutant("slowdown_survivors", "slowdown attacks left out of the per-sample survivors",
-           "rdinet_tf/evaluate.py", "            slowdown_results.append(result)\n            survivors &= correct\n",
+           "rdinet_tf/evaluation/report.py", "            slowdown_results.append(result)\n            survivors &= correct\n",
            "            slowdown_results.append(result)\n",
            [INTERSECTION_TEST]),
     Mutant("autoattack_min", "per_sample_worst_case_with_autoattack = a minimum",
-           "rdinet_tf/evaluate.py", "survivors[suite.robust_samples].sum() / len(labels))",
+           "rdinet_tf/evaluation/report.py", "survivors[suite.robust_samples].sum() / len(labels))",
            "min(survivors.mean(), suite.robust_accuracy))",
            ["tests/test_worst_case.py::test_per_sample_worst_case_with_the_suite_counts_samples_surviving_everything"]),
     Mutant("suite_one_target", "APGD-T runs only its first target (extra, untested behaviour)",
-           "rdinet_tf/adversarial/autoattack.py", "range(1, num_targets + 1) if targeted else [0]",
+           "rdinet_tf/attacks/autoattack.py", "range(1, num_targets + 1) if targeted else [0]",
            "range(1, 2) if targeted else [0]",
            ["tests/test_worst_case.py::test_suite_runs_its_default_objectives_every_target_and_only_the_survivors"]),
     Mutant("neo_kd_weights", "NEO-KD's term ignores sample weights",
-           "rdinet_tf/training.py",
+           "rdinet_tf/training/model.py",
            "distillation_term = self.distillation_loss(labels, clean_logits, adversarial_logits, sample_weight)",
            "distillation_term = self.distillation_loss(labels, clean_logits, adversarial_logits)",
            ["tests/test_keras_contract.py::test_neo_kd_term_of_a_step_is_its_weighted_batch_mean",
             "tests/test_keras_contract.py::test_a_step_with_zero_sample_weights_leaves_the_weights_unchanged"]),
     Mutant("adversarial_metric_weights", "the adversarial accuracy metrics ignore sample weights",
-           "rdinet_tf/training.py",
+           "rdinet_tf/training/model.py",
            "for metric, logits in zip(self.adversarial, adversarial_logits or []):\n"
            "            metric.update_state(labels, logits, sample_weight=sample_weight)",
            "for metric, logits in zip(self.adversarial, adversarial_logits or []):\n"
@@ -98,8 +98,8 @@ MUTANTS = [
            ["tests/test_keras_contract.py::"
             "test_training_metrics_clean_and_adversarial_are_weighted_by_the_sample_weights"]),
     Mutant("robust_returns_start", 'calibrate(method="robust") returns its cost-only start',
-           "rdinet_tf/policy.py", "            thresholds = robust_thresholds(",
-           "            thresholds, _ = starts[0], robust_thresholds(",
+           "rdinet_tf/exits/policy.py", "        return cls(robust_thresholds(_exit_outcomes(exit_logits, labels), attacked,",
+           "        return cls(starts[0]) if starts else cls(robust_thresholds(_exit_outcomes(exit_logits, labels), attacked,",
            ["tests/test_policy.py::test_robust_calibration_beats_its_cost_only_start_on_a_crafted_model"]),
     Mutant("compare_with_itself", "compare_with_keras compares the bundle with itself",
            "rdinet_tf/export/tflite.py", "    reference = model.exit_policy.predict(model, images)\n",
@@ -110,17 +110,17 @@ MUTANTS = [
            ["tests/test_export.py::test_int8_keeps_the_softmax_entropy_tail_in_float32",
             "tests/test_export.py::test_quantized_agreement_is_measured"]),
     Mutant("resume_epoch_only", "resume restores only the epoch counter",
-           "rdinet_tf/cli/run_directory.py",
-           "keras.callbacks.BackupAndRestore(str(self.backup), double_checkpoint=True)",
+           "rdinet_tf/experiments/run_directory.py",
+           "_AtomicBackup(str(self.backup), double_checkpoint=True)",
            "_EpochOnlyBackup(str(self.backup), double_checkpoint=True)",
            ["tests/test_recipe.py::test_a_killed_and_resumed_run_is_the_uninterrupted_run[1]"],
            append=EPOCH_ONLY_BACKUP),
     Mutant("wrm_no_transport", "WRM without its L2 transport term",
-           "rdinet_tf/adversarial/attacks.py", "return self.eps * loss_fn(x, y) - transport",
+           "rdinet_tf/attacks/attacks.py", "return self.eps * loss_fn(x, y) - transport",
            "return self.eps * loss_fn(x, y)",
            ["tests/test_attacks.py::test_wrm_ascends_the_loss_minus_half_the_squared_l2_transport"]),
     Mutant("random_average_uniform", "random_average with fixed uniform weights",
-           "rdinet_tf/adversarial/attacks.py", "weights = tf.random.stateless_uniform([model.num_exits], seed)",
+           "rdinet_tf/attacks/attacks.py", "weights = tf.random.stateless_uniform([model.num_exits], seed)",
            "weights = tf.ones([model.num_exits])",
            ["tests/test_attacks.py::test_random_average_weighs_the_exits_with_random_convex_weights"]),
     Mutant("board_pin", "a board-runtime pin that does not exist (ai-edge-litert==0.0.0.1)",
@@ -128,19 +128,19 @@ MUTANTS = [
            ["tests/test_device_runtime.py::test_venv_has_no_tensorflow_or_keras"]),
     # The "also" rows: tests that compared the code with itself now compare it with an oracle.
     Mutant("route_last_confident", "routing takes the last confident exit (predict was compared with route)",
-           "rdinet_tf/policy.py", "return ops.min(ops.concatenate([taken,", "return ops.max(ops.concatenate([taken,",
+           "rdinet_tf/exits/policy.py", "return ops.min(ops.concatenate([taken,", "return ops.max(ops.concatenate([taken,",
            ["tests/test_policy.py::test_predict_takes_the_exit_and_answer_of_the_rule_computed_in_numpy"]),
     Mutant("runner_thresholds_reversed", "runner applies the thresholds in reverse order (run was compared with "
-           "run_batch)", "rdinet_tf/runtime.py", "self._entropy_bounds = entropy_bounds(self.thresholds)",
+           "run_batch)", "rdinet_lite/runner.py", "self._entropy_bounds = entropy_bounds(self.thresholds)",
            "self._entropy_bounds = entropy_bounds(self.thresholds[::-1])",
            ["tests/test_runtime.py::test_run_and_run_batch_give_the_keras_early_exit"]),
     Mutant("combine_no_cumsum", "expected latency from per-segment, not cumulative, latencies "
-           "(combine_in_venv checked a header)", "rdinet_tf/bench_kit.py",
+           "(combine_in_venv checked a header)", "rdinet_lite/latency.py",
            "return expected_cost(np.cumsum(latencies), exit_distribution)",
            "return expected_cost(latencies, exit_distribution)",
            ["tests/test_device_runtime.py::test_combine_in_venv"]),
     Mutant("relative_import_upward", "a layer imports from above it through a relative import (test_layout "
-           "skipped relative imports)", "rdinet_tf/policy.py", "def predict_exit_logits(",
+           "skipped relative imports)", "rdinet_tf/exits/policy.py", "def predict_exit_logits(",
            "def _upward():\n    from . import evaluate  # noqa: F401\n\n\ndef predict_exit_logits(",
            ["tests/test_layout.py"]),
 ]
