@@ -7,7 +7,8 @@ digits data), ``MPLBACKEND=Agg`` and a temporary working directory; any cell
 error fails the test, and the stored file is left as it was. Refresh the stored
 outputs after changing a notebook, one notebook at a time, from the repository root:
 ``RDINET_DATA_DIR=/path/to/data PYTHONPATH=$PWD jupyter nbconvert --to notebook --execute --inplace
---ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.record_timing=False notebooks/NAME.ipynb``.
+--ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.record_timing=False notebooks/NAME.ipynb``,
+then ``python notebooks/shrink_figures.py notebooks/NAME.ipynb`` (256-colour figures, a third of the size).
 """
 
 import json
