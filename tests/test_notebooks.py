@@ -116,7 +116,7 @@ def _environment(monkeypatch, kernel_dir):
         [str(kernel_dir), *filter(None, [os.environ.get("JUPYTER_PATH")])]))
     monkeypatch.setenv("RDINET_NOTEBOOK_FAST", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # each notebook's setup cell quiets TensorFlow
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))  # rdinet_tf without pip install
 
@@ -148,6 +148,8 @@ def test_notebook_runs_in_fast_mode(path, kernel_dir, tmp_path, monkeypatch):
         pytest.fail(f"{path.name} failed in FAST mode (or its checks, the last cell):\n{error}", pytrace=False)
     assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before, "the notebook wrote into notebooks/"
     assert path.read_bytes() == stored, f"running {path.name} rewrote the stored notebook"
+    noise = _stderr_noise(notebook.cells)
+    assert not noise, f"{path.name} shows log output on stderr (silence it in its setup cell): {noise[0][:300]}"
 
 
 def _output_text(output):
@@ -155,6 +157,11 @@ def _output_text(output):
         return "".join(output["text"])
     data = output.get("data", {})
     return "".join(data.get("text/plain", "")) + "".join(output.get("traceback", []))
+
+
+def _stderr_noise(cells):
+    return [text for cell in cells for output in cell.get("outputs", []) if output.get("name") == "stderr"
+            for text in [_output_text(output)] if text.strip() != XNNPACK_NOTICE]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
@@ -167,8 +174,7 @@ def test_notebook_is_stored_with_the_outputs_of_a_real_data_run(path):
         f"{path.name}: cells hold nbclient's timing metadata; {rerun} with record_timing=False"
     outputs = [output for cell in cells for output in cell["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"], f"{path.name} stores an error; {rerun}"
-    noise = [text for o in outputs if o.get("name") == "stderr"
-             for text in [_output_text(o)] if text.strip() != XNNPACK_NOTICE]
+    noise = _stderr_noise(cells)
     assert not noise, f"{path.name} stores log output on stderr (silence it in its setup cell): {noise[0][:300]}"
     printed = [_output_text(o) for o in outputs]
     assert any(line.startswith("mnist (") for output in printed for line in output.splitlines()), \
