@@ -2,41 +2,12 @@
 
 Console scripts (pyproject.toml): ``rdinet-train``, ``rdinet-evaluate``, ``rdinet-export``, ``rdinet-prune``,
 ``rdinet-import-torch`` and the device side's ``rdinet-bench``. ``python -m rdinet_tf.<subpackage>`` runs the
-subpackage's command, or names the one to run. A command builds its parser from plain values
+subpackage's command, or names the one to run (:mod:`.commands`). A command builds its parser from plain values
 (:mod:`.defaults`) and imports TensorFlow only after parsing, so ``--help`` answers at once.
 """
 
 import logging
-import sys
 
 # TensorFlow's Python warnings (tf.function retracing) are noise on a command line; a level the user set wins.
 if logging.getLogger("tensorflow").level == logging.NOTSET:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-COMMANDS = {
-    "rdinet-train": "train, calibrate, evaluate and save an RDI-Net (python -m rdinet_tf.train)",
-    "rdinet-evaluate": "robustness report of a trained model (python -m rdinet_tf.evaluation)",
-    "rdinet-export": "TFLite bundle or SavedModel of a trained model (python -m rdinet_tf.export)",
-    "rdinet-prune": "the pruned single-exit baseline at a cost budget (python -m rdinet_tf.baselines)",
-    "rdinet-import-torch": "a reference PyTorch checkpoint as a .keras model (python -m rdinet_tf.models)",
-    "rdinet-bench": "on-device latency from benchmark_model logs (python -m rdinet_lite)",
-}
-
-
-def commands():
-    """The command lines, one per line with what each does."""
-    return "\n".join(f"  {name:<21}{summary}" for name, summary in COMMANDS.items())
-
-
-def name_the_commands(package, hint=None):
-    """For ``python -m`` of a package without a command: say on stderr which to run, then exit with code 2.
-
-    With ``hint`` (the command that does the package's work) one line; else the list of commands.
-    """
-    if hint:
-        print(f"{package} has no command of its own: {hint} (python -m rdinet_tf lists the commands)",
-              file=sys.stderr)
-    else:
-        print(f"{package} has no command of its own; the commands (each with --help):\n{commands()}",
-              file=sys.stderr)
-    raise SystemExit(2)
