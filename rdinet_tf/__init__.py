@@ -41,8 +41,6 @@ _EXPORTS = {
                            "NeoKD", "OneCycle", "ReferenceSGD", "guard_attack", "set_precision"],
 }
 _SUBPACKAGES = ["attacks", "data", "evaluation", "exits", "export", "models", "training"]
-
-
 _loaded = False
 
 
@@ -72,7 +70,8 @@ def __getattr__(name):
         return module
     if name in __all__:
         _load()
-        return globals()[name]
+        if name in globals():  # not yet while the library loads
+            return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -81,12 +80,7 @@ def __dir__():
 
 
 __version__ = "0.1.0"
-__all__ = ["AutoAttack", "CatastrophicOverfittingGuard", "EarlyExitRunner", "ExitPolicy", "FAST_RECIPES",
-           "FollowThresholds", "InputError", "MultiExitModel", "MultiExitNetwork", "NFGSM", "NeoKD", "OneCycle",
-           "PGD", "ReferenceSGD", "attach_exits", "attacks", "build", "calibrate_robust", "cost_table", "data",
-           "evaluation", "exit_costs", "exits", "export", "export_saved_model", "export_tflite", "fast_fgsm", "fgsm",
-           "generate", "guard_attack", "load", "models", "robustness_report", "set_precision", "tradeoff",
-           "training"]
+__all__ = sorted({*_SUBPACKAGES, *(name for names in _EXPORTS.values() for name in names)})
 
 # Where Keras is imported already the library costs little more, and keras.models.load_model finds its classes.
 if "keras" in sys.modules or "tensorflow" in sys.modules:

@@ -187,3 +187,18 @@ def test_train_calibrates_to_a_target_cost(tmp_path):
 def test_export_writes_the_bundle_with_out_alone(saved_digits_model, tmp_path):
     assert export.main(["--model", str(saved_digits_model), "--out", str(tmp_path / "bundle")]) == 0
     assert (tmp_path / "bundle" / "manifest.json").is_file()
+
+
+def test_the_front_door_loads_the_library_on_first_use():
+    """``import rdinet_tf`` alone loads no TensorFlow; its first name loads the library and registers the Keras
+    classes; where Keras is imported first, the import itself does (``keras.models.load_model`` after it)."""
+    code = ("import sys, rdinet_tf as rdi\n"
+            "assert not {'tensorflow', 'keras'} & set(sys.modules)\n"
+            "assert 'build' in dir(rdi) and rdi.ExitPolicy.__name__ == 'ExitPolicy'\n"
+            "import keras\n"
+            "assert 'rdinet_tf>MultiExitModel' in keras.saving.get_custom_objects()\n")
+    result = _run("-c", code)
+    assert result.returncode == 0, result.stderr
+    result = _run("-c", "import keras, rdinet_tf\n"
+                  "assert 'rdinet_tf>MultiExitModel' in keras.saving.get_custom_objects()")
+    assert result.returncode == 0, result.stderr
