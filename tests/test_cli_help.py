@@ -15,7 +15,7 @@ import pytest
 
 from rdinet_tf import attacks, data, evaluation, training
 from rdinet_tf.architecture import flops
-from rdinet_tf.cli import defaults, evaluate, export, import_torch, prune, train
+from rdinet_tf.cli import common, defaults, evaluate, export, import_torch, prune, train
 from rdinet_tf.exits import ExitPolicy
 from rdinet_tf.models import torch_checkpoint
 
@@ -81,6 +81,7 @@ def test_the_parsers_defaults_are_the_librarys():
 
     assert defaults.EXPORT_PRECISIONS == export_package.PRECISIONS and defaults.STRATEGIES == placement.STRATEGIES
     assert set(defaults.TORCH_MODELS) == set(torch_checkpoint.REFERENCE_NAMES)
+    assert len(common.evaluation_attacks(",".join(common.EVALUATION_ATTACKS), 0.1, 0.01, 1)) == 4
     for model, preset in training.PRESETS.items():
         assert defaults.PAPER[model] == {key: getattr(preset, key) for key in defaults.PAPER[model]}, model
         recipe = dataclasses.asdict(training.FAST_RECIPES[model])
