@@ -217,7 +217,7 @@ def test_zero_is_a_value_not_the_preset(train_compile_arguments):
 
 
 def test_a_run_of_an_hour_or_more_says_how_long_it_will_take(capsys, monkeypatch):
-    from rdinet_tf.cli import train as train_cli
+    from rdinet_tf.cli import train_pipeline as train_cli
 
     clock = iter([0.0, 10.0, 12.0, 14.0])  # step 1 traces; steps 2-4 take 2 s each
     monkeypatch.setattr(train_cli.time, "perf_counter", lambda: next(clock))
