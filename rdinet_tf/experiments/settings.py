@@ -163,9 +163,12 @@ def calibrated_policy(settings, model, splits, attack, seed=0, progress=True):
     if settings.calibration == "robust":
         count = or_default(settings.calibration_samples, ROBUST_CALIBRATION_SAMPLES)
         return calibrate_robust(model, splits.x_val[:count], splits.y_val[:count], attack, settings.target_mflops,
-                                settings.adversarial_mflops, settings.convention, seed=seed, progress=progress)
-    return ExitPolicy.calibrate(model, splits.x_val, method=settings.calibration,
-                                target_cost=settings.target_mflops, convention=settings.convention)
+                                adversarial_cost=settings.adversarial_mflops, convention=settings.convention,
+                                seed=seed, progress=progress)
+    if settings.calibration == "target_cost":
+        return ExitPolicy.calibrate(model, splits.x_val, "target_cost", target_cost=settings.target_mflops,
+                                    convention=settings.convention)
+    return ExitPolicy.calibrate(model, splits.x_val, "equal_share")
 
 
 def check_dataset_shape(image_shape, dataset, owner):
