@@ -18,6 +18,7 @@ from rdinet_tf import attacks, data, evaluation, training
 from rdinet_tf.architecture import flops
 from rdinet_tf.cli import defaults, evaluate, export, import_torch, prune, train
 from rdinet_tf.exits import ExitPolicy
+from rdinet_tf.exits.policy import CALIBRATION_METHODS
 from rdinet_tf.experiments import settings
 from rdinet_tf.models import torch_checkpoint
 from rdinet_lite.errors import InputError
@@ -89,6 +90,7 @@ def test_the_parsers_defaults_are_the_librarys():
         settings.evaluation_attacks("unknown", 0.1, 0.01, 1)
     assert defaults.TRAINING_ATTACKS == settings.TRAINING_ATTACKS
     assert defaults.CALIBRATIONS == settings.CALIBRATIONS
+    assert set(settings.CALIBRATIONS) <= {*CALIBRATION_METHODS, "none"}
     assert defaults.ROBUST_CALIBRATION_SAMPLES == settings.ROBUST_CALIBRATION_SAMPLES
     for model, preset in training.PRESETS.items():
         assert defaults.PAPER[model] == {key: getattr(preset, key) for key in defaults.PAPER[model]}, model

@@ -193,20 +193,20 @@ class ExitPolicy:
     @classmethod
     def calibrate(cls, model, images, method="equal_share", batch_size=256, **options):
         """Thresholds from the exit entropies of ``model`` on held-out ``images``, by name: ``method`` is one of
-        ``CALIBRATIONS`` and ``options`` are that calibration's own arguments, e.g.
+        ``CALIBRATION_METHODS`` and ``options`` are that calibration's own arguments, e.g.
         ``calibrate(model, x_val, "target_cost", target_cost=5.0)`` is ``for_cost(model, x_val, 5.0)``.
 
         ``"equal_share"``: :meth:`equal_share`; ``"shares"``: :meth:`for_shares` (``shares=``);
         ``"target_cost"``: :meth:`for_cost` (``target_cost=``, ``convention=``); ``"robust"``: :meth:`robust`
         (``labels=``, ``adversarial=``, ``target_cost=``, ``adversarial_cost=``, ``convention=``).
         """
-        if method not in CALIBRATIONS:
+        if method not in CALIBRATION_METHODS:
             raise InputError(
                 f"unknown calibration method {method!r}; choose 'equal_share', 'shares' "
                 "(with shares=[...]), 'target_cost' (with target_cost=MFLOPs) or 'robust' (with "
                 "target_cost=MFLOPs, labels=y and adversarial=[x_adv, ...])"
             )
-        calibration = getattr(cls, CALIBRATIONS[method])
+        calibration = getattr(cls, CALIBRATION_METHODS[method])
         parameters = inspect.signature(calibration).parameters
         accepted = [name for name in parameters if name not in ("model", "images", "batch_size")]
         unknown = sorted(set(options) - set(accepted))
@@ -264,7 +264,7 @@ class ExitPolicy:
 
 
 # ``ExitPolicy.calibrate``'s methods: name -> the classmethod computing it.
-CALIBRATIONS = {"equal_share": "equal_share", "shares": "for_shares", "target_cost": "for_cost", "robust": "robust"}
+CALIBRATION_METHODS = {"equal_share": "equal_share", "shares": "for_shares", "target_cost": "for_cost", "robust": "robust"}
 
 
 def _calibration_entropies(model, images, batch_size):

@@ -16,7 +16,9 @@ from rdinet_lite.arguments import SEED_LIMIT
 from rdinet_lite.errors import InputError
 
 TRAINING_ATTACKS = ("pgd", "fast_fgsm", "n_fgsm")
-CALIBRATIONS = ("equal_share", "target_cost", "robust", "none")  # how the exit thresholds are chosen
+# How a run chooses its exit thresholds: the policy's calibrations a command line can ask for (all but "shares",
+# which needs the shares themselves), or none (no early exit).
+CALIBRATIONS = ("equal_share", "target_cost", "robust", "none")
 ROBUST_CALIBRATION_SAMPLES = 1000  # validation images the robust calibration attacks by default
 
 # What a setting must be (None is allowed where it is the default; a field without a default is required):
