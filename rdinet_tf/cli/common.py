@@ -1,10 +1,8 @@
-"""What the Keras-side command lines share: data and attack arguments, presets, attacks, shape checks."""
+"""What the Keras-side command lines share: data and attack arguments, paper recipes, attacks, shape checks."""
 
-from rdinet_tf import data
-from rdinet_tf import attacks
+from rdinet_tf import attacks, data, models
 from rdinet_lite.arguments import non_negative_float, positive_int
 from rdinet_lite.errors import InputError
-from rdinet_tf.training import PRESETS
 
 
 def add_data_arguments(parser, required=True, default=None, help="dataset (digits is embedded: no download)"):
@@ -18,16 +16,17 @@ TRAINING_ATTACKS = ("pgd", "fast_fgsm", "n_fgsm")
 
 def add_attack_arguments(parser, training):
     """``--eps``, ``--step-size`` and the attack steps; ``training`` adds the training attack and the eval steps."""
-    parser.add_argument("--eps", type=non_negative_float, help="L-inf radius (default: the model's preset)")
-    parser.add_argument("--step-size", type=non_negative_float, help="PGD step size (default: preset)")
+    parser.add_argument("--eps", type=non_negative_float, help="L-inf radius (default: the model's paper recipe)")
+    parser.add_argument("--step-size", type=non_negative_float, help="PGD step size (default: the paper recipe's)")
     parser.add_argument("--attack-steps", type=positive_int,
-                        help=("training" if training else "evaluation") + " PGD steps (default: preset)")
+                        help=("training" if training else "evaluation") + " PGD steps (default: the paper recipe's)")
     if training:
         parser.add_argument("--train-attack", choices=TRAINING_ATTACKS,
                             help="training attack: pgd (the paper's), fast_fgsm (FGSM, random start, step 1.25 "
                             "eps), n_fgsm (noise 2 eps, step eps, no projection) (default: the recipe's)")
         parser.add_argument("--fast", action="store_true", help="the same as --train-attack fast_fgsm (CPU budget)")
-        parser.add_argument("--eval-attack-steps", type=positive_int, help="evaluation PGD steps (default: preset)")
+        parser.add_argument("--eval-attack-steps", type=positive_int,
+                            help="evaluation PGD steps (default: the paper recipe's)")
 
 
 def or_default(value, default):
@@ -35,20 +34,19 @@ def or_default(value, default):
     return default if value is None else value
 
 
-def preset_for(image_shape, name=None):
-    """The preset named ``name``, or the reference model's preset for ``image_shape``."""
-    if name is not None:
-        return PRESETS[name]
-    return PRESETS["smallcnn" if tuple(image_shape)[-1] == 1 else "resnet38"]
+def paper_recipe_for(image_shape, model_name=None):
+    """The paper recipe of the reference model ``model_name``, or of the one for images of ``image_shape``."""
+    return (models.spec_for_images(image_shape) if model_name is None else models.spec(model_name)).paper_recipe
 
 
-def training_attack(args, preset, default="pgd"):
-    """The training attack named by ``--train-attack`` (``--fast``: fast_fgsm; else ``default``) at the preset's eps.
+def training_attack(args, paper, default="pgd"):
+    """The training attack named by ``--train-attack`` (``--fast``: fast_fgsm; else ``default``) at the eps of the
+    :class:`~rdinet_tf.training.recipes.PaperRecipe` ``paper``.
 
     ``--step-size`` is PGD's (training and evaluation); ``--attack-steps``, which a
     single-step attack has no use for, is refused with one.
     """
-    eps = or_default(args.eps, preset.eps)
+    eps = or_default(args.eps, paper.eps)
     if args.fast and args.train_attack not in (None, "fast_fgsm"):
         raise InputError(f"--fast means --train-attack fast_fgsm; it contradicts --train-attack {args.train_attack}")
     name = args.train_attack or ("fast_fgsm" if args.fast else default)
@@ -58,8 +56,8 @@ def training_attack(args, preset, default="pgd"):
         return attacks.fast_fgsm(eps)
     if name == "n_fgsm":
         return attacks.NFGSM(eps)
-    return attacks.PGD(eps, or_default(args.step_size, preset.step_size),
-                       or_default(args.attack_steps, preset.train_attack_steps))
+    return attacks.PGD(eps, or_default(args.step_size, paper.step_size),
+                       or_default(args.attack_steps, paper.train_attack_steps))
 
 
 def evaluation_attacks(names, eps, step_size, steps):

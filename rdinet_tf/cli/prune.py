@@ -91,10 +91,10 @@ def _prune(args, out):
     common.check_dataset(source, args.dataset, args.model)
     sparsity = (args.target_sparsity if args.target_mflops is None
                 else pruning.sparsity_for_cost(source, args.target_mflops, args.convention))
-    preset = common.preset_for(source.image_shape)
-    attack = common.training_attack(args, preset)
-    eval_attack = attacks.PGD(attack.eps, common.or_default(args.step_size, preset.step_size),
-                              common.or_default(args.eval_attack_steps, preset.eval_attack_steps))
+    paper = common.paper_recipe_for(source.image_shape)
+    attack = common.training_attack(args, paper)
+    eval_attack = attacks.PGD(attack.eps, common.or_default(args.step_size, paper.step_size),
+                              common.or_default(args.eval_attack_steps, paper.eval_attack_steps))
     splits = data.load(args.dataset, data_dir=args.data_dir, seed=args.seed)
 
     keras.utils.set_random_seed(args.seed)

@@ -29,22 +29,22 @@ from rdinet_tf.training.distillation import NeoKD
 from rdinet_lite.errors import InputError
 from rdinet_tf.training.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
 from rdinet_tf.exits.policy import ExitPolicy
-from rdinet_tf.training import (DEFENSES, FAST_RECIPES, POLICY_DEFENSES, PRECISIONS, PRESETS, RECIPES,
-                                FollowThresholds, check_exit_weights, precision_scope, preset_optimizer)
+from rdinet_tf.training import (DEFENSES, POLICY_DEFENSES, PRECISIONS, RECIPES, FollowThresholds, check_exit_weights,
+                                paper_optimizer, precision_scope)
 
 POLICY_CALIBRATION_SAMPLES = 2000  # validation images the policy-aware defenses calibrate on before each epoch
 
 
 def parser():
     parser = arguments.ArgumentParser(prog="rdinet-train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=sorted(PRESETS), default="smallcnn",
+    parser.add_argument("--model", choices=sorted(models.MODELS), default="smallcnn",
                         help="reference architecture (default smallcnn)")
     parser.add_argument("--recipe", choices=RECIPES, default="paper",
                         help="training recipe: paper (default), the reference's PGD schedule for --model; fast, "
                         "time-to-robust-accuracy training (single-step attack, one-cycle learning rate, the "
                         "catastrophic-overfitting guard; hours, not days, for a CIFAR-10 ResNet-38 on 2 CPU "
                         "cores). Every setting below overrides the recipe's")
-    common.add_data_arguments(parser, required=False, help="default: the model's preset dataset (mnist or cifar10)")
+    common.add_data_arguments(parser, required=False, help="default: the model's dataset (mnist or cifar10)")
     parser.add_argument("--defense", choices=DEFENSES, default="max_average",
                         help="training attack objective: the paper's main, average, max_average (default), or one "
                         "that knows the exit policy: routing, exit_hijack, worst_case; none: clean training")
@@ -53,14 +53,15 @@ def parser():
     parser.add_argument("--steps-per-epoch", type=arguments.positive_int,
                         help="default: one pass over the training split")
     parser.add_argument("--batch-size", type=arguments.positive_int,
-                        help="global batch, split evenly over the replicas (default: preset)")
+                        help="global batch, split evenly over the replicas (default: the recipe's)")
     parser.add_argument("--distribute", choices=STRATEGIES, default="none",
                         help="tf.distribute strategy: mirrored (local GPUs, or --cpu-devices), multi_worker "
                         "(MultiWorkerMirroredStrategy from TF_CONFIG; run the command on every worker)")
     parser.add_argument("--cpu-devices", type=arguments.positive_int,
                         help="with --distribute mirrored: mirror over N logical CPU devices (for testing)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
-                        help="Keras dtype policy of the model; attacks and losses compute in float32")
+                        help="compute precision of the model's layers (mixed: variables stay float32); attacks and "
+                        "losses compute in float32")
     parser.add_argument("--lr", type=arguments.positive_float,
                         help="base learning rate (paper) or the one-cycle peak (fast) (default: the recipe's)")
     parser.add_argument("--guard", action=argparse.BooleanOptionalAction,
@@ -132,26 +133,26 @@ def run(args, callbacks=()):
     loaded. Training runs under ``--distribute``'s strategy; the chief then
     calibrates and evaluates the saved model on its own.
     """
-    preset = PRESETS[args.model]
-    recipe = FAST_RECIPES[args.model] if args.recipe == "fast" else None
-    dataset = args.dataset or preset.dataset
-    common.check_dataset_shape(models.INPUT_SHAPES[args.model], dataset, f"--model {args.model}")
+    spec = models.spec(args.model)
+    paper, recipe = spec.paper_recipe, (spec.fast_recipe if args.recipe == "fast" else None)
+    dataset = args.dataset or spec.dataset
+    common.check_dataset_shape(spec.input_shape, dataset, f"--model {args.model}")
     if args.slowdown_attack_steps is not None and not args.slowdown_weight > 0:
         raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
                          "give it together with --slowdown-weight > 0")
     distillation = _neo_kd(args.neo_kd, args.defense)
     placement = place(args.distribute, args.cpu_devices)  # checks the request first
-    global_batch = common.or_default(args.batch_size, (recipe or preset).batch_size)
+    global_batch = common.or_default(args.batch_size, (recipe or paper).batch_size)
     per_replica_batch = placement.per_replica_batch(global_batch)
     with precision_scope(args.precision):
         keras.utils.set_random_seed(args.seed)
         with placement.strategy.scope():
             model = models.build(args.model, num_classes=data.DATASETS[dataset][1])
         exit_weights = _exit_weights(args.exit_weights, model.num_exits)
-        attack = common.training_attack(args, preset, default=recipe.attack if recipe else "pgd")
-        eps, step_size = attack.eps, common.or_default(args.step_size, preset.step_size)
+        attack = common.training_attack(args, paper, default=recipe.attack if recipe else "pgd")
+        eps, step_size = attack.eps, common.or_default(args.step_size, paper.step_size)
         eval_attacks = common.evaluation_attacks(args.eval_attacks, eps, step_size,
-                                                 common.or_default(args.eval_attack_steps, preset.eval_attack_steps))
+                                                 common.or_default(args.eval_attack_steps, paper.eval_attack_steps))
         eval_objectives = common.objectives(args.eval_objectives, model.num_exits, "--eval-objectives")
         slowdown_attack = (None if args.slowdown_attack_steps is None else
                            attacks.scaled_pgd(eps, args.slowdown_attack_steps))
@@ -163,7 +164,7 @@ def run(args, callbacks=()):
                 raise InputError(f"the validation split of {dataset} ({splits.source}) is empty: training validates "
                                  "and calibrates the exits on it; use a dataset with more training images")
             steps_per_epoch = common.or_default(args.steps_per_epoch, math.ceil(len(splits.x_train) / global_batch))
-            epochs = common.or_default(args.epochs, recipe.epochs if recipe else math.ceil(preset.iterations /
+            epochs = common.or_default(args.epochs, recipe.epochs if recipe else math.ceil(paper.iterations /
                                                                                            steps_per_epoch))
             total_steps = epochs * steps_per_epoch
             guard = (CatastrophicOverfittingGuard(splits.x_val[:GUARD_SAMPLES], splits.y_val[:GUARD_SAMPLES],
@@ -173,7 +174,7 @@ def run(args, callbacks=()):
             if trained is None:
                 with placement.strategy.scope():
                     optimizer = (recipe.optimizer(total_steps, args.lr) if recipe
-                                 else preset_optimizer(preset, total_steps, args.lr))
+                                 else paper_optimizer(paper, total_steps, args.lr))
                     model.compile(optimizer=optimizer, defense=args.defense, attack=attack, exit_weights=exit_weights,
                                   seed=args.seed, slowdown_weight=args.slowdown_weight, slowdown_attack=slowdown_attack,
                                   distillation=distillation, abstention_weight=args.abstention_weight or 0.0)
@@ -182,7 +183,7 @@ def run(args, callbacks=()):
                 else:
                     # A resumed run continues the input stream where the interrupted one stopped.
                     train_data = data.make_dataset(splits.x_train, splits.y_train, global_batch, shuffle=True,
-                                                   augment=preset.augment and dataset == "cifar10", seed=args.seed)
+                                                   augment=paper.augment and dataset == "cifar10", seed=args.seed)
                     train_data = train_data.repeat().skip(run_directory.resumed_epoch() * steps_per_epoch)
                     model.fit(_sharded(train_data, placement), epochs=epochs, steps_per_epoch=steps_per_epoch,
                               shuffle=False,
@@ -201,10 +202,11 @@ def run(args, callbacks=()):
             if guard is not None:
                 guard.load_state()  # where it acted, also when an earlier run trained
             summary = _finish(args, trained, splits, dataset, attack, eval_attacks, eval_objectives, run_directory,
-                              {"recipe": _recipe_summary(args, recipe, preset, attack, epochs, total_steps, global_batch),
+                              {"recipe": _recipe_summary(args, recipe, paper, attack, epochs, total_steps,
+                                                         global_batch),
                                "guard": guard.report() if guard else None,
                                "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": global_batch,
-                               "distribution": {**placement.to_dict(), "global_batch": global_batch,
+                               "placement": {**placement.to_dict(), "global_batch": global_batch,
                                                 "per_replica_batch": per_replica_batch},
                                "precision": args.precision})
             placement.wait_for_all()
@@ -236,13 +238,13 @@ def _policy_callbacks(defense, splits):
     return [FollowThresholds(splits.x_val[:POLICY_CALIBRATION_SAMPLES])] if defense in POLICY_DEFENSES else []
 
 
-def _recipe_summary(args, recipe, preset, attack, epochs, total_steps, global_batch):
+def _recipe_summary(args, recipe, paper, attack, epochs, total_steps, global_batch):
     """The training recipe as run (the recipe's settings with the command line's overrides)."""
     summary = {"name": args.recipe, "epochs": epochs, "total_steps": total_steps, "batch_size": global_batch,
                "attack": attack.name}
     if recipe is None:
-        return {**summary, "schedule": "step decay", "learning_rate": args.lr or preset.learning_rate,
-                "weight_decay": preset.weight_decay}
+        return {**summary, "schedule": "step decay", "learning_rate": args.lr or paper.learning_rate,
+                "weight_decay": paper.weight_decay}
     return {**summary, "schedule": "one-cycle", "peak_learning_rate": args.lr or recipe.peak_learning_rate,
             "weight_decay": recipe.weight_decay}
 
