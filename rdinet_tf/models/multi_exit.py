@@ -1,9 +1,9 @@
 """The trainable multi-exit models: the reference backbones and a user's own, as :class:`MultiExitModel`.
 
-``build(name)`` gives a reference model of :mod:`.registry`
-ready for ``compile(defense=..., attack=...)`` and ``fit``; ``attach_exits``
-does the same for a user's functional Keras backbone; ``load`` reads a saved
-``.keras`` file with one clear error for a wrong path.
+``build(name)`` gives a reference model of :mod:`.registry` ready for
+``compile(defense=..., attack=...)`` and ``fit``; ``attach_exits`` does the
+same for a user's functional Keras backbone; ``load`` reads a saved ``.keras``
+file with one clear error for a wrong path.
 """
 
 import zipfile
@@ -21,8 +21,10 @@ from rdinet_tf.training import MultiExitModel
 
 def build(name, num_classes=10, **kwargs):
     """The reference multi-exit model ``name``, one of :data:`.registry.MODELS` ("smallcnn", "resnet38",
-    "mobilenetv2")."""
-    return MultiExitModel.from_network(registry.spec(name).builder(num_classes=num_classes, **kwargs))
+    "mobilenetv2"), for images of the registered input shape unless ``input_shape=`` says otherwise."""
+    spec = registry.spec(name)
+    kwargs.setdefault("input_shape", spec.input_shape)
+    return MultiExitModel.from_network(spec.builder(num_classes=num_classes, **kwargs))
 
 
 def cifar_resnet(depth, num_classes=10, **kwargs):

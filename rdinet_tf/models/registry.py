@@ -33,7 +33,7 @@ class ModelSpec:
     """A reference model: its architecture, data, training recipes and checkpoint layout."""
 
     name: str
-    builder: Callable  # num_classes=..., **kwargs -> MultiExitNetwork
+    builder: Callable  # (num_classes=..., input_shape=..., **kwargs) -> MultiExitNetwork
     input_shape: tuple
     dataset: str
     paper_recipe: PaperRecipe
