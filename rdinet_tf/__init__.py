@@ -14,8 +14,8 @@ The subpackages follow the data flow; each imports only those before it and the 
 ``rdinet_lite`` (numpy and ai-edge-litert only: the runner, latency kit and the numpy foundations):
 
 ``data`` -> ``architecture`` (multi-exit networks, their cost) -> ``exits`` (entropy, routing, thresholds)
--> ``attacks`` -> ``training`` (``MultiExitModel``, recipes, callbacks) -> ``models`` (reference models,
-checkpoints) -> ``evaluation`` -> ``baselines`` (the pruned single-exit network) -> ``export`` (TFLite,
+-> ``attacks`` -> ``training`` (``MultiExitModel``, recipes, callbacks) -> ``models`` (the reference
+models by name, checkpoints) -> ``evaluation`` -> ``baselines`` (the pruned single-exit network) -> ``export`` (TFLite,
 SavedModel) -> ``experiments`` (a run: train, calibrate, evaluate, save) -> ``cli``.
 
 Importing rdinet_tf registers the model, policy and attack classes, so that
@@ -30,13 +30,13 @@ from rdinet_tf.attacks import NFGSM, PGD, AutoAttack, fast_fgsm, fgsm, generate
 from rdinet_tf.evaluation import calibrate_robust, robustness_report, tradeoff
 from rdinet_tf.exits import ExitPolicy
 from rdinet_tf.export import export_saved_model, export_tflite
-from rdinet_tf.models import attach_exits, build, load
-from rdinet_tf.training import (FAST_RECIPES, CatastrophicOverfittingGuard, FollowThresholds, MultiExitModel, NeoKD,
-                                OneCycle, ReferenceSGD, guard_attack, set_precision)
+from rdinet_tf.models import MODELS, attach_exits, build, load
+from rdinet_tf.training import (CatastrophicOverfittingGuard, FollowThresholds, MultiExitModel, NeoKD, OneCycle,
+                                ReferenceSGD, guard_attack, set_precision)
 
 __version__ = "0.1.0"
-__all__ = ["AutoAttack", "CatastrophicOverfittingGuard", "EarlyExitRunner", "ExitPolicy", "FAST_RECIPES",
-           "FollowThresholds", "InputError", "MultiExitModel", "MultiExitNetwork", "NFGSM", "NeoKD", "OneCycle",
+__all__ = ["AutoAttack", "CatastrophicOverfittingGuard", "EarlyExitRunner", "ExitPolicy", "FollowThresholds",
+           "InputError", "MODELS", "MultiExitModel", "MultiExitNetwork", "NFGSM", "NeoKD", "OneCycle",
            "PGD", "ReferenceSGD", "attach_exits", "attacks", "build", "calibrate_robust", "cost_table", "data",
            "evaluation", "exit_costs", "exits", "export", "export_saved_model", "export_tflite", "fast_fgsm", "fgsm",
            "generate", "guard_attack", "load", "models", "robustness_report", "set_precision", "tradeoff",

@@ -14,13 +14,14 @@ def add_data_arguments(parser, required=True, default=None, help="dataset (digit
 
 def add_attack_arguments(parser, training):
     """``--eps``, ``--step-size`` and the attack steps; ``training`` adds the training attack and the eval steps."""
-    parser.add_argument("--eps", type=non_negative_float, help="L-inf radius (default: the model's preset)")
-    parser.add_argument("--step-size", type=non_negative_float, help="PGD step size (default: preset)")
+    parser.add_argument("--eps", type=non_negative_float, help="L-inf radius (default: the model's paper recipe)")
+    parser.add_argument("--step-size", type=non_negative_float, help="PGD step size (default: the paper recipe's)")
     parser.add_argument("--attack-steps", type=positive_int,
-                        help=("training" if training else "evaluation") + " PGD steps (default: preset)")
+                        help=("training" if training else "evaluation") + " PGD steps (default: the paper recipe's)")
     if training:
         parser.add_argument("--train-attack", choices=TRAINING_ATTACKS,
                             help="training attack: pgd (the paper's), fast_fgsm (FGSM, random start, step 1.25 "
                             "eps), n_fgsm (noise 2 eps, step eps, no projection) (default: the recipe's)")
         parser.add_argument("--fast", action="store_true", help="the same as --train-attack fast_fgsm (CPU budget)")
-        parser.add_argument("--eval-attack-steps", type=positive_int, help="evaluation PGD steps (default: preset)")
+        parser.add_argument("--eval-attack-steps", type=positive_int,
+                            help="evaluation PGD steps (default: the paper recipe's)")

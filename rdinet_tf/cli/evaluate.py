@@ -13,7 +13,6 @@ from rdinet_tf.attacks.autoattack import AutoAttack
 from rdinet_tf.cli import common
 from rdinet_tf.experiments import settings
 from rdinet_lite import arguments
-from rdinet_tf.training import PRESETS
 
 
 def parser():
@@ -22,8 +21,9 @@ def parser():
     common.add_data_arguments(parser)
     parser.add_argument("--attacks", default="pgd", help="comma-separated: pgd,fgsm,wrm,noise")
     common.add_attack_arguments(parser, training=False)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="attack defaults from this model preset (default: from the image shape)")
+    parser.add_argument("--model-name", choices=sorted(models.MODELS), default=None,
+                        help="attack defaults from the paper recipe of this reference model (the names of "
+                        "rdinet-train --model; default: smallcnn's for 1-channel images, resnet38's otherwise)")
     parser.add_argument("--objectives", help="comma-separated attack objectives (default: every exit, "
                         "average, max_average, routing, exit_hijack)")
     parser.add_argument("--samples", type=arguments.positive_int, help="evaluate the first N test images "
@@ -53,10 +53,10 @@ def _evaluate(args):
     model = models.load(args.model)
     settings.check_dataset(model, args.dataset, args.model)
     objectives = settings.objectives(args.objectives, model.num_exits)
-    preset = settings.preset_for(model.image_shape, args.preset)
-    eps = settings.or_default(args.eps, preset.eps)
-    methods = settings.evaluation_attacks(args.attacks, eps, settings.or_default(args.step_size, preset.step_size),
-                                          settings.or_default(args.attack_steps, preset.eval_attack_steps))
+    paper = settings.paper_recipe_for(model.image_shape, args.model_name)
+    eps = settings.or_default(args.eps, paper.eps)
+    methods = settings.evaluation_attacks(args.attacks, eps, settings.or_default(args.step_size, paper.step_size),
+                                          settings.or_default(args.attack_steps, paper.eval_attack_steps))
     suite = (AutoAttack(eps, args.autoattack_steps, args.autoattack_queries, args.autoattack_targets)
              if args.autoattack else None)
     splits = data.load(args.dataset, data_dir=args.data_dir)

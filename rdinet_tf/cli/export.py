@@ -18,10 +18,10 @@ from rdinet_tf.cli import common
 from rdinet_tf.experiments import settings
 from rdinet_lite import arguments
 from rdinet_lite.errors import InputError
-from rdinet_tf.export import (CLASS_NAMES, PRECISIONS, compare_saved_model, compare_with_keras, export_saved_model,
+from rdinet_tf.export import (CLASS_NAMES, QUANTIZATIONS, compare_saved_model, compare_with_keras, export_saved_model,
                               export_tflite)
 
-TFLITE_ONLY = ("out", "precision", "in_graph_exit", "representative")
+TFLITE_ONLY = ("out", "quantization", "in_graph_exit", "representative")
 
 
 def parser():
@@ -35,7 +35,8 @@ def parser():
     parser.add_argument("--model", required=True, help="path of a saved .keras multi-exit model "
                         "with calibrated thresholds")
     parser.add_argument("--out", help="bundle directory to write (with --tflite)")
-    parser.add_argument("--precision", choices=PRECISIONS, help="TFLite precision (default float32)")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS,
+                        help="of the TFLite weights and activations (default float32: none)")
     parser.add_argument("--full", action="store_true", help="also export the full model (signature 'full')")
     parser.add_argument("--in-graph-exit", action="store_true",
                         help="also export the early exit as one signature with IF ops ('early_exit', thresholds "
@@ -88,10 +89,10 @@ def main(args):
 
 
 def _export_tflite(args, model, splits, count):
-    precision = args.precision or "float32"
+    quantization = args.quantization or "float32"
     representative = 300 if args.representative is None else args.representative
     manifest = export_tflite(
-        model, args.out, precision,
+        model, args.out, quantization,
         representative_images=None if splits is None else splits.x_val[:representative],
         include_full=args.full,
         in_graph_exit=args.in_graph_exit,
@@ -99,14 +100,14 @@ def _export_tflite(args, model, splits, count):
         overwrite=args.overwrite,
         inputs=[args.model],
     )
-    print(f"wrote {args.out}: {manifest['file']} ({manifest['bytes'] / 1024:.1f} KiB, {precision}), "
+    print(f"wrote {args.out}: {manifest['file']} ({manifest['bytes'] / 1024:.1f} KiB, {quantization}), "
           f"{len(manifest['segments'])} segment signatures")
     for segment in manifest["segments"]:
         print(f"  {segment['signature']:<12} {segment['cost_mflops']['honest']['cumulative']:8.3f} MFLOPs "
               "cumulative (honest)")
     if count > 0:
         report = compare_with_keras(model, args.out, splits.x_test[:count], splits.y_test[:count])
-        print(f"on {count} {args.dataset} test images: TFLite {precision} accuracy "
+        print(f"on {count} {args.dataset} test images: TFLite {quantization} accuracy "
               f"{report['tflite_accuracy']:.2%} vs Keras float32 {report['keras_accuracy']:.2%} "
               f"(change {report['accuracy_change']:+.2%}); same exit and prediction for "
               f"{report['same_exit_and_prediction']:.2%}")

@@ -9,13 +9,14 @@ from pathlib import Path
 from rdinet_lite import files
 from rdinet_lite import arguments
 from rdinet_lite.errors import InputError
-from rdinet_tf.models.torch_checkpoint import REFERENCE_NAMES, load_torch_checkpoint
+from rdinet_tf.models import MODELS
+from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint
 
 
 def parser():
     parser = arguments.ArgumentParser(prog="rdinet-import-torch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="PyTorch checkpoint (.pth / .pth.tar)")
-    parser.add_argument("--model", required=True, choices=sorted(REFERENCE_NAMES))
+    parser.add_argument("--model", required=True, choices=sorted(MODELS))
     parser.add_argument("--out", required=True, help="output .keras file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser

@@ -10,24 +10,24 @@ any point and started again with the same arguments resumes where it was
 
 import argparse
 
-from rdinet_tf import experiments
+from rdinet_tf import experiments, models
 from rdinet_tf.cli import common
 from rdinet_tf.experiments.pipeline import CALIBRATIONS
-from rdinet_tf.training import DEFENSES, PRECISIONS, PRESETS, RECIPES
+from rdinet_tf.training import DEFENSES, PRECISIONS, RECIPES
 from rdinet_tf.training.placement import STRATEGIES
 from rdinet_lite import arguments
 
 
 def parser():
     parser = arguments.ArgumentParser(prog="rdinet-train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=sorted(PRESETS), default="smallcnn",
+    parser.add_argument("--model", choices=sorted(models.MODELS), default="smallcnn",
                         help="reference architecture (default smallcnn)")
     parser.add_argument("--recipe", choices=RECIPES, default="paper",
                         help="training recipe: paper (default), the reference's PGD schedule for --model; fast, "
                         "time-to-robust-accuracy training (single-step attack, one-cycle learning rate, the "
                         "catastrophic-overfitting guard; hours, not days, for a CIFAR-10 ResNet-38 on 2 CPU "
                         "cores). Every setting below overrides the recipe's")
-    common.add_data_arguments(parser, required=False, help="default: the model's preset dataset (mnist or cifar10)")
+    common.add_data_arguments(parser, required=False, help="default: the model's dataset (mnist or cifar10)")
     parser.add_argument("--defense", choices=DEFENSES, default="max_average",
                         help="training attack objective: the paper's main, average, max_average (default), or one "
                         "that knows the exit policy: routing, exit_hijack, worst_case; none: clean training")
@@ -36,14 +36,15 @@ def parser():
     parser.add_argument("--steps-per-epoch", type=arguments.positive_int,
                         help="default: one pass over the training split")
     parser.add_argument("--batch-size", type=arguments.positive_int,
-                        help="global batch, split evenly over the replicas (default: preset)")
+                        help="global batch, split evenly over the replicas (default: the recipe's)")
     parser.add_argument("--distribute", choices=STRATEGIES, default="none",
                         help="tf.distribute strategy: mirrored (local GPUs, or --cpu-devices), multi_worker "
                         "(MultiWorkerMirroredStrategy from TF_CONFIG; run the command on every worker)")
     parser.add_argument("--cpu-devices", type=arguments.positive_int,
                         help="with --distribute mirrored: mirror over N logical CPU devices (for testing)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
-                        help="Keras dtype policy of the model; attacks and losses compute in float32")
+                        help="compute precision of the model's layers (mixed: variables stay float32); attacks and "
+                        "losses compute in float32")
     parser.add_argument("--lr", type=arguments.positive_float,
                         help="base learning rate (paper) or the one-cycle peak (fast) (default: the recipe's)")
     parser.add_argument("--guard", action=argparse.BooleanOptionalAction,
