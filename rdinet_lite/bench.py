@@ -22,10 +22,10 @@ def parser():
     parser.add_argument("--bundle", required=True, help="exported bundle directory (manifest.json)")
     parser.add_argument("--plan", action="store_true",
                         help="print the benchmark_model runs (one 'FILE SIGNATURE' line each) and exit")
-    parser.add_argument("--logs", help="directory of <signature>.log benchmark logs")
+    parser.add_argument("--logs", help="directory of <signature>.log benchmark logs (required unless --plan)")
     parser.add_argument("--distribution", help="CSV with columns exit,share (or exit,count), exits numbered "
                         "1..K; default: the manifest's exit_distribution")
-    parser.add_argument("--out", help="CSV to write")
+    parser.add_argument("--out", help="CSV to write (required unless --plan)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
 

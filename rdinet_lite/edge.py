@@ -32,14 +32,15 @@ from rdinet_lite.runner import EarlyExitRunner
 def main(argv=None):
     parser = arguments.ArgumentParser(prog="python -m rdinet_lite.edge", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True, help="exported bundle directory")
-    parser.add_argument("--images", help=".npz of test images (uint8 0..255 or float 0..1)")
+    parser.add_argument("--images", help=".npz of test images, uint8 0..255 or float 0..1 (default: uniform "
+                        "random images)")
     parser.add_argument("--key", default="x_test", help="array name in --images (default x_test)")
     parser.add_argument("--count", type=arguments.positive_int,
                         help="images to time (default: every image of --images, else 500 random images)")
     parser.add_argument("--threads", type=arguments.positive_int, default=1, help="interpreter threads (default 1)")
     parser.add_argument("--warmup", type=arguments.non_negative_int, default=20,
                         help="untimed warm-up images (default 20)")
-    parser.add_argument("--out", default="edge_latency.csv", help="CSV to write")
+    parser.add_argument("--out", default="edge_latency.csv", help="CSV to write (default: edge_latency.csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
     return arguments.guarded(_run, args)

@@ -18,26 +18,70 @@ The subpackages follow the data flow; each imports only those before it and the 
 models by name, checkpoints) -> ``evaluation`` -> ``baselines`` (the pruned single-exit network) -> ``export`` (TFLite,
 SavedModel) -> ``experiments`` (a run: train, calibrate, evaluate, save) -> ``cli``.
 
-Importing rdinet_tf registers the model, policy and attack classes, so that
-``keras.models.load_model("model.keras")`` works after it.
+``import rdinet_tf`` alone loads no TensorFlow (a command line prints its ``--help`` at once); the library
+loads on the first use of one of its names, or at the import where Keras is imported already. Loading it
+registers the model, policy and attack classes, so that ``keras.models.load_model("model.keras")`` works
+after ``import keras, rdinet_tf`` (or use ``rdi.load("model.keras")``, which also checks the file).
 """
 
-from rdinet_lite import EarlyExitRunner, InputError
-from rdinet_tf import attacks, data, evaluation, exits, export, models, training
-from rdinet_tf.architecture import MultiExitNetwork
-from rdinet_tf.architecture.flops import cost_table, exit_costs
-from rdinet_tf.attacks import NFGSM, PGD, AutoAttack, fast_fgsm, fgsm, generate
-from rdinet_tf.evaluation import calibrate_robust, robustness_report, tradeoff
-from rdinet_tf.exits import ExitPolicy
-from rdinet_tf.export import export_saved_model, export_tflite
-from rdinet_tf.models import MODELS, attach_exits, build, load
-from rdinet_tf.training import (CatastrophicOverfittingGuard, FollowThresholds, MultiExitModel, NeoKD, OneCycle,
-                                ReferenceSGD, guard_attack, set_precision)
+import importlib
+import sys
+
+# The public names and the module each comes from, imported on first use (PEP 562) and all at once.
+_EXPORTS = {
+    "rdinet_lite": ["EarlyExitRunner", "InputError"],
+    "rdinet_tf.architecture": ["MultiExitNetwork"],
+    "rdinet_tf.architecture.flops": ["cost_table", "exit_costs"],
+    "rdinet_tf.attacks": ["NFGSM", "PGD", "AutoAttack", "fast_fgsm", "fgsm", "generate"],
+    "rdinet_tf.evaluation": ["calibrate_robust", "robustness_report", "tradeoff"],
+    "rdinet_tf.exits": ["ExitPolicy"],
+    "rdinet_tf.export": ["export_saved_model", "export_tflite"],
+    "rdinet_tf.models": ["MODELS", "attach_exits", "build", "load"],
+    "rdinet_tf.training": ["CatastrophicOverfittingGuard", "FollowThresholds", "MultiExitModel", "NeoKD", "OneCycle",
+                           "ReferenceSGD", "guard_attack", "set_precision"],
+}
+_SUBPACKAGES = ["attacks", "data", "evaluation", "exits", "export", "models", "training"]
+_loaded = False
+
+
+def _load():
+    """Import the library: every subpackage and public name (which registers the Keras classes)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True  # first: the library's own ``from rdinet_tf import data`` comes back here while it loads
+    try:
+        module = sys.modules[__name__]
+        for name in _SUBPACKAGES:
+            importlib.import_module(f"{__name__}.{name}")
+        for source, names in _EXPORTS.items():
+            loaded = importlib.import_module(source)
+            for name in names:
+                setattr(module, name, getattr(loaded, name))
+    except BaseException:
+        _loaded = False
+        raise
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        _load()
+        return module
+    if name in __all__:
+        _load()
+        if name in globals():  # not yet while the library loads
+            return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
-__all__ = ["AutoAttack", "CatastrophicOverfittingGuard", "EarlyExitRunner", "ExitPolicy", "FollowThresholds",
-           "InputError", "MODELS", "MultiExitModel", "MultiExitNetwork", "NFGSM", "NeoKD", "OneCycle",
-           "PGD", "ReferenceSGD", "attach_exits", "attacks", "build", "calibrate_robust", "cost_table", "data",
-           "evaluation", "exit_costs", "exits", "export", "export_saved_model", "export_tflite", "fast_fgsm", "fgsm",
-           "generate", "guard_attack", "load", "models", "robustness_report", "set_precision", "tradeoff",
-           "training"]
+__all__ = sorted({*_SUBPACKAGES, *(name for names in _EXPORTS.values() for name in names)})
+
+# Where Keras is imported already the library costs little more, and keras.models.load_model finds its classes.
+if "keras" in sys.modules or "tensorflow" in sys.modules:
+    _load()

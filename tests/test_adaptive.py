@@ -234,8 +234,8 @@ def test_command_line_saved_model(served_smallcnn, tmp_path, capsys, cli_error):
                                                            "--version", "3"])
     assert "--quantization set the TFLite bundle" in cli_error(
         export_cli.main, [*argv, "--saved-model", str(tmp_path / "s2"), "--quantization", "int8"])
-    assert "--out set the TFLite bundle" in cli_error(
-        export_cli.main, [*argv, "--saved-model", str(tmp_path / "s2"), "--out", str(tmp_path / "b")])
+    assert "--in-graph-exit set the TFLite bundle; add --out DIR" in cli_error(
+        export_cli.main, [*argv, "--saved-model", str(tmp_path / "s2"), "--in-graph-exit"])
     assert "--tflite needs --out" in cli_error(export_cli.main, [*argv, "--tflite"])
     assert not (tmp_path / "s2").exists()
 

@@ -61,7 +61,8 @@ def test_the_command_line_and_the_function_write_the_same_summary(tmp_path, caps
 def test_settings_that_do_not_change_the_training_are_marked_on_the_config():
     assert set(RunConfig.__dataclass_fields__) - set(training_settings(RunConfig())) == {
         "out", "quiet", "overwrite", "restart", "eval_attacks", "eval_objectives", "eval_samples",
-        "eval_attack_steps", "calibration"}
+        "eval_attack_steps", "calibration", "target_mflops", "adversarial_mflops", "convention",
+        "calibration_samples"}
     assert training_settings(RunConfig(out="a", eval_samples=5)) == training_settings(RunConfig(out="b"))
     assert training_settings(RunConfig(epochs=2)) != training_settings(RunConfig())
 

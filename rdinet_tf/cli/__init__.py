@@ -1,8 +1,9 @@
 """Every command line of rdinet_tf, sharing the argument helpers and the error convention of :mod:`.common`.
 
-Console scripts (pyproject.toml): ``rdinet-train``, ``rdinet-evaluate``, ``rdinet-export``,
-``rdinet-prune``, ``rdinet-import-torch``, ``rdinet-bench``; ``python -m
-rdinet_tf.train`` and ``python -m rdinet_tf.export --tflite`` run the first and third.
+Console scripts (pyproject.toml): ``rdinet-train``, ``rdinet-evaluate``, ``rdinet-export``, ``rdinet-prune``,
+``rdinet-import-torch`` and the device side's ``rdinet-bench``. ``python -m rdinet_tf.<subpackage>`` runs the
+subpackage's command, or names the one to run (:mod:`.commands`). A command builds its parser from plain values
+(:mod:`.defaults`) and imports TensorFlow only after parsing, so ``--help`` answers at once.
 """
 
 import logging

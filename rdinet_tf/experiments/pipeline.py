@@ -18,10 +18,10 @@ import tensorflow as tf
 
 from rdinet_tf import attacks, data, evaluation, models
 from rdinet_tf.architecture import flops
-from rdinet_tf.exits.policy import ExitPolicy
 from rdinet_tf.experiments.run_directory import MODEL_FILE, SUMMARY_FILE, RunDirectory
-from rdinet_tf.experiments.settings import (TRAINING_ATTACKS, check_dataset_shape, check_settings, evaluation_attacks,
-                                            objectives, or_default, setting, training_attack)
+from rdinet_tf.experiments.settings import (CALIBRATIONS, TRAINING_ATTACKS, calibrated_policy, check_calibration,
+                                            check_dataset_shape, check_settings, evaluation_attacks, objectives,
+                                            or_default, setting, training_attack)
 from rdinet_tf.training import (DEFENSES, POLICY_DEFENSES, PRECISIONS, RECIPES, FollowThresholds, check_exit_weights,
                                 paper_optimizer, precision_scope)
 from rdinet_tf.training.distillation import NeoKD
@@ -31,7 +31,6 @@ from rdinet_lite.accounting import CONVENTIONS
 from rdinet_lite.errors import InputError
 
 POLICY_CALIBRATION_SAMPLES = 2000  # validation images the policy-aware defenses calibrate on before each epoch
-CALIBRATIONS = ("equal_share", "none")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -72,6 +71,10 @@ class RunConfig:
     eval_samples: int | None = setting(kind="positive_int", training=False)
     exit_weights: str | None = setting()
     calibration: str = setting("equal_share", choices=CALIBRATIONS, training=False)
+    target_mflops: float | None = setting(kind="positive", training=False)
+    adversarial_mflops: float | None = setting(kind="positive", training=False)
+    convention: str = setting("honest", choices=CONVENTIONS, training=False)
+    calibration_samples: int | None = setting(kind="positive_int", training=False)
     seed: int = setting(0, kind="seed")
     out: str = setting("runs/rdinet", kind="path", training=False)
     overwrite: bool = setting(False, kind="flag", training=False)
@@ -98,6 +101,7 @@ def run(config, callbacks=()):
         raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
                          "give it together with --slowdown-weight > 0")
     distillation = _neo_kd(config.neo_kd, config.defense)
+    check_calibration(config)
     placement = place(config.distribute, config.cpu_devices)  # checks the request first
     global_batch = or_default(config.batch_size, (recipe or paper).batch_size)
     per_replica_batch = placement.per_replica_batch(global_batch)
@@ -108,8 +112,8 @@ def run(config, callbacks=()):
         exit_weights = _exit_weights(config.exit_weights, model.num_exits)
         attack = training_attack(config, paper, default=recipe.attack if recipe else "pgd")
         eps, step_size = attack.eps, or_default(config.step_size, paper.step_size)
-        eval_attacks = evaluation_attacks(config.eval_attacks, eps, step_size,
-                                          or_default(config.eval_attack_steps, paper.eval_attack_steps))
+        eval_steps = or_default(config.eval_attack_steps, paper.eval_attack_steps)
+        eval_attacks = evaluation_attacks(config.eval_attacks, eps, step_size, eval_steps)
         eval_objectives = objectives(config.eval_objectives, model.num_exits, "--eval-objectives")
         slowdown_attack = (None if config.slowdown_attack_steps is None else
                            attacks.scaled_pgd(eps, config.slowdown_attack_steps))
@@ -160,6 +164,7 @@ def run(config, callbacks=()):
             if guard is not None:
                 guard.load_state()  # where it acted, also when an earlier run trained
             summary = _finish(config, trained, splits, dataset, attack, eval_attacks, eval_objectives, run_directory,
+                              attacks.PGD(eps, step_size, eval_steps),
                               {"recipe": _recipe_summary(config, recipe, paper, attack, epochs, total_steps,
                                                          global_batch),
                                "guard": guard.report() if guard else None,
@@ -238,12 +243,13 @@ def _sharded(dataset, placement):
     return dataset.with_options(options)
 
 
-def _finish(config, model, splits, dataset, attack, eval_attacks, eval_objectives, run_directory, schedule):
-    """Calibrate, evaluate, print and write the outputs of a trained ``model``; returns the summary."""
+def _finish(config, model, splits, dataset, attack, eval_attacks, eval_objectives, run_directory, calibration_attack,
+            schedule):
+    """Calibrate (``calibration_attack``: the robust method's), evaluate, print and write the outputs of a trained
+    ``model``; returns the summary."""
     history, train_seconds = run_directory.history()
 
-    model.exit_policy = (ExitPolicy([0.0] * (model.num_exits - 1)) if config.calibration == "none"
-                         else ExitPolicy.calibrate(model, splits.x_val, method=config.calibration))
+    model.exit_policy = calibrated_policy(config, model, splits, calibration_attack, config.seed, not config.quiet)
     report = evaluation.evaluate_splits(model, splits, eval_attacks, config.eval_samples, seed=config.seed,
                                         objectives=eval_objectives, progress=not config.quiet)
     clean = model.exit_policy.predict(model, splits.x_test)

@@ -1,18 +1,22 @@
 """An experiment's settings as the command lines give them (names, comma-separated lists, None for the
 recipe's value): the fields of the config dataclasses and their checks, and how the settings become the
-library's objects (the training and evaluation attacks, the attack objectives); the checks that a dataset fits
-a model."""
+library's objects (the training and evaluation attacks, the attack objectives, the calibrated exit policy); the
+checks that a dataset fits a model."""
 
 import dataclasses
 import math
 import os
 
 from rdinet_tf import attacks, data, models
+from rdinet_tf.evaluation import calibrate_robust
+from rdinet_tf.exits import ExitPolicy
 from rdinet_tf.experiments.run_directory import TRAINING
 from rdinet_lite.arguments import SEED_LIMIT
 from rdinet_lite.errors import InputError
 
 TRAINING_ATTACKS = ("pgd", "fast_fgsm", "n_fgsm")
+CALIBRATIONS = ("equal_share", "target_cost", "robust", "none")  # how the exit thresholds are chosen
+ROBUST_CALIBRATION_SAMPLES = 1000  # validation images the robust calibration attacks by default
 
 # What a setting must be (None is allowed where it is the default; a field without a default is required):
 # a predicate and its description.
@@ -125,6 +129,44 @@ def objectives(text, num_exits, option="--objectives"):
     for name in names:
         attacks.check_objective(name, num_exits, policy=True)
     return names
+
+
+def check_calibration(settings):
+    """One clear error when the calibration settings do not fit ``settings.calibration``, before any work.
+
+    ``settings`` has the calibration settings of the command line (parsed arguments or a
+    :class:`~rdinet_tf.experiments.RunConfig`): ``calibration``, ``target_mflops``, ``adversarial_mflops``,
+    ``convention`` and ``calibration_samples``.
+    """
+    needs_budget = settings.calibration in ("target_cost", "robust")
+    if needs_budget and settings.target_mflops is None:
+        raise InputError(f"--calibration {settings.calibration} needs --target-mflops X, the average cost budget "
+                         "in MFLOPs")
+    if not needs_budget and settings.target_mflops is not None:
+        raise InputError("--target-mflops is the budget of --calibration target_cost or robust; add one of them "
+                         "or drop it")
+    if settings.calibration != "robust":
+        given = [f"--{name.replace('_', '-')}" for name in ("adversarial_mflops", "calibration_samples")
+                 if getattr(settings, name) is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} set --calibration robust; add it or drop them")
+
+
+def calibrated_policy(settings, model, splits, attack, seed=0, progress=True):
+    """The exit policy ``settings.calibration`` asks for (see :func:`check_calibration`), from the validation
+    split of ``splits``; ``attack`` is the one the robust method attacks its first ``calibration_samples``
+    validation images with."""
+    if settings.calibration == "none":
+        return ExitPolicy([0.0] * (model.num_exits - 1))
+    if settings.calibration == "robust":
+        count = or_default(settings.calibration_samples, ROBUST_CALIBRATION_SAMPLES)
+        return calibrate_robust(model, splits.x_val[:count], splits.y_val[:count], attack, settings.target_mflops,
+                                adversarial_cost=settings.adversarial_mflops, convention=settings.convention,
+                                seed=seed, progress=progress)
+    if settings.calibration == "target_cost":
+        return ExitPolicy.calibrate(model, splits.x_val, "target_cost", target_cost=settings.target_mflops,
+                                    convention=settings.convention)
+    return ExitPolicy.calibrate(model, splits.x_val, "equal_share")
 
 
 def check_dataset_shape(image_shape, dataset, owner):

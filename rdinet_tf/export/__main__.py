@@ -1,4 +1,4 @@
-"""``python -m rdinet_tf.export --tflite ...``: the export command line (:mod:`rdinet_tf.cli.export`)."""
+"""``python -m rdinet_tf.export ...`` runs ``rdinet-export`` (:mod:`rdinet_tf.cli.export`)."""
 
 from rdinet_tf.cli.export import main
 
