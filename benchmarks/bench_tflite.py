@@ -116,18 +116,18 @@ def latency_row(name, source, model, held_out, test_x, test_y, dataset, work_dir
 def int8_comparison(model, held_out, test_x, test_y, timing_images, work_dir, warmup):
     """int8 vs float32 bundles of one model: accuracy, exit agreement, size, interleaved latency."""
     runners = {}
-    for precision in ("float32", "int8"):
-        export_tflite(model, work_dir / f"int8cmp_{precision}", precision,
+    for quantization in ("float32", "int8"):
+        export_tflite(model, work_dir / f"int8cmp_{quantization}", quantization,
                       representative_images=held_out[:REPRESENTATIVE_IMAGES])
-        runners[precision] = EarlyExitRunner(work_dir / f"int8cmp_{precision}", num_threads=1)
+        runners[quantization] = EarlyExitRunner(work_dir / f"int8cmp_{quantization}", num_threads=1)
     results = {p: r.run_batch(test_x) for p, r in runners.items()}
     for image in test_x[:warmup]:
         for runner in runners.values():
             runner.run(image)
     seconds = {p: [] for p in runners}
     for image in test_x[:timing_images]:
-        for precision, runner in runners.items():
-            seconds[precision].append(runner.run(image).seconds)
+        for quantization, runner in runners.items():
+            seconds[quantization].append(runner.run(image).seconds)
     return {
         "images": len(test_x),
         "accuracy": {p: r.accuracy(test_y) for p, r in results.items()},
@@ -160,12 +160,12 @@ def table(rows):
 
 
 def int8_table(result):
-    lines = ["| precision | bundle (KiB) | accuracy | exit shares | early exit p50 / p95 / mean (ms) |",
+    lines = ["| quantization | bundle (KiB) | accuracy | exit shares | early exit p50 / p95 / mean (ms) |",
              "|---|---|---|---|---|"]
-    for precision in ("float32", "int8"):
-        ms = result["ms"][precision]
-        lines.append(f"| {precision} | {result['kib'][precision]:.0f} | {result['accuracy'][precision]:.2%} "
-                     f"| {' / '.join(f'{s:.1%}' for s in result['shares'][precision])} "
+    for quantization in ("float32", "int8"):
+        ms = result["ms"][quantization]
+        lines.append(f"| {quantization} | {result['kib'][quantization]:.0f} | {result['accuracy'][quantization]:.2%} "
+                     f"| {' / '.join(f'{s:.1%}' for s in result['shares'][quantization])} "
                      f"| {ms['p50']:.3f} / {ms['p95']:.3f} / {ms['mean']:.3f} |")
     return "\n".join(lines) + (
         f"\n\nSame exit: {result['same_exit']:.2%}, same prediction: {result['same_prediction']:.2%} of "

@@ -37,7 +37,6 @@ from rdinet_tf import evaluation
 from rdinet_tf.architecture import flops
 from rdinet_tf import attacks
 from rdinet_lite.files import write_json
-from rdinet_tf.training import PRESETS
 
 BASELINES = {"resnet38": "resnet38_single_exit", "mobilenetv2": "mobilenetv2_single_exit"}
 RDI_RUNS = {"resnet38": ["resnet38_main", "resnet38_average", "resnet38_max_average"],
@@ -111,7 +110,7 @@ def print_claims(rows):
               f"{row['paper_cost_ratio']:.3f} | {row['ta_check']} | {row['ata_check']} | {row['claim']} |")
 
 
-def run_curve(root, run, preset, splits, args, sweep):
+def run_curve(root, run, paper, splits, args, sweep):
     """``(cost targets, [TradeoffPoint])`` of ``run``: from its ``tradeoff.json`` when made with these
     settings, else swept now and kept there if ``sweep``, else None."""
     path = Path(root) / run / "tradeoff.json"
@@ -125,7 +124,7 @@ def run_curve(root, run, preset, splits, args, sweep):
         return targets, [evaluation.TradeoffPoint(**point) for point in kept["points"]]
     if not sweep:
         return None
-    attack = attacks.PGD(preset.eps, preset.step_size, preset.eval_attack_steps)
+    attack = attacks.PGD(paper.eps, paper.step_size, paper.eval_attack_steps)
     x_test, y_test = splits.x_test[:args.samples], splits.y_test[:args.samples]
     points = evaluation.tradeoff(model, splits.x_val, x_test, y_test, attack, targets, progress=False)
     write_json(path, {"settings": settings, "points": [dataclasses.asdict(p) for p in points]})
@@ -139,7 +138,8 @@ def curves(root, args):
         for run in runs:
             if load_summary(root, run) is None:
                 continue
-            curve = run_curve(root, run, PRESETS[backbone], splits, args, sweep=not args.runs or run in args.runs)
+            curve = run_curve(root, run, models.MODELS[backbone].paper_recipe, splits, args,
+                              sweep=not args.runs or run in args.runs)
             if curve is None:
                 continue
             targets, lines[run] = curve

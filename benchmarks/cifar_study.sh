@@ -9,7 +9,7 @@ data_dir=${1:-../shared/data}
 out=${2:-runs/cifar}
 shift $(( $# < 2 ? $# : 2 ))
 # One budget for every run: fast adversarial training (FGSM with random start, step 1.25 eps, eps 8/255),
-# batch 128, the preset's step decay scaled to the run, 45,000 training images of cifar10_train.npz with the
+# batch 128, the paper recipe's step decay scaled to the run, 45,000 training images of cifar10_train.npz with the
 # paper's augmentation (5,000 held out: calibration and validation). Evaluation: TA on all 10,000 test images,
 # PGD-20 (eps 8/255, step 2/255, random start) on the first 1,000 with every attack form.
 # An RDI epoch takes about 2,350 s for MobileNetV2 and 410-470 s for ResNet-38 on the quiet 2-core machine

@@ -28,7 +28,7 @@ import tensorflow as tf
 from rdinet_tf import data, models
 from rdinet_tf.training import placement as placement_lib
 from rdinet_tf import attacks
-from rdinet_tf.training import PRESETS, precision_scope, preset_optimizer
+from rdinet_tf.training import paper_optimizer, precision_scope
 from timing import fit_step_seconds
 
 FULL = {"models": "resnet38,mobilenetv2", "batches": (128, 512), "attack_steps": 10, "steps": 10,
@@ -37,23 +37,24 @@ SMOKE = {"models": "resnet8", "batches": (8,), "attack_steps": 1, "steps": 2, "e
 
 
 def modes(on_gpu):
-    """``(label, dtype policy, jit_compile)`` of each timed mode."""
+    """``(label, precision, jit_compile)`` of each timed mode."""
     mixed = "mixed_float16" if on_gpu else "mixed_bfloat16"
     return [("float32", "float32", False), (mixed, mixed, False), ("float32 + XLA", "float32", True)]
 
 
 def build(name):
-    """A reference model by name, or ``resnetD`` for the CIFAR ResNet of depth D (ResNet-38's recipe)."""
-    if name in PRESETS:
-        return models.build(name), PRESETS[name]
-    return models.cifar_resnet(int(name.removeprefix("resnet"))), PRESETS["resnet38"]
+    """``(model, paper recipe)``: a reference model by name, or ``resnetD`` for the CIFAR ResNet of depth D
+    (ResNet-38's recipe)."""
+    if name in models.MODELS:
+        return models.build(name), models.MODELS[name].paper_recipe
+    return models.cifar_resnet(int(name.removeprefix("resnet"))), models.MODELS["resnet38"].paper_recipe
 
 
-def compiled_model(name, placement, policy, jit_compile, attack_steps, total_steps):
-    with precision_scope(policy), placement.strategy.scope():
-        model, preset = build(name)
-        model.compile(optimizer=preset_optimizer(preset, total_steps), defense="max_average",
-                      attack=attacks.PGD(preset.eps, preset.step_size, attack_steps), jit_compile=jit_compile)
+def compiled_model(name, placement, precision, jit_compile, attack_steps, total_steps):
+    with precision_scope(precision), placement.strategy.scope():
+        model, paper = build(name)
+        model.compile(optimizer=paper_optimizer(paper, total_steps), defense="max_average",
+                      attack=attacks.PGD(paper.eps, paper.step_size, attack_steps), jit_compile=jit_compile)
     return model
 
 
@@ -95,12 +96,12 @@ def main(argv=None):
     for name in size["models"].split(","):
         for batch in size["batches"]:
             images, labels = splits.x_train[:batch], splits.y_train[:batch]
-            for label, policy, jit in modes(bool(gpus)):
-                model = compiled_model(name, placement, policy, jit, size["attack_steps"], size["steps"] + 1)
+            for label, precision, jit in modes(bool(gpus)):
+                model = compiled_model(name, placement, precision, jit, size["attack_steps"], size["steps"] + 1)
                 rate = images_per_second(model, images, labels, size["steps"])
                 print(f"| {name} | {batch} | {label} | {rate:.1f} |", flush=True)
                 if name == size["models"].split(",")[0] and rate > fastest.get("rate", 0):
-                    fastest = {"name": name, "rate": rate, "label": label, "policy": policy, "jit": jit,
+                    fastest = {"name": name, "rate": rate, "label": label, "precision": precision, "jit": jit,
                                "batch": batch}
     epoch(splits, placement, fastest, size)
 
@@ -109,7 +110,7 @@ def epoch(splits, placement, mode, size):
     """Train ``mode``'s model for one epoch (or ``epoch_batches`` batches) in its mode; print its time and TA."""
     batch = mode["batch"]
     steps = size["epoch_batches"] or len(splits.x_train) // batch
-    model = compiled_model(mode["name"], placement, mode["policy"], mode["jit"], size["attack_steps"], steps)
+    model = compiled_model(mode["name"], placement, mode["precision"], mode["jit"], size["attack_steps"], steps)
     train = data.make_dataset(splits.x_train, splits.y_train, batch, shuffle=True, augment=True, seed=0,
                               drop_remainder=True)
     started = time.perf_counter()

@@ -4,7 +4,7 @@ Times, in one process: (1) the training pipeline alone, ``make_dataset(shuffle=T
 seed=0).repeat()`` over the real CIFAR-10 training split, ``--batches`` batches after
 ``--warmup-batches`` (the first batch fills the 45,000-image shuffle buffer; the default 500 batches
 cross one epoch boundary, so one refill is counted); (2) ResNet-38 max-average PGD-10 training steps
-(``train_on_batch`` with the preset optimizer) on one of those batches, median of ``--steps`` after one
+(``train_on_batch`` with the paper recipe's optimizer) on one of those batches, median of ``--steps`` after one
 warm-up step. The pipeline must be at least 20x faster than the step, so that it never holds training back.
 
 Usage: python benchmarks/input_pipeline.py [--data-dir ../shared/data] [--batches 500] [--steps 3]
@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from rdinet_tf import data, models
 from rdinet_tf import attacks
-from rdinet_tf.training import PRESETS, preset_optimizer
+from rdinet_tf.training import paper_optimizer
 from timing import median_seconds
 
 REQUIRED_RATIO = 20
@@ -40,10 +40,10 @@ def pipeline_images_per_second(dataset, warmup_batches, batches):
 
 def step_images_per_second(images, labels, steps):
     """Images per second of ResNet-38 max-average PGD-10 training steps: median of ``steps`` after one warm-up."""
-    preset = PRESETS["resnet38"]
+    paper = models.MODELS["resnet38"].paper_recipe
     model = models.build("resnet38")
-    model.compile(optimizer=preset_optimizer(preset, preset.iterations), defense="max_average",
-                  attack=attacks.PGD(preset.eps, preset.step_size, preset.train_attack_steps))
+    model.compile(optimizer=paper_optimizer(paper, paper.iterations), defense="max_average",
+                  attack=attacks.PGD(paper.eps, paper.step_size, paper.train_attack_steps))
     return len(images) / median_seconds(lambda _: model.train_on_batch(images, labels), steps)
 
 

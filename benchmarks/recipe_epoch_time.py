@@ -15,7 +15,6 @@ import keras
 
 from rdinet_tf import data, models
 from rdinet_tf.training.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
-from rdinet_tf.training import FAST_RECIPES, PRESETS
 from timing import median_seconds
 
 
@@ -28,17 +27,17 @@ def main():
     splits = data.load("cifar10", data_dir=args.data_dir)
     print(f"{'model':<12}{'step s':>8}{'steps/epoch':>13}{'guard s':>9}{'val s':>7}{'epoch s':>9}{'epochs in 2 h':>15}")
     for name in args.models.split(","):
-        recipe, preset = FAST_RECIPES[name], PRESETS[name]
+        recipe, eps = models.MODELS[name].fast_recipe, models.MODELS[name].paper_recipe.eps
         keras.utils.set_random_seed(0)
         model = models.build(name)
         steps_per_epoch = math.ceil(len(splits.x_train) / recipe.batch_size)
         model.compile(optimizer=recipe.optimizer(recipe.epochs * steps_per_epoch), defense="max_average",
-                      attack=recipe.training_attack(preset.eps))
+                      attack=recipe.training_attack(eps))
         batches = iter(data.make_dataset(splits.x_train, splits.y_train, recipe.batch_size, shuffle=True,
                                          augment=True, seed=0).repeat())
         step = median_seconds(lambda _: model.train_on_batch(*next(batches)), args.steps)
         guard = CatastrophicOverfittingGuard(splits.x_val[:GUARD_SAMPLES], splits.y_val[:GUARD_SAMPLES],
-                                             guard_attack(preset.eps), verbose=0)
+                                             guard_attack(eps), verbose=0)
         guard.set_model(model)
         guard_seconds = median_seconds(lambda _: guard.exit_accuracies(), 1)
         validation = data.make_dataset(splits.x_val, splits.y_val, 256)

@@ -14,7 +14,7 @@ For one RDI model, thresholds from held-out images (the validation split of
   attacked held-out set.
 
 Each policy is then scored on the first ``--test-samples`` test images with
-the preset's evaluation attack (PGD-20 at 8/255 for CIFAR-10, PGD-40 at 0.3
+the paper recipe's evaluation attack (PGD-20 at 8/255 for CIFAR-10, PGD-40 at 0.3
 for MNIST) under every attack form, routing-aware included (``evaluation.policy_points``).
 
     python benchmarks/robust_calibration.py --checkpoint ../shared/models/resnet38_triple_wins.pth.tar
@@ -32,9 +32,9 @@ from rdinet_tf import evaluation
 from rdinet_tf import attacks
 from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint
 from rdinet_tf.exits.policy import ExitPolicy
-from rdinet_tf.training import PRESETS
 
-PRESET_OF_DATASET = {"mnist": PRESETS["smallcnn"], "cifar10": PRESETS["resnet38"]}
+PAPER_RECIPE_OF_DATASET = {"mnist": models.MODELS["smallcnn"].paper_recipe,
+                           "cifar10": models.MODELS["resnet38"].paper_recipe}
 
 
 def main():
@@ -42,7 +42,7 @@ def main():
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a trained rdinet_tf model (.keras)")
     source.add_argument("--checkpoint", help="the authors' ResNet-38 checkpoint (PyTorch), imported")
-    parser.add_argument("--dataset", choices=sorted(PRESET_OF_DATASET), default="cifar10")
+    parser.add_argument("--dataset", choices=sorted(PAPER_RECIPE_OF_DATASET), default="cifar10")
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--calibration-samples", type=int, default=1000, help="held-out images to calibrate on")
     parser.add_argument("--calibration-attack-steps", type=int, default=10)
@@ -51,11 +51,11 @@ def main():
     started = time.perf_counter()
     model = load_torch_checkpoint(args.checkpoint, "resnet38") if args.checkpoint else models.load(args.model)
     splits = data.load(args.dataset, data_dir=args.data_dir)
-    preset = PRESET_OF_DATASET[args.dataset]
+    paper = PAPER_RECIPE_OF_DATASET[args.dataset]
     x_cal, y_cal = splits.x_val[:args.calibration_samples], splits.y_val[:args.calibration_samples]
     x_test, y_test = splits.x_test[:args.test_samples], splits.y_test[:args.test_samples]
-    calibration_attack = attacks.PGD(preset.eps, preset.step_size, args.calibration_attack_steps)
-    test_attack = attacks.PGD(preset.eps, preset.step_size, preset.eval_attack_steps)
+    calibration_attack = attacks.PGD(paper.eps, paper.step_size, args.calibration_attack_steps)
+    test_attack = attacks.PGD(paper.eps, paper.step_size, paper.eval_attack_steps)
 
     equal_share = ExitPolicy.calibrate(model, x_cal)
     budget = equal_share.predict(model, x_cal).mean_cost
@@ -72,7 +72,7 @@ def main():
 
     print(f"# {model.name} on {args.dataset} ({splits.source}), {os.cpu_count()} CPUs; budget {budget:.3f} "
           f"honest MFLOPs (equal share on {len(x_cal)} held-out images); calibration attack "
-          f"PGD-{calibration_attack.steps} eps {preset.eps:.4g} step {preset.step_size:.4g}; test: first "
+          f"PGD-{calibration_attack.steps} eps {paper.eps:.4g} step {paper.step_size:.4g}; test: first "
           f"{len(x_test)} test images, PGD-{test_attack.steps}, every attack form incl. routing-aware; "
           f"calibration {calibrated - started:.0f} s, test attacks {time.perf_counter() - calibrated:.0f} s")
     print("| policy | thresholds | TA | worst-case ATA | per-sample worst case | MFLOPs honest | MFLOPs paper |")

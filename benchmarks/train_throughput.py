@@ -1,7 +1,7 @@
 """Adversarial-training throughput: ours against a naive full-model version and the reference's algorithm in PyTorch.
 
 max_average PGD training steps (PGD-10 at batch 128 by default: ResNet-38's and
-MobileNetV2's presets) on SmallCNN, ResNet-38 and MobileNetV2, every
+MobileNetV2's paper recipes) on SmallCNN, ResNet-38 and MobileNetV2, every
 implementation in the same process, their steps interleaved:
 
 * ours: each exit's attack runs only the stages up to that exit, in inference
@@ -50,7 +50,7 @@ from rdinet_tf.architecture import flops
 from rdinet_tf import attacks
 from rdinet_tf.models.torch_checkpoint import load_state_dict
 from rdinet_tf.models import MultiExitModel
-from rdinet_tf.training import PRESETS, preset_optimizer
+from rdinet_tf.training import paper_optimizer
 from timing import interleaved_seconds, median_seconds
 
 MATMUL = "10 float32 2048x2048 matmuls (for scale)"
@@ -109,13 +109,13 @@ def torch_reference_step(name, images, labels, attack_steps):
         return None, models.build(name).get_weights()
     from rdinet_tf.models.torch_reference import REFERENCE_MODELS
 
-    preset = PRESETS[name]
-    eps, step_size = preset.eps, preset.step_size
+    paper = models.MODELS[name].paper_recipe
+    eps, step_size = paper.eps, paper.step_size
     model = REFERENCE_MODELS[name]()
     ours = models.build(name)
     load_state_dict(ours, {key: value.numpy() for key, value in model.state_dict().items()}, name)
-    optimizer = torch.optim.SGD(model.parameters(), preset.learning_rate, momentum=0.9,
-                                weight_decay=preset.weight_decay)
+    optimizer = torch.optim.SGD(model.parameters(), paper.learning_rate, momentum=0.9,
+                                weight_decay=paper.weight_decay)
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     y = torch.from_numpy(labels)
     generator = torch.Generator().manual_seed(0)
@@ -191,10 +191,10 @@ def attack_table(names, batch_size, repeats, attack_steps):
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for name in names:
-        preset = PRESETS[name]
-        images = tf.constant(rng.random((batch_size, *models.INPUT_SHAPES[name]), dtype=np.float32))
+        spec = models.MODELS[name]
+        images = tf.constant(rng.random((batch_size, *spec.input_shape), dtype=np.float32))
         labels = tf.constant(rng.integers(0, 10, batch_size))
-        attack = attacks.PGD(preset.eps, preset.step_size, attack_steps)
+        attack = attacks.PGD(spec.paper_recipe.eps, spec.paper_recipe.step_size, attack_steps)
         base = models.build(name)
         for label, cls in (("ours", MultiExitModel), ("naive", FullForwardModel)):
             model = cls(base.stages, base.heads, name=f"{name}_{label}")
@@ -211,7 +211,7 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--attack-steps", type=int, default=10,
-                        help="PGD steps of the training attack (the presets: 10 for CIFAR-10, 40 for SmallCNN)")
+                        help="PGD steps of the training attack (the paper recipes: 10 for CIFAR-10, 40 for SmallCNN)")
     parser.add_argument("--attack-batch", type=int, default=32, help="batch of the attack-cost table (0: skip it)")
     parser.add_argument("--profile", action="store_true", help="also print our step's op time by type")
     parser.add_argument("--control", action="store_true",
@@ -220,19 +220,20 @@ def main():
                         help="where mnist.npz / cifar10*.npz are: each step trains on the first training batch")
     args = parser.parse_args()
     names = args.models.split(",")
-    unknown = [name for name in names if name not in PRESETS]
+    unknown = [name for name in names if name not in models.MODELS]
     if unknown:
-        parser.error(f"unknown models {unknown}; choose from {list(PRESETS)}")
+        parser.error(f"unknown models {unknown}; choose from {list(models.MODELS)}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, tensorflow {tf.__version__}, "
           f"keras {keras.__version__}; max_average PGD-{args.attack_steps}, batch {args.batch_size}, "
           f"median of {args.steps} interleaved steps after warm-up, on real training images")
     print("| model | implementation | img/s | ours faster by | executed GFLOP/s | of matmul |")
     print("|---|---|---|---|---|---|")
     for name in names:
-        preset = PRESETS[name]
-        splits = data.load(preset.dataset, data_dir=args.data_dir)
+        spec = models.MODELS[name]
+        paper = spec.paper_recipe
+        splits = data.load(spec.dataset, data_dir=args.data_dir)
         images, labels = splits.x_train[:args.batch_size], splits.y_train[:args.batch_size].astype(np.int64)
-        attack = attacks.PGD(preset.eps, preset.step_size, args.attack_steps)
+        attack = attacks.PGD(paper.eps, paper.step_size, args.attack_steps)
         trained, calls, work = {}, {}, {}
         reference, initial_weights = torch_reference_step(name, images, labels, args.attack_steps)
         variants = [("ours", MultiExitModel), ("ours, BatchNorm not folded", UnfoldedModel),
@@ -241,7 +242,7 @@ def main():
             base = models.build(name)
             model = trained[label] = cls(base.stages, base.heads, name=f"{name}_{cls.__name__}")
             model.set_weights(initial_weights)  # every implementation starts from the same weights
-            model.compile(optimizer=preset_optimizer(preset, preset.iterations), defense="max_average",
+            model.compile(optimizer=paper_optimizer(paper, paper.iterations), defense="max_average",
                           attack=attack)
             calls[label] = lambda model=model: model.train_on_batch(images, labels)
             work[label] = step_macs(model, args.attack_steps)

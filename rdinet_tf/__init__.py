@@ -14,8 +14,8 @@ The subpackages follow the data flow; each imports only those before it and the 
 ``rdinet_lite`` (numpy and ai-edge-litert only: the runner, latency kit and the numpy foundations):
 
 ``data`` -> ``architecture`` (multi-exit networks, their cost) -> ``exits`` (entropy, routing, thresholds)
--> ``attacks`` -> ``training`` (``MultiExitModel``, recipes, callbacks) -> ``models`` (reference models,
-checkpoints) -> ``evaluation`` -> ``baselines`` (the pruned single-exit network) -> ``export`` (TFLite,
+-> ``attacks`` -> ``training`` (``MultiExitModel``, recipes, callbacks) -> ``models`` (the reference
+models by name, checkpoints) -> ``evaluation`` -> ``baselines`` (the pruned single-exit network) -> ``export`` (TFLite,
 SavedModel) -> ``experiments`` (a run: train, calibrate, evaluate, save) -> ``cli``.
 
 ``import rdinet_tf`` alone loads no TensorFlow (a command line prints its ``--help`` at once); the library
@@ -36,9 +36,9 @@ _EXPORTS = {
     "rdinet_tf.evaluation": ["calibrate_robust", "robustness_report", "tradeoff"],
     "rdinet_tf.exits": ["ExitPolicy"],
     "rdinet_tf.export": ["export_saved_model", "export_tflite"],
-    "rdinet_tf.models": ["attach_exits", "build", "load"],
-    "rdinet_tf.training": ["FAST_RECIPES", "CatastrophicOverfittingGuard", "FollowThresholds", "MultiExitModel",
-                           "NeoKD", "OneCycle", "ReferenceSGD", "guard_attack", "set_precision"],
+    "rdinet_tf.models": ["MODELS", "attach_exits", "build", "load"],
+    "rdinet_tf.training": ["CatastrophicOverfittingGuard", "FollowThresholds", "MultiExitModel", "NeoKD", "OneCycle",
+                           "ReferenceSGD", "guard_attack", "set_precision"],
 }
 _SUBPACKAGES = ["attacks", "data", "evaluation", "exits", "export", "models", "training"]
 _loaded = False

@@ -46,7 +46,7 @@ def _images(shape, count, seed):
 def case(request):
     """(model, images, policy with thresholds clear of every image's entropies) per architecture."""
     model = models.build(request.param)
-    images = _images(models.INPUT_SHAPES[request.param], 40, seed=0)
+    images = _images(models.MODELS[request.param].input_shape, 40, seed=0)
     entropies = np.asarray(exit_entropies(predict_exit_logits(model, images)))
     return model, images, ExitPolicy(thresholds_between(entropies))
 
@@ -232,8 +232,8 @@ def test_command_line_saved_model(served_smallcnn, tmp_path, capsys, cli_error):
     assert "choose what to export" in cli_error(export_cli.main, argv)
     assert "already exists" in cli_error(export_cli.main, [*argv, "--saved-model", str(tmp_path / "serving"),
                                                            "--version", "3"])
-    assert "--precision set the TFLite bundle" in cli_error(
-        export_cli.main, [*argv, "--saved-model", str(tmp_path / "s2"), "--precision", "int8"])
+    assert "--quantization set the TFLite bundle" in cli_error(
+        export_cli.main, [*argv, "--saved-model", str(tmp_path / "s2"), "--quantization", "int8"])
     assert "--in-graph-exit set the TFLite bundle; add --out DIR" in cli_error(
         export_cli.main, [*argv, "--saved-model", str(tmp_path / "s2"), "--in-graph-exit"])
     assert "--tflite needs --out" in cli_error(export_cli.main, [*argv, "--tflite"])

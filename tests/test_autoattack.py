@@ -166,7 +166,7 @@ def test_suite_flags_a_gradient_masked_model(trained, digits):
     masked = gradient_masked(trained)
     images, labels = digits.x_test[:48], digits.y_test[:48]
     np.testing.assert_allclose(masked(images)[0], trained(images)[0], rtol=1e-5, atol=1e-5)
-    result = autoattack.evaluate(masked, images, labels, SUITE, objectives=["routing"])
+    result = autoattack.run_suite(masked, images, labels, SUITE, objectives=["routing"])
     assert result.flags["square_beats_gradient"] and result.flags["unbounded_eps_not_zero"]
     assert result.robust_accuracy < result.clean_accuracy - 0.3  # Square still breaks it
     assert "possible gradient masking" in result.table()

@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rdinet_tf import attacks, data, evaluation, training
+from rdinet_tf import attacks, data, evaluation, models, training
 from rdinet_tf.architecture import flops
 from rdinet_tf.cli import defaults, evaluate, export, import_torch, prune, train
 from rdinet_tf.exits import ExitPolicy
 from rdinet_tf.exits.policy import CALIBRATION_METHODS
 from rdinet_tf.experiments import settings
-from rdinet_tf.models import torch_checkpoint
 from rdinet_lite.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +65,7 @@ def test_every_option_has_plain_help_with_its_default(script):
         name = action.option_strings[-1]
         assert action.help, f"{script} {name} has no help"
         assert "`" not in action.help, action.help
-        assert "default: preset" not in action.help and "the model's preset" not in action.help, action.help
+        assert "preset" not in action.help, action.help
         takes_value = action.nargs != 0 and not isinstance(action, argparse.BooleanOptionalAction)
         if takes_value and not action.required and action.dest not in NO_DEFAULT:
             assert "default" in action.help, f"{script} {name}: {action.help}"
@@ -76,15 +75,15 @@ def test_every_option_has_plain_help_with_its_default(script):
 
 
 def test_the_parsers_defaults_are_the_librarys():
-    assert set(defaults.MODELS) == set(training.PRESETS)
+    assert defaults.MODELS == tuple(models.MODELS)
     assert set(defaults.DATASETS) == set(data.DATASETS) and defaults.DATA_DIR_ENV == data.DATA_DIR_ENV
     assert defaults.RECIPES == training.RECIPES and defaults.DEFENSES == training.DEFENSES
     assert defaults.TRAINING_PRECISIONS == training.PRECISIONS
     from rdinet_tf import export as export_package
     from rdinet_tf.training import placement
 
-    assert defaults.EXPORT_PRECISIONS == export_package.PRECISIONS and defaults.STRATEGIES == placement.STRATEGIES
-    assert set(defaults.TORCH_MODELS) == set(torch_checkpoint.REFERENCE_NAMES)
+    assert defaults.QUANTIZATIONS == export_package.QUANTIZATIONS and defaults.STRATEGIES == placement.STRATEGIES
+    assert all(spec.checkpoint_layout is not None for spec in models.MODELS.values())  # import-torch --model
     assert len(settings.evaluation_attacks(",".join(defaults.EVALUATION_ATTACKS), 0.1, 0.01, 1)) == 4
     with pytest.raises(InputError, match=re.escape(f"choose from {sorted(defaults.EVALUATION_ATTACKS)}")):
         settings.evaluation_attacks("unknown", 0.1, 0.01, 1)
@@ -92,9 +91,10 @@ def test_the_parsers_defaults_are_the_librarys():
     assert defaults.CALIBRATIONS == settings.CALIBRATIONS
     assert set(settings.CALIBRATIONS) <= {*CALIBRATION_METHODS, "none"}
     assert defaults.ROBUST_CALIBRATION_SAMPLES == settings.ROBUST_CALIBRATION_SAMPLES
-    for model, preset in training.PRESETS.items():
-        assert defaults.PAPER[model] == {key: getattr(preset, key) for key in defaults.PAPER[model]}, model
-        recipe = dataclasses.asdict(training.FAST_RECIPES[model])
+    for model, spec in models.MODELS.items():
+        paper = {"dataset": spec.dataset, **dataclasses.asdict(spec.paper_recipe)}
+        assert defaults.PAPER[model] == {key: paper[key] for key in defaults.PAPER[model]}, model
+        recipe = dataclasses.asdict(spec.fast_recipe)
         assert defaults.FAST[model] == {key: recipe[key] for key in defaults.FAST[model]}, model
 
 

@@ -69,7 +69,7 @@ def test_one_mirrored_step_on_two_cpus_equals_one_device_on_the_same_global_batc
     _finish(_train(tmp_path, "single", one_step))
     mirrored = json.loads((tmp_path / "mirrored" / "summary.json").read_text())
     single = json.loads((tmp_path / "single" / "summary.json").read_text())
-    assert mirrored["distribution"] == {"strategy": "mirrored", "replicas": 2, "workers": 1, "worker": 0,
+    assert mirrored["placement"] == {"strategy": "mirrored", "replicas": 2, "workers": 1, "worker": 0,
                                         "is_chief": True, "global_batch": 32, "per_replica_batch": 16}
     assert mirrored["history"]["loss"][0] == pytest.approx(single["history"]["loss"][0], abs=1e-5)
     _assert_same_weights(_weights(tmp_path, "mirrored"), _weights(tmp_path, "single"), atol=1e-5)
@@ -90,7 +90,7 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path):
     chief = tmp_path / "worker_0"
     assert sorted(p.name for p in chief.iterdir()) == ["model.keras", "summary.json"]
     summary = json.loads((chief / "summary.json").read_text())
-    assert summary["distribution"] == {"strategy": "multi_worker", "replicas": 2, "workers": 2, "worker": 0,
+    assert summary["placement"] == {"strategy": "multi_worker", "replicas": 2, "workers": 2, "worker": 0,
                                        "is_chief": True, "global_batch": 32, "per_replica_batch": 16}
     assert len(summary["history"]["loss"]) == 2
     assert not (tmp_path / "worker_1").exists()
@@ -134,7 +134,7 @@ def test_an_interrupted_two_worker_run_resumes_on_both_workers(tmp_path):
     (["--distribute", "tpu"], "argument --distribute: invalid choice"),
     (["--precision", "float8"], "argument --precision: invalid choice"),
 ])
-def test_bad_distribution_requests_are_refused_before_any_work(argv, message, tmp_path, cli_error, monkeypatch):
+def test_bad_placement_requests_are_refused_before_any_work(argv, message, tmp_path, cli_error, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     out = tmp_path / "run"
     assert message in cli_error(train.main, [*TRAIN, *argv, "--out", str(out)])

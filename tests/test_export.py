@@ -71,7 +71,7 @@ def model(data):
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory, model, data):
-    """One bundle per precision, exported on first use."""
+    """One bundle per quantization, exported on first use."""
     made = {}
 
     def get(precision):
@@ -333,7 +333,7 @@ def test_export_needs_thresholds_and_int8_needs_images(tmp_path, model):
         export_tflite(uncalibrated, tmp_path / "a")
     with pytest.raises(InputError, match="representative_images"):
         export_tflite(model, tmp_path / "b", "int8")
-    with pytest.raises(InputError, match="precision"):
+    with pytest.raises(InputError, match="quantization"):
         export_tflite(model, tmp_path / "c", "int4")
     assert os.listdir(tmp_path) == []
 

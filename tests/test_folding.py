@@ -59,6 +59,23 @@ def test_a_conv_with_bias_and_a_depthwise_multiplier_fold(tmp_path):
     assert_close(folded(images), segment(images, training=False))
 
 
+def test_folded_layers_report_the_original_variables_and_add_none():
+    """Keras tracks the folded layers' sublayers: their weights are the originals', and a folded segment has no
+    variable the segment does not have."""
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, use_bias=True)
+    batch_norm = keras.layers.BatchNormalization()
+    first, second = keras.layers.Dense(5), keras.layers.Dense(3)
+    segment = keras.Model(inputs, second(first(keras.layers.Flatten()(batch_norm(conv(inputs))))))
+    folded = folded_segment(segment)
+    [folded_conv] = [layer for layer in folded.layers if isinstance(layer, FoldedConvolution)]
+    [folded_dense] = [layer for layer in folded.layers if isinstance(layer, FoldedDense)]
+    assert [id(w) for w in folded_conv.weights] == [id(w) for w in conv.weights + batch_norm.weights]
+    assert len(folded_conv.weights) == 6
+    assert [id(w) for w in folded_dense.weights] == [id(w) for w in first.weights + second.weights]
+    assert {id(w) for w in folded.weights} == {id(w) for w in segment.weights}
+
+
 def test_a_conv_whose_output_is_used_twice_is_not_folded():
     inputs = keras.Input((8, 8, 3))
     y = keras.layers.Conv2D(4, 3)(inputs)
@@ -121,7 +138,7 @@ def test_a_dense_chain_folds_until_a_nonlinearity_or_a_second_use():
     y = keras.layers.Dense(2)(y)
     segment = keras.Model(inputs, keras.layers.Concatenate()([x, y]))
     folded = folded_segment(segment)
-    chains = [layer._chain for layer in folded.layers if isinstance(layer, FoldedDense)]
+    chains = [layer.chain for layer in folded.layers if isinstance(layer, FoldedDense)]
     assert sorted(len(chain) for chain in chains) == [2, 3]
     assert len(_dense_layers(folded)) == 2
     vectors = np.random.default_rng(0).random((4, 6), dtype=np.float32)

@@ -16,7 +16,7 @@ from rdinet_tf.models import torch_checkpoint  # noqa: E402
 from rdinet_tf.models.torch_reference import REFERENCE_MODELS  # noqa: E402
 from rdinet_tf.cli import import_torch as import_cli  # noqa: E402
 from rdinet_lite.errors import InputError  # noqa: E402
-from rdinet_tf.models import INPUT_SHAPES  # noqa: E402
+from rdinet_tf.models import MODELS  # noqa: E402
 
 PUBLIC_CHECKPOINT = (pathlib.Path(__file__).resolve().parents[2]
                      / "shared/models/resnet38_triple_wins.pth.tar")
@@ -55,7 +55,7 @@ def test_imported_logits_match_reference(name, wrapped, tmp_path):
                       "state_dict": {f"module.{k}": v for k, v in state_dict.items()}}
     model = torch_checkpoint.load_torch_checkpoint(_save(state_dict, tmp_path / "ckpt.pth"), name)
 
-    images = np.random.default_rng(0).random((3, *INPUT_SHAPES[name]), dtype=np.float32)
+    images = np.random.default_rng(0).random((3, *MODELS[name].input_shape), dtype=np.float32)
     expected, actual = _reference_logits(reference, images), _keras_logits(model, images)
     assert len(actual) == len(expected) == model.num_exits
     for k, (a, e) in enumerate(zip(actual, expected)):

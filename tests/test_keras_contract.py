@@ -12,6 +12,7 @@ from rdinet_tf.training.distillation import NeoKD
 from rdinet_lite.errors import InputError
 from rdinet_tf.exits.policy import ExitPolicy
 from rdinet_tf.training import MultiExitModel, rdi_loss
+from rdinet_tf.training import model as model_module
 
 
 def _compiled(defense="max_average", **kwargs):
@@ -169,3 +170,10 @@ def test_policy_and_model_round_trip_their_config(digits):
     assert copy.exit_policy.thresholds.tolist() == [0.5, 0.25]
     for a, b in zip(model.predict(digits.x_test[:8], verbose=0), copy.predict(digits.x_test[:8], verbose=0)):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_the_private_keras_build_hook_is_replaced_under_this_keras():
+    """Keras's private ``_maybe_symbolic_build(iterator, data_batch)`` is there and MultiExitModel's replaces it:
+    a Keras that renames it fails here rather than changing distributed training quietly."""
+    assert model_module._keras_build_hook_parameters() == ("iterator", "data_batch")
+    assert model_module._REPLACES_KERAS_BUILD_HOOK and "_maybe_symbolic_build" in vars(MultiExitModel)

@@ -18,7 +18,7 @@ MIXED = ["mixed_bfloat16", "mixed_float16"]
 
 @pytest.fixture(autouse=True)
 def float32_afterwards():
-    """The dtype policy is global: every test leaves it at float32."""
+    """The precision is global (Keras's dtype policy): every test leaves it at float32."""
     yield
     training.set_precision("float32")
 

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from rdinet_tf import architecture, models
+from rdinet_tf import architecture, data, models, training
 from rdinet_tf.architecture import flops
 from rdinet_lite.accounting import expected_cost
 from rdinet_tf.architecture.resnet import exit_blocks
@@ -96,6 +96,30 @@ def test_resnet_family_by_depth():
 def test_unknown_model_name():
     with pytest.raises(InputError, match="smallcnn"):
         models.build("vgg16")
+    with pytest.raises(InputError, match="unknown model 'vgg16'"):
+        models.spec("vgg16")
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_each_registered_model_builds_for_its_dataset(name):
+    """A spec's builder, input shape and dataset agree, and its recipes are the paper's and the fast kind."""
+    spec = models.MODELS[name]
+    assert spec.name == name and data.DATASETS[spec.dataset][0] == spec.input_shape
+    assert models.build(name).image_shape == spec.input_shape
+    assert isinstance(spec.paper_recipe, training.PaperRecipe) and isinstance(spec.fast_recipe, training.FastRecipe)
+
+
+def test_the_command_lines_offer_the_registered_models():
+    from rdinet_tf.cli import evaluate, import_torch, train
+
+    commands = ((train.parser(), ["--model"]),
+                (evaluate.parser(), ["--model", "m.keras", "--dataset", "mnist", "--model-name"]),
+                (import_torch.parser(), ["--checkpoint", "c.pth", "--out", "m.keras", "--model"]))
+    for parser, argv in commands:
+        for name in models.MODELS:
+            parser.parse_args([*argv, name])
+        with pytest.raises(SystemExit):
+            parser.parse_args([*argv, "vgg16"])
 
 
 def test_wrong_image_shape_is_named(smallcnn):
@@ -122,8 +146,7 @@ def test_architecture_is_the_network_and_models_make_it_trainable(mnist_like):
     model = models.MultiExitModel.from_network(network)
     assert isinstance(model, architecture.MultiExitNetwork) and model.stages[0] is network.stages[0]
     np.testing.assert_allclose(model(mnist_like[:4])[-1], network(mnist_like[:4])[-1], atol=1e-6)
-    assert models.INPUT_SHAPES == {name: shape for name, (_, shape) in architecture.BACKBONES.items()}
-    assert models.INPUT_SHAPES["smallcnn"] == (28, 28, 1) == models.build("smallcnn").image_shape
+    assert models.MODELS["smallcnn"].input_shape == (28, 28, 1) == models.build("smallcnn").image_shape
 
 
 def test_attach_exits_to_keras_application(tmp_path):

@@ -80,7 +80,7 @@ assert rdi.exit_costs(model, thresholds=robust.thresholds)[calibration_exits].me
 """,
     "03_tflite_deployment.ipynb": """
 exits, predictions = _rule(model.predict(x_eval, verbose=0), model.exit_policy.thresholds)
-assert PRECISION == "float32" and np.mean(chain.exits == exits) >= 0.98
+assert QUANTIZATION == "float32" and np.mean(chain.exits == exits) >= 0.98
 assert np.mean(chain.predictions == predictions) >= 0.98
 assert comparison["samples"] == len(x_eval) and comparison["tflite_accuracy"] == chain.accuracy(y_eval)
 assert abs(comparison["keras_accuracy"] - np.mean(predictions == y_eval)) <= 1 / len(x_eval)

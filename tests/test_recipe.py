@@ -17,7 +17,7 @@ from rdinet_tf import attacks
 from rdinet_tf.cli import train
 from rdinet_lite.errors import InputError
 from rdinet_tf.training.guard import CatastrophicOverfittingGuard
-from rdinet_tf.training import FAST_RECIPES, OneCycle, ReferenceSGD
+from rdinet_tf.training import OneCycle, ReferenceSGD
 
 HARNESS = Path(__file__).with_name("train_harness.py")
 
@@ -159,7 +159,7 @@ def test_the_guard_refuses_an_empty_batch_and_bad_thresholds():
 
 def test_recipe_fast_picks_the_recipe_and_every_setting_can_be_overridden(train_compile_arguments):
     compiled = train_compile_arguments(["--model", "smallcnn", "--dataset", "digits", "--recipe", "fast"])
-    recipe = FAST_RECIPES["smallcnn"]
+    recipe = models.MODELS["smallcnn"].fast_recipe
     assert compiled["attack"] == attacks.fast_fgsm(0.3)
     schedule = _schedule(compiled["optimizer"])
     assert isinstance(schedule, OneCycle) and schedule.peak == recipe.peak_learning_rate
@@ -173,7 +173,7 @@ def test_recipe_fast_picks_the_recipe_and_every_setting_can_be_overridden(train_
 
 
 def test_resnet38_fast_recipe_trains_with_n_fgsm():
-    assert FAST_RECIPES["resnet38"].training_attack(8 / 255) == attacks.NFGSM(8 / 255)
+    assert models.MODELS["resnet38"].fast_recipe.training_attack(8 / 255) == attacks.NFGSM(8 / 255)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,11 +1,11 @@
-"""The presets' optimizer makes torch.optim.SGD's updates, learning-rate drops included."""
+"""The paper recipes' optimizer makes torch.optim.SGD's updates, learning-rate drops included."""
 
 import keras
 import numpy as np
 import pytest
 
 from rdinet_tf import models
-from rdinet_tf.training import PRESETS, ReferenceSGD, learning_rate_schedule, preset_optimizer
+from rdinet_tf.training import ReferenceSGD, learning_rate_schedule, paper_optimizer
 
 torch = pytest.importorskip("torch")
 
@@ -14,15 +14,15 @@ STEPS = 60
 
 def _largest_relative_difference(optimizer):
     """Max over variables of |keras - torch| / |torch| after ``STEPS`` identical gradient steps."""
-    preset = PRESETS["smallcnn"]  # weight decay 5e-4, drops at 11,700 / 13,100 and 12,900 / 13,100
+    recipe = models.MODELS["smallcnn"].paper_recipe  # weight decay 5e-4, drops at 11,700 / 13,100 and 12,900 / 13,100
     keras.utils.set_random_seed(0)
     model = models.build("smallcnn")
     variables = model.trainable_variables
     start = [np.array(v) for v in variables]
-    optimizer = optimizer(preset)
-    schedule = learning_rate_schedule(preset, STEPS, learning_rate=0.05)
+    optimizer = optimizer(recipe)
+    schedule = learning_rate_schedule(recipe, STEPS, learning_rate=0.05)
     parameters = [torch.nn.Parameter(torch.tensor(w)) for w in start]
-    reference = torch.optim.SGD(parameters, lr=0.05, momentum=0.9, weight_decay=preset.weight_decay)
+    reference = torch.optim.SGD(parameters, lr=0.05, momentum=0.9, weight_decay=recipe.weight_decay)
     rng = np.random.default_rng(0)
     drops = 0
     for step in range(STEPS):
@@ -44,7 +44,7 @@ def _largest_relative_difference(optimizer):
 
 
 def test_reference_sgd_matches_torch_sgd_through_the_learning_rate_drops():
-    assert _largest_relative_difference(lambda p: preset_optimizer(p, STEPS, learning_rate=0.05)) < 1e-5
+    assert _largest_relative_difference(lambda p: paper_optimizer(p, STEPS, learning_rate=0.05)) < 1e-5
 
 
 def test_keras_decoupled_sgd_does_not_match_torch():

@@ -14,7 +14,7 @@ from rdinet_tf import attacks
 from rdinet_tf.cli import evaluate, train
 from rdinet_lite.errors import InputError
 from rdinet_tf.exits.policy import ExitPolicy
-from rdinet_tf.training import PRESETS, learning_rate_schedule, rdi_loss
+from rdinet_tf.training import learning_rate_schedule, rdi_loss
 
 
 def small_batches(splits, count=256, batch_size=64):
@@ -97,7 +97,7 @@ def test_loaded_model_keeps_its_compile_settings_and_optimizer_state(digits, tmp
 
 
 def test_learning_rate_schedule_scales_the_reference_boundaries():
-    schedule = learning_rate_schedule(PRESETS["smallcnn"], 131)
+    schedule = learning_rate_schedule(models.MODELS["smallcnn"].paper_recipe, 131)
     assert float(schedule(0)) == pytest.approx(0.033)
     assert float(schedule(118)) == pytest.approx(0.0033)
     assert float(schedule(130)) == pytest.approx(0.00033)
@@ -210,8 +210,8 @@ def test_cli_errors_are_one_line(tmp_path, cli_error):
     assert not any(tmp_path.iterdir())
 
 
-def test_zero_is_a_value_not_the_preset(train_compile_arguments):
-    """--eps 0 and --step-size 0 are used as given, never replaced by the preset's values."""
+def test_zero_is_a_value_not_the_recipes(train_compile_arguments):
+    """--eps 0 and --step-size 0 are used as given, never replaced by the paper recipe's values."""
     compiled = train_compile_arguments(["--dataset", "digits", "--eps", "0", "--step-size", "0", "--attack-steps", "3"])
     assert compiled["attack"] == attacks.PGD(0.0, 0.0, 3)
 

@@ -127,7 +127,7 @@ def test_suite_runs_its_default_objectives_every_target_and_only_the_survivors(d
               ("square", "routing", 0): {5}}
     breaker = Breaker(samples, breaks)
     stub_suite(monkeypatch, breaker)
-    result = autoattack.evaluate(digits_model, images, labels, autoattack.AutoAttack(0.2, steps=4, queries=1,
+    result = autoattack.run_suite(digits_model, images, labels, autoattack.AutoAttack(0.2, steps=4, queries=1,
                                                                                      num_targets=3),
                                  batch_size=32)
     default = ["routing", "exit_1", "exit_2", "exit_3", "average"]

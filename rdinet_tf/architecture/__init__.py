@@ -2,7 +2,8 @@
 
 The reference backbones (SmallCNN, CIFAR ResNets, MobileNetV2) and
 ``attach_exits`` for a user's own Keras backbone all return a
-:class:`MultiExitNetwork`; :mod:`rdinet_tf.models` makes them trainable.
+:class:`MultiExitNetwork`; :mod:`rdinet_tf.models` makes them trainable and
+names the reference ones (:mod:`rdinet_tf.models.registry`).
 """
 
 from rdinet_tf.architecture.mobilenetv2 import mobilenetv2
@@ -10,12 +11,5 @@ from rdinet_tf.architecture.network import MultiExitNetwork, attach_exits, chain
 from rdinet_tf.architecture.resnet import cifar_resnet, resnet38
 from rdinet_tf.architecture.smallcnn import smallcnn
 
-# name -> (builder, input shape it was designed for)
-BACKBONES = {
-    "smallcnn": (smallcnn, (28, 28, 1)),
-    "resnet38": (resnet38, (32, 32, 3)),
-    "mobilenetv2": (mobilenetv2, (32, 32, 3)),
-}
-
-__all__ = ["BACKBONES", "MultiExitNetwork", "attach_exits", "chain", "cifar_resnet", "exit_name",
-           "mobilenetv2", "resnet38", "smallcnn"]
+__all__ = ["MultiExitNetwork", "attach_exits", "chain", "cifar_resnet", "exit_name", "mobilenetv2", "resnet38",
+           "smallcnn"]

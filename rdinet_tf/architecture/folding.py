@@ -57,16 +57,17 @@ def _foldable_pairs(segment):
 class FoldedConvolution(keras.layers.Layer):
     """``conv`` followed by ``batch_norm`` in inference mode, as one convolution with a bias.
 
-    Holds no variables of its own: the kernel and bias are computed from the two
-    layers' variables at each call.
+    Creates no variables: the kernel and bias are computed from the two layers'
+    variables at each call. Keras tracks the two layers as sublayers, so this
+    layer's ``weights`` are theirs (the same variables, not copies).
     """
 
     def __init__(self, conv, batch_norm, **kwargs):
         super().__init__(name=f"{conv.name}_folded", dtype=conv.dtype_policy, **kwargs)
-        self._pair = (conv, batch_norm)  # a tuple: not tracked, the weights stay the original layers'
+        self.conv, self.batch_norm = conv, batch_norm
 
     def call(self, inputs):
-        conv, batch_norm = self._pair
+        conv, batch_norm = self.conv, self.batch_norm
         ops = keras.ops
         scale = ops.rsqrt(batch_norm.moving_variance + batch_norm.epsilon)
         if batch_norm.scale:
@@ -86,7 +87,7 @@ class FoldedConvolution(keras.layers.Layer):
         return outputs + ops.cast(shift, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return self._pair[0].compute_output_shape(input_shape)
+        return self.conv.compute_output_shape(input_shape)
 
 
 def _plain_dense(layer):
@@ -129,18 +130,20 @@ class FoldedDense(keras.layers.Layer):
     """Dense layers ``chain`` applied one after another in inference mode, as one Dense.
 
     ``x W1 + b1`` then ``(.) W2 + b2`` ... is ``x (W1 W2 ...) + b``, followed by
-    the last layer's activation. Holds no variables of its own: the kernel and
-    bias are computed from the layers' variables at each call, right to left
-    (the cheapest order when the chain narrows).
+    the last layer's activation. Creates no variables: the kernel and bias are
+    computed from the layers' variables at each call, right to left (the
+    cheapest order when the chain narrows). Keras tracks the layers of the
+    chain as sublayers, so this layer's ``weights`` are theirs (the same
+    variables, not copies).
     """
 
     def __init__(self, chain, **kwargs):
         super().__init__(name=f"{chain[0].name}_folded", dtype=chain[0].dtype_policy, **kwargs)
-        self._chain = tuple(chain)  # a tuple: not tracked, the weights stay the original layers'
+        self.chain = list(chain)
 
     def call(self, inputs):
         ops = keras.ops
-        *earlier, last = self._chain
+        *earlier, last = self.chain
         kernel, bias = last.kernel, (last.bias if last.use_bias else None)
         for layer in reversed(earlier):
             if layer.use_bias:
@@ -153,7 +156,7 @@ class FoldedDense(keras.layers.Layer):
         return last.activation(outputs)
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self._chain[-1].units)
+        return (*input_shape[:-1], self.chain[-1].units)
 
 
 def _passes_on(inputs):

@@ -5,8 +5,8 @@ map left by stage k. The last exit is the backbone's own classifier. Because
 the network is a chain of segments, code can run only the stages up to exit k
 (:meth:`MultiExitModel.exit_logits`) and export each segment on its own.
 
-Under a mixed dtype policy (``keras.config.set_dtype_policy("mixed_bfloat16")``
-or ``"mixed_float16"`` before building) the layers compute in 16 bits and keep
+At a mixed precision (``set_precision("mixed_bfloat16")`` or ``"mixed_float16"``
+before building, :mod:`rdinet_tf.training.precision`) the layers compute in 16 bits and keep
 float32 variables; every exit's logits leave the network in float32 (see
 :func:`float32_logits`), so the losses, entropies, routing and attacks built on
 them compute in float32.
@@ -38,8 +38,8 @@ class MultiExitNetwork(keras.Model):
             (a head with 16-bit logits gets a float32 cast: :func:`float32_logits`).
         exit_policy: optional Keras-serializable exit policy (e.g.
             :class:`rdinet_tf.exits.policy.ExitPolicy`), saved and loaded with the model.
-        dtype: the model's own dtype policy (default: the global one), saved with
-            it, so that a ``mixed_float16`` model compiles with loss scaling
+        dtype: the model's own precision, a Keras dtype policy (default: the global one), saved
+            with it, so that a ``mixed_float16`` model compiles with loss scaling
             wherever it is loaded.
     """
 

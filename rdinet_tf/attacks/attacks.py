@@ -40,7 +40,7 @@ graph step loop), :func:`loss_and_gradient` and :func:`project_linf`.
 
 Everything is batched TensorFlow, usable inside ``tf.function``; attacks run
 the model in inference mode and never change its weights. The same integer
-``seed`` gives the same adversarial batch. Under any dtype policy, images,
+``seed`` gives the same adversarial batch. At any precision, images,
 adversarial images and losses are float32 (a mixed-precision network's logits
 are, see :mod:`rdinet_tf.architecture.network`) and the input gradient is
 loss-scaled against float16 underflow (:func:`loss_and_gradient`).

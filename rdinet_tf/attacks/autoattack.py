@@ -19,7 +19,7 @@ reference's first count compares it with 0, an index that wraps around); Square
 draws a square per sample at any position (the reference shares one square by
 batch and never places it on the last row or column).
 
-:func:`evaluate` runs the suite in the standard order (APGD-CE, APGD-DLR,
+:func:`run_suite` runs the suite in the standard order (APGD-CE, APGD-DLR,
 APGD-T, Square), each attack only on the samples the adaptive model still
 classifies correctly, and raises gradient-masking flags.
 """
@@ -249,7 +249,7 @@ class Square(attacks.AttackMethod):
 
 @dataclasses.dataclass(frozen=True)
 class AutoAttack:
-    """Settings of the suite run by :func:`evaluate` (the reference's: 100 steps, 5000 queries, 9 targets)."""
+    """Settings of the suite run by :func:`run_suite` (the reference's: 100 steps, 5000 queries, 9 targets)."""
 
     eps: float
     steps: int = 100  # APGD iterations
@@ -271,7 +271,7 @@ class SuiteRun:
 
 @dataclasses.dataclass(frozen=True)
 class AutoAttackResult:
-    """The suite's outcome for the adaptive model; see :func:`evaluate`."""
+    """The suite's outcome for the adaptive model; see :func:`run_suite`."""
 
     settings: dict
     num_samples: int
@@ -378,7 +378,7 @@ def _masking_checks(driver, images, labels, clean_correct, settings, square_extr
     }
 
 
-def evaluate(model, images, labels, settings, policy=None, objectives=None, batch_size=256, seed=0):
+def run_suite(model, images, labels, settings, policy=None, objectives=None, batch_size=256, seed=0):
     """Run the AutoAttack-style suite against the adaptive ``model`` -> :class:`AutoAttackResult`.
 
     Order: APGD-CE, APGD-DLR, APGD-T (``settings.num_targets`` targets), Square;

@@ -17,10 +17,10 @@ def parser():
     common.add_data_arguments(parser)
     parser.add_argument("--attacks", default="pgd",
                         help=f"comma-separated: {','.join(EVALUATION_ATTACKS)} (default: pgd)")
-    common.add_attack_arguments(parser, training=False, models="--preset")
-    parser.add_argument("--preset", choices=MODELS, default=None,
-                        help="the reference model whose attack settings are the defaults (default: smallcnn for "
-                        "1-channel images, resnet38 for 3-channel)")
+    common.add_attack_arguments(parser, training=False, models="--model-name")
+    parser.add_argument("--model-name", choices=MODELS, default=None,
+                        help="attack defaults from the paper recipe of this reference model (the names of "
+                        "rdinet-train --model) (default: smallcnn for 1-channel images, resnet38 for 3-channel)")
     parser.add_argument("--objectives", help="comma-separated attack objectives (default: every exit, "
                         "average, max_average, routing, exit_hijack)")
     parser.add_argument("--samples", type=arguments.positive_int, help="evaluate the first N test images "
@@ -62,10 +62,10 @@ def _evaluate(args):
     model = models.load(args.model)
     settings.check_dataset(model, args.dataset, args.model)
     objectives = settings.objectives(args.objectives, model.num_exits)
-    preset = settings.preset_for(model.image_shape, args.preset)
-    eps = settings.or_default(args.eps, preset.eps)
-    step_size = settings.or_default(args.step_size, preset.step_size)
-    steps = settings.or_default(args.attack_steps, preset.eval_attack_steps)
+    paper = settings.paper_recipe_for(model.image_shape, args.model_name)
+    eps = settings.or_default(args.eps, paper.eps)
+    step_size = settings.or_default(args.step_size, paper.step_size)
+    steps = settings.or_default(args.attack_steps, paper.eval_attack_steps)
     methods = settings.evaluation_attacks(args.attacks, eps, step_size, steps)
     suite = (attacks.AutoAttack(eps, args.autoattack_steps, args.autoattack_queries, args.autoattack_targets)
              if args.autoattack else None)

@@ -14,9 +14,9 @@ from pathlib import Path
 from rdinet_lite import arguments, files
 from rdinet_lite.errors import InputError
 from rdinet_tf.cli import common
-from rdinet_tf.cli.defaults import EXPORT_PRECISIONS
+from rdinet_tf.cli.defaults import QUANTIZATIONS
 
-TFLITE_ONLY = ("precision", "in_graph_exit", "representative")
+TFLITE_ONLY = ("quantization", "in_graph_exit", "representative")
 REPRESENTATIVE_IMAGES = 300
 
 
@@ -32,7 +32,8 @@ def parser():
                         "for TensorFlow Serving (--model_base_path=DIR)")
     parser.add_argument("--version", type=arguments.positive_int, default=1,
                         help="the SavedModel's version folder under --saved-model (default: 1)")
-    parser.add_argument("--precision", choices=EXPORT_PRECISIONS, help="TFLite precision (default: float32)")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS,
+                        help="of the TFLite weights and activations (default: float32, none)")
     parser.add_argument("--full", action="store_true", help="also export the full model (signature 'full')")
     parser.add_argument("--in-graph-exit", action="store_true",
                         help="also export the early exit as one signature with IF ops ('early_exit', thresholds "
@@ -94,10 +95,10 @@ def _export_tflite(args, model, splits, count):
 
     from rdinet_tf.export import CLASS_NAMES, compare_with_keras, export_tflite
 
-    precision = args.precision or "float32"
+    quantization = args.quantization or "float32"
     representative = REPRESENTATIVE_IMAGES if args.representative is None else args.representative
     manifest = export_tflite(
-        model, args.out, precision,
+        model, args.out, quantization,
         representative_images=None if splits is None else splits.x_val[:representative],
         include_full=args.full,
         in_graph_exit=args.in_graph_exit,
@@ -105,14 +106,14 @@ def _export_tflite(args, model, splits, count):
         overwrite=args.overwrite,
         inputs=[args.model],
     )
-    print(f"wrote {args.out}: {manifest['file']} ({manifest['bytes'] / 1024:.1f} KiB, {precision}), "
+    print(f"wrote {args.out}: {manifest['file']} ({manifest['bytes'] / 1024:.1f} KiB, {quantization}), "
           f"{len(manifest['segments'])} segment signatures")
     for segment in manifest["segments"]:
         print(f"  {segment['signature']:<12} {segment['cost_mflops']['honest']['cumulative']:8.3f} MFLOPs "
               "cumulative (honest)")
     if count > 0:
         report = compare_with_keras(model, args.out, splits.x_test[:count], splits.y_test[:count])
-        print(f"on {count} {args.dataset} test images: TFLite {precision} accuracy "
+        print(f"on {count} {args.dataset} test images: TFLite {quantization} accuracy "
               f"{report['tflite_accuracy']:.2%} vs Keras float32 {report['keras_accuracy']:.2%} "
               f"(change {report['accuracy_change']:+.2%}); same exit and prediction for "
               f"{report['same_exit_and_prediction']:.2%}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rdinet_lite import arguments, files
 from rdinet_lite.errors import InputError
-from rdinet_tf.cli.defaults import TORCH_MODELS
+from rdinet_tf.cli.defaults import MODELS
 
 
 def parser():
@@ -16,7 +16,7 @@ def parser():
     parser.add_argument("--checkpoint", required=True,
                         help="PyTorch checkpoint (.pth / .pth.tar) of the authors' code, "
                         "https://github.com/VITA-Group/triple-wins")
-    parser.add_argument("--model", required=True, choices=TORCH_MODELS, help="the checkpoint's architecture")
+    parser.add_argument("--model", required=True, choices=MODELS, help="the checkpoint's architecture")
     parser.add_argument("--out", required=True, help="output .keras file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser

@@ -269,7 +269,7 @@ def robustness_report(model, images, labels, attacks, *, policy=None, objectives
             survivors &= correct
     bar.close()
     worst = min(results + slowdown_results, key=lambda r: r.accuracy)
-    suite = None if autoattack is None else autoattack_lib.evaluate(
+    suite = None if autoattack is None else autoattack_lib.run_suite(
         model, images, labels, autoattack, driver.policy, suite_objectives, batch_size, seed)
     return RobustnessReport(
         num_samples=len(labels),

@@ -21,7 +21,7 @@ from rdinet_tf import attacks, data, models
 from rdinet_tf.baselines import pruning
 from rdinet_tf.experiments.run_directory import MODEL_FILE, SUMMARY_FILE
 from rdinet_tf.experiments.settings import (TRAINING_ATTACKS, check_dataset, check_settings, or_default,
-                                            preset_for, setting, training_attack)
+                                            paper_recipe_for, setting, training_attack)
 from rdinet_lite import files
 from rdinet_lite.accounting import CONVENTIONS
 from rdinet_lite.errors import InputError
@@ -93,10 +93,10 @@ def _prune(config, out):
     check_dataset(source, config.dataset, config.model)
     sparsity = (config.target_sparsity if config.target_mflops is None
                 else pruning.sparsity_for_cost(source, config.target_mflops, config.convention))
-    preset = preset_for(source.image_shape)
-    attack = training_attack(config, preset)
-    eval_attack = attacks.PGD(attack.eps, or_default(config.step_size, preset.step_size),
-                              or_default(config.eval_attack_steps, preset.eval_attack_steps))
+    paper = paper_recipe_for(source.image_shape)
+    attack = training_attack(config, paper)
+    eval_attack = attacks.PGD(attack.eps, or_default(config.step_size, paper.step_size),
+                              or_default(config.eval_attack_steps, paper.eval_attack_steps))
     splits = data.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
 
     keras.utils.set_random_seed(config.seed)

@@ -22,8 +22,8 @@ from rdinet_tf.experiments.run_directory import MODEL_FILE, SUMMARY_FILE, RunDir
 from rdinet_tf.experiments.settings import (CALIBRATIONS, TRAINING_ATTACKS, calibrated_policy, check_calibration,
                                             check_dataset_shape, check_settings, evaluation_attacks, objectives,
                                             or_default, setting, training_attack)
-from rdinet_tf.training import (DEFENSES, FAST_RECIPES, POLICY_DEFENSES, PRECISIONS, PRESETS, RECIPES,
-                                FollowThresholds, check_exit_weights, precision_scope, preset_optimizer)
+from rdinet_tf.training import (DEFENSES, POLICY_DEFENSES, PRECISIONS, RECIPES, FollowThresholds, check_exit_weights,
+                                paper_optimizer, precision_scope)
 from rdinet_tf.training.distillation import NeoKD
 from rdinet_tf.training.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
 from rdinet_tf.training.placement import STRATEGIES, place
@@ -43,7 +43,7 @@ class RunConfig:
     ``summary.json`` records them under ``args``, the same for a run of the command line and of :func:`run`.
     """
 
-    model: str = setting("smallcnn", choices=PRESETS)
+    model: str = setting("smallcnn", choices=models.MODELS)
     recipe: str = setting("paper", choices=RECIPES)
     dataset: str | None = setting(choices=data.DATASETS)
     data_dir: str | None = setting(kind="path")
@@ -93,26 +93,26 @@ def run(config, callbacks=()):
     Training runs under ``config.distribute``'s strategy; the chief then
     calibrates and evaluates the saved model on its own.
     """
-    preset = PRESETS[config.model]
-    recipe = FAST_RECIPES[config.model] if config.recipe == "fast" else None
-    dataset = config.dataset or preset.dataset
-    check_dataset_shape(models.INPUT_SHAPES[config.model], dataset, f"--model {config.model}")
+    spec = models.spec(config.model)
+    paper, recipe = spec.paper_recipe, (spec.fast_recipe if config.recipe == "fast" else None)
+    dataset = config.dataset or spec.dataset
+    check_dataset_shape(spec.input_shape, dataset, f"--model {config.model}")
     if config.slowdown_attack_steps is not None and not config.slowdown_weight > 0:
         raise InputError("--slowdown-attack-steps makes the slowdown defense's examples: "
                          "give it together with --slowdown-weight > 0")
     distillation = _neo_kd(config.neo_kd, config.defense)
     check_calibration(config)
     placement = place(config.distribute, config.cpu_devices)  # checks the request first
-    global_batch = or_default(config.batch_size, (recipe or preset).batch_size)
+    global_batch = or_default(config.batch_size, (recipe or paper).batch_size)
     per_replica_batch = placement.per_replica_batch(global_batch)
     with precision_scope(config.precision):
         keras.utils.set_random_seed(config.seed)
         with placement.strategy.scope():
             model = models.build(config.model, num_classes=data.DATASETS[dataset][1])
         exit_weights = _exit_weights(config.exit_weights, model.num_exits)
-        attack = training_attack(config, preset, default=recipe.attack if recipe else "pgd")
-        eps, step_size = attack.eps, or_default(config.step_size, preset.step_size)
-        eval_steps = or_default(config.eval_attack_steps, preset.eval_attack_steps)
+        attack = training_attack(config, paper, default=recipe.attack if recipe else "pgd")
+        eps, step_size = attack.eps, or_default(config.step_size, paper.step_size)
+        eval_steps = or_default(config.eval_attack_steps, paper.eval_attack_steps)
         eval_attacks = evaluation_attacks(config.eval_attacks, eps, step_size, eval_steps)
         eval_objectives = objectives(config.eval_objectives, model.num_exits, "--eval-objectives")
         slowdown_attack = (None if config.slowdown_attack_steps is None else
@@ -125,7 +125,7 @@ def run(config, callbacks=()):
                 raise InputError(f"the validation split of {dataset} ({splits.source}) is empty: training validates "
                                  "and calibrates the exits on it; use a dataset with more training images")
             steps_per_epoch = or_default(config.steps_per_epoch, math.ceil(len(splits.x_train) / global_batch))
-            epochs = or_default(config.epochs, recipe.epochs if recipe else math.ceil(preset.iterations /
+            epochs = or_default(config.epochs, recipe.epochs if recipe else math.ceil(paper.iterations /
                                                                                       steps_per_epoch))
             total_steps = epochs * steps_per_epoch
             guard = (CatastrophicOverfittingGuard(splits.x_val[:GUARD_SAMPLES], splits.y_val[:GUARD_SAMPLES],
@@ -135,7 +135,7 @@ def run(config, callbacks=()):
             if trained is None:
                 with placement.strategy.scope():
                     optimizer = (recipe.optimizer(total_steps, config.lr) if recipe
-                                 else preset_optimizer(preset, total_steps, config.lr))
+                                 else paper_optimizer(paper, total_steps, config.lr))
                     model.compile(optimizer=optimizer, defense=config.defense, attack=attack,
                                   exit_weights=exit_weights, seed=config.seed, slowdown_weight=config.slowdown_weight,
                                   slowdown_attack=slowdown_attack, distillation=distillation,
@@ -145,7 +145,7 @@ def run(config, callbacks=()):
                 else:
                     # A resumed run continues the input stream where the interrupted one stopped.
                     train_data = data.make_dataset(splits.x_train, splits.y_train, global_batch, shuffle=True,
-                                                   augment=preset.augment and dataset == "cifar10", seed=config.seed)
+                                                   augment=paper.augment and dataset == "cifar10", seed=config.seed)
                     train_data = train_data.repeat().skip(run_directory.resumed_epoch() * steps_per_epoch)
                     model.fit(_sharded(train_data, placement), epochs=epochs, steps_per_epoch=steps_per_epoch,
                               shuffle=False,
@@ -165,12 +165,12 @@ def run(config, callbacks=()):
                 guard.load_state()  # where it acted, also when an earlier run trained
             summary = _finish(config, trained, splits, dataset, attack, eval_attacks, eval_objectives, run_directory,
                               attacks.PGD(eps, step_size, eval_steps),
-                              {"recipe": _recipe_summary(config, recipe, preset, attack, epochs, total_steps,
+                              {"recipe": _recipe_summary(config, recipe, paper, attack, epochs, total_steps,
                                                          global_batch),
                                "guard": guard.report() if guard else None,
                                "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": global_batch,
-                               "distribution": {**placement.to_dict(), "global_batch": global_batch,
-                                                "per_replica_batch": per_replica_batch},
+                               "placement": {**placement.to_dict(), "global_batch": global_batch,
+                                             "per_replica_batch": per_replica_batch},
                                "precision": config.precision})
             placement.wait_for_all()
             return summary
@@ -223,13 +223,13 @@ def _policy_callbacks(defense, splits):
     return [FollowThresholds(splits.x_val[:POLICY_CALIBRATION_SAMPLES])] if defense in POLICY_DEFENSES else []
 
 
-def _recipe_summary(config, recipe, preset, attack, epochs, total_steps, global_batch):
+def _recipe_summary(config, recipe, paper, attack, epochs, total_steps, global_batch):
     """The training recipe as run (the recipe's settings with the config's overrides)."""
     summary = {"name": config.recipe, "epochs": epochs, "total_steps": total_steps, "batch_size": global_batch,
                "attack": attack.name}
     if recipe is None:
-        return {**summary, "schedule": "step decay", "learning_rate": config.lr or preset.learning_rate,
-                "weight_decay": preset.weight_decay}
+        return {**summary, "schedule": "step decay", "learning_rate": config.lr or paper.learning_rate,
+                "weight_decay": paper.weight_decay}
     return {**summary, "schedule": "one-cycle", "peak_learning_rate": config.lr or recipe.peak_learning_rate,
             "weight_decay": recipe.weight_decay}
 

@@ -7,11 +7,10 @@ import dataclasses
 import math
 import os
 
-from rdinet_tf import attacks, data
+from rdinet_tf import attacks, data, models
 from rdinet_tf.evaluation import calibrate_robust
 from rdinet_tf.exits import ExitPolicy
 from rdinet_tf.experiments.run_directory import TRAINING
-from rdinet_tf.training import PRESETS
 from rdinet_lite.arguments import SEED_LIMIT
 from rdinet_lite.errors import InputError
 
@@ -73,22 +72,21 @@ def or_default(value, default):
     return default if value is None else value
 
 
-def preset_for(image_shape, name=None):
-    """The preset named ``name``, or the reference model's preset for ``image_shape``."""
-    if name is not None:
-        return PRESETS[name]
-    return PRESETS["smallcnn" if tuple(image_shape)[-1] == 1 else "resnet38"]
+def paper_recipe_for(image_shape, model_name=None):
+    """The paper recipe of the reference model ``model_name``, or of the one for images of ``image_shape``."""
+    return (models.spec_for_images(image_shape) if model_name is None else models.spec(model_name)).paper_recipe
 
 
-def training_attack(args, preset, default="pgd"):
-    """The training attack named by ``--train-attack`` (``--fast``: fast_fgsm; else ``default``) at the preset's eps.
+def training_attack(args, paper, default="pgd"):
+    """The training attack named by ``--train-attack`` (``--fast``: fast_fgsm; else ``default``) at the eps of the
+    :class:`~rdinet_tf.training.recipes.PaperRecipe` ``paper``.
 
     ``args`` has the attack settings of the command line (parsed arguments or a
     :class:`~rdinet_tf.experiments.RunConfig`): ``eps``, ``step_size``, ``attack_steps``,
     ``train_attack`` and ``fast``. ``--step-size`` is PGD's (training and evaluation);
     ``--attack-steps``, which a single-step attack has no use for, is refused with one.
     """
-    eps = or_default(args.eps, preset.eps)
+    eps = or_default(args.eps, paper.eps)
     if args.fast and args.train_attack not in (None, "fast_fgsm"):
         raise InputError(f"--fast means --train-attack fast_fgsm; it contradicts --train-attack {args.train_attack}")
     name = args.train_attack or ("fast_fgsm" if args.fast else default)
@@ -98,8 +96,8 @@ def training_attack(args, preset, default="pgd"):
         return attacks.fast_fgsm(eps)
     if name == "n_fgsm":
         return attacks.NFGSM(eps)
-    return attacks.PGD(eps, or_default(args.step_size, preset.step_size),
-                       or_default(args.attack_steps, preset.train_attack_steps))
+    return attacks.PGD(eps, or_default(args.step_size, paper.step_size),
+                       or_default(args.attack_steps, paper.train_attack_steps))
 
 
 def evaluation_attacks(names, eps, step_size, steps):

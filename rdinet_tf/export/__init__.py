@@ -6,11 +6,11 @@
 ``--saved-model DIR``) runs the command line (:mod:`rdinet_tf.cli.export`).
 """
 
-from rdinet_tf.export.tflite import (CLASS_NAMES, PRECISIONS, bundle_endpoints, compare_with_keras, convert,
+from rdinet_tf.export.tflite import (CLASS_NAMES, QUANTIZATIONS, bundle_endpoints, compare_with_keras, convert,
                                      convert_signatures, export_tflite, full_model, gzip_size, segment_model,
                                      tensor_specs)
 from rdinet_tf.export.saved_model import compare_saved_model, export_saved_model
 
-__all__ = ["CLASS_NAMES", "PRECISIONS", "bundle_endpoints", "compare_saved_model", "compare_with_keras", "convert",
+__all__ = ["CLASS_NAMES", "QUANTIZATIONS", "bundle_endpoints", "compare_saved_model", "compare_with_keras", "convert",
            "convert_signatures", "export_saved_model", "export_tflite", "full_model", "gzip_size", "segment_model",
            "tensor_specs"]

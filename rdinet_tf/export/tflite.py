@@ -15,7 +15,7 @@ i.e. TFLite IF ops, with the thresholds baked in). The segments and ``full``
 have a free batch dimension (allocated at 1; the runner resizes them to run a
 batch), ``early_exit`` takes one image; all in one ``model.tflite`` (weights stored once, whichever signatures use them)
 next to a ``manifest.json`` describing signatures, tensors, thresholds, costs
-and precision.
+and quantization.
 
 Command line: ``python -m rdinet_tf.export --tflite ...`` (:mod:`rdinet_tf.cli.export`).
 """
@@ -48,15 +48,15 @@ from rdinet_lite.manifest import (BUNDLE_FILE, FULL_SIGNATURE, IN_GRAPH_SIGNATUR
                                   segment_signature)
 from rdinet_lite.runner import EarlyExitRunner
 
-PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
+QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")  # of the exported weights and activations
 SIGNATURE = "serving_default"  # the signature of a single-model TFLite file
 PREPROCESSING = "none: float32 pixels in [0,1], NHWC"
 ENTROPY_FORMULA = "-sum(p * log(p + 1e-5)) over the softmax probabilities p"
 EXIT_RULE = ("leave at exit k (1-based, k < K) when T_k = thresholds[k-1] > 0 and entropy_k < T_k "
              "(a threshold of 0 closes its exit); the last exit always answers")
 
-# What each precision means for the files (recorded in the manifest).
-PRECISION_NOTES = {
+# What each quantization means for the files (recorded in the manifest, as its "precision" and "precision_notes").
+QUANTIZATION_NOTES = {
     "float32": "float32 weights and activations",
     "float16": "float16 weights (dequantized to float32 at load on CPU), float32 activations",
     "dynamic_int8": "int8 weights, float32 activations (dynamic-range quantization)",
@@ -118,29 +118,30 @@ def full_model(model):
     return keras.Model(inputs, {"probs": probs}, name="full_model")
 
 
-def convert(keras_model, precision="float32", representative_inputs=None, sparse_encoding=False):
-    """TFLite flatbuffer of a single-input ``keras_model`` at ``precision`` (signature ``serving_default``).
+def convert(keras_model, quantization="float32", representative_inputs=None, sparse_encoding=False):
+    """TFLite flatbuffer of a single-input ``keras_model``, quantized as ``quantization`` (signature
+    ``serving_default``).
 
     ``representative_inputs`` (int8 only): array of the model's inputs, one sample per row.
     ``sparse_encoding``: also ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``, which stores
     sufficiently sparse weights (a pruned model's) in a sparse format.
     """
     spec = tf.TensorSpec(keras_model.inputs[0].shape, tf.float32, name=keras_model.inputs[0].name)
-    return convert_signatures({SIGNATURE: (keras_model, spec)}, [keras_model], precision,
+    return convert_signatures({SIGNATURE: (keras_model, spec)}, [keras_model], quantization,
                               None if representative_inputs is None else {SIGNATURE: representative_inputs},
                               sparse_encoding)
 
 
-def convert_signatures(endpoints, tracked, precision="float32", representative_inputs=None,
+def convert_signatures(endpoints, tracked, quantization="float32", representative_inputs=None,
                        sparse_encoding=False):
-    """One TFLite flatbuffer with a signature per endpoint, at ``precision``.
+    """One TFLite flatbuffer with a signature per endpoint, quantized as ``quantization``.
 
     Args:
         endpoints: signature name -> (function of one tensor, its ``tf.TensorSpec``,
             whose name becomes the signature's input name); the function returns
             a dict of named outputs or one tensor.
         tracked: the Keras models whose weights the functions use (stored once).
-        precision: one of ``PRECISIONS``.
+        quantization: one of ``QUANTIZATIONS``.
         representative_inputs (int8 only): signature name -> array of that
             signature's inputs, one sample per row.
         sparse_encoding: also ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``.
@@ -154,11 +155,11 @@ def convert_signatures(endpoints, tracked, precision="float32", representative_i
         saved_model = str(Path(work) / "saved_model")
         archive.write_out(saved_model, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=list(endpoints))
-        converter.optimizations = ([tf.lite.Optimize.DEFAULT] if precision != "float32" else []) + (
+        converter.optimizations = ([tf.lite.Optimize.DEFAULT] if quantization != "float32" else []) + (
             [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse_encoding else [])
-        if precision == "float16":
+        if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        if precision != "int8":
+        if quantization != "int8":
             return converter.convert()
         converter.representative_dataset = lambda: (
             (name, {spec.name: sample[None]})
@@ -267,17 +268,17 @@ def _in_graph_exit(segments, thresholds):
     return early_exit
 
 
-def export_tflite(model, out_dir, precision="float32", representative_images=None,
+def export_tflite(model, out_dir, quantization="float32", representative_images=None,
                   include_full=False, class_names=None, overwrite=False, in_graph_exit=False, inputs=()):
     """Write ``model`` as ``model.tflite`` (one signature per segment) plus ``manifest.json`` into ``out_dir``.
 
     Args:
         model: a :class:`rdinet_tf.models.MultiExitModel` with an ``exit_policy``.
         out_dir: bundle directory; must not exist or be empty unless ``overwrite``.
-        precision: one of ``PRECISIONS``; ``"int8"`` needs ``representative_images``.
+        quantization: one of ``QUANTIZATIONS``; ``"int8"`` needs ``representative_images``.
         representative_images: held-out float32 images in [0, 1], (N, H, W, C):
             int8 calibration data (a few hundred are typical) and, for any
-            precision, the images whose exit distribution the manifest records.
+            quantization, the images whose exit distribution the manifest records.
         include_full: also add the signature ``full`` (image -> final exit
             probabilities) for comparison; its weights are the segments'.
         class_names: optional list of class names recorded in the manifest.
@@ -296,35 +297,35 @@ def export_tflite(model, out_dir, precision="float32", representative_images=Non
         The manifest as written to ``out_dir/manifest.json`` (a dict; read it back as a
         :class:`rdinet_lite.manifest.Manifest` with ``Manifest.read(out_dir)``).
     """
-    representative_images = _check_export_args(model, precision, representative_images, class_names)
+    representative_images = _check_export_args(model, quantization, representative_images, class_names)
     model = float32_network(model)
     with files.staged_directory(out_dir, overwrite, inputs) as staging:
-        return _write_bundle(model, staging, precision, representative_images, include_full, in_graph_exit,
+        return _write_bundle(model, staging, quantization, representative_images, include_full, in_graph_exit,
                              class_names)
 
 
 def float32_network(model):
     """``model`` if every layer computes in float32, else a copy that does, with the same weights.
 
-    A model built under a mixed dtype policy keeps float32 variables and
+    A model built at a mixed precision keeps float32 variables and
     computes in 16 bits; TFLite converts float32 graphs (it has no bfloat16
-    kernels), and the export precisions quantize from float32.
+    kernels), and every quantization of the export starts from float32.
     """
     if all(layer.compute_dtype == "float32" for layer in flat_layers(model)):
         return model
-    copy = type(model).from_config(_float32_policies(model.get_config()))
+    copy = type(model).from_config(_float32_precisions(model.get_config()))
     copy.set_weights(model.get_weights())
     return copy
 
 
-def _float32_policies(config):
-    """A model config with every dtype policy in it replaced by float32."""
+def _float32_precisions(config):
+    """A model config with every precision in it (a Keras ``DTypePolicy``) replaced by float32."""
     if isinstance(config, dict):
         if config.get("class_name") == "DTypePolicy":
             return keras.saving.serialize_keras_object(keras.DTypePolicy("float32"))
-        return {key: _float32_policies(value) for key, value in config.items()}
+        return {key: _float32_precisions(value) for key, value in config.items()}
     if isinstance(config, list):
-        return [_float32_policies(value) for value in config]
+        return [_float32_precisions(value) for value in config]
     return config
 
 
@@ -346,12 +347,12 @@ def check_exportable(model):
         )
 
 
-def _check_export_args(model, precision, representative_images, class_names):
+def _check_export_args(model, quantization, representative_images, class_names):
     """Representative images as checked float32 (or None); one clear error for a bad argument."""
     check_exportable(model)
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
-    if precision == "int8" and (representative_images is None or len(representative_images) == 0):
+    if quantization not in QUANTIZATIONS:
+        raise InputError(f"unknown quantization {quantization!r}; choose one of {list(QUANTIZATIONS)}")
+    if quantization == "int8" and (representative_images is None or len(representative_images) == 0):
         raise InputError(
             "int8 export needs representative_images (a few hundred held-out float32 "
             "images in [0, 1]) to calibrate activation ranges; on the command line "
@@ -362,12 +363,12 @@ def _check_export_args(model, precision, representative_images, class_names):
     return None if representative_images is None else model.check_images(representative_images)
 
 
-def _write_bundle(model, bundle_dir, precision, representative_images, include_full, in_graph_exit,
+def _write_bundle(model, bundle_dir, quantization, representative_images, include_full, in_graph_exit,
                   class_names):
     endpoints, tracked = bundle_endpoints(model, include_full, in_graph_exit)
-    calibration = (_signature_inputs(model, representative_images, endpoints) if precision == "int8"
+    calibration = (_signature_inputs(model, representative_images, endpoints) if quantization == "int8"
                    else None)
-    flatbuffer = convert_signatures(endpoints, tracked, precision, calibration)
+    flatbuffer = convert_signatures(endpoints, tracked, quantization, calibration)
     (bundle_dir / BUNDLE_FILE).write_bytes(flatbuffer)
     specs = tensor_specs(flatbuffer)
     stage_macs, head_macs = flops.segment_macs(model)
@@ -394,8 +395,8 @@ def _write_bundle(model, bundle_dir, precision, representative_images, include_f
         num_exits=model.num_exits,
         num_classes=model.num_classes,
         class_names=None if class_names is None else tuple(str(c) for c in class_names),
-        precision=precision,
-        precision_notes=PRECISION_NOTES[precision],
+        precision=quantization,  # the bundle format's name for it
+        precision_notes=QUANTIZATION_NOTES[quantization],
         int8_calibration_images=0 if calibration is None else int(len(representative_images)),
         input=InputSpec(shape=(1, *(int(n) for n in model.image_shape)), preprocessing=PREPROCESSING),
         thresholds=tuple(float(t) for t in model.exit_policy.thresholds),

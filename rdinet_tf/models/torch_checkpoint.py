@@ -17,7 +17,8 @@ first missing, mis-shaped or unexpected tensor. Two kinds of tensors are
 accepted and dropped: BatchNorm ``num_batches_tracked`` counters, and the
 reference MobileNetV2's unused ``conv2.weight``.
 
-Reference state-dict names (module names; each BatchNorm module ``m`` holds
+Reference state-dict names (module names, mapped from our layer names by each
+model's :class:`~rdinet_tf.models.registry.CheckpointLayout`; each BatchNorm module ``m`` holds
 ``m.weight``, ``m.bias``, ``m.running_mean``, ``m.running_var``; convs have
 ``.weight`` and, in SmallCNN only, ``.bias``; linears ``.weight`` and ``.bias``):
 
@@ -52,57 +53,8 @@ import warnings
 import keras
 import numpy as np
 
-from rdinet_tf import models
 from rdinet_lite.errors import InputError
-
-# Per architecture: (our layer name, reference module name) regex rules; the
-# first rule that matches the whole layer name gives the module name.
-REFERENCE_NAMES = {
-    "smallcnn": (
-        (r"(conv\d|fc\d)", r"\1"),
-        (r"exit1_conv", "branch_layer1.0"),
-        (r"exit1_fc1", "branch_layer1.3"),
-        (r"exit1_fc2", "branch_layer1.5"),
-        (r"exit1_fc3", "branch_layer1.6"),
-        (r"exit2_fc1", "branch_layer2.2"),
-        (r"exit2_fc2", "branch_layer2.4"),
-        (r"exit2_fc3", "branch_layer2.5"),
-    ),
-    "resnet38": (
-        (r"(conv1|bn1)", r"\1"),
-        (r"fc_fc", "fc"),
-        (r"(group\d_layer\d+)_(conv\d|bn\d)", r"\1.\2"),
-        (r"(group\d_layer\d+)_downsample_(\d)", r"\1.downsample.\2"),
-        (r"exit([12])_conv1", r"branch_layer\1.1"),
-        (r"exit([12])_bn1", r"branch_layer\1.2"),
-        (r"exit([12])_conv2", r"branch_layer\1.5"),
-        (r"exit([12])_bn2", r"branch_layer\1.6"),
-        (r"exit([12])_fc", r"branch_layer\1.9"),
-        (r"exit([34])_block_(conv\d|bn\d)", r"branch_layer\1.1.\2"),
-        (r"exit([34])_fc", r"branch_layer\1.4"),
-        (r"exit([56])_fc", r"branch_layer\1.2"),
-    ),
-    "mobilenetv2": (
-        (r"conv1", "layer1"),
-        (r"bn1", "bn1"),
-        (r"layer19_conv", "layer19"),
-        (r"layer19_bn", "bn2"),
-        (r"fc_fc", "linear"),
-        (r"(layer\d+)_(conv\d|bn\d)", r"\1.\2"),
-        (r"(layer\d+)_shortcut_(\d)", r"\1.shortcut.\2"),
-        (r"exit1_block1_(conv\d|bn\d)", r"branch_layer1.0.\1"),
-        (r"exit1_bn1", "branch_layer1.1"),
-        (r"exit1_block2_(conv\d|bn\d)", r"branch_layer1.3.\1"),
-        (r"exit1_bn2", "branch_layer1.4"),
-        (r"exit1_fc", "branch_layer1.7"),
-        (r"exit2_block1_(conv\d|bn\d)", r"branch_layer2.0.\1"),
-        (r"exit2_fc", "branch_layer2.3"),
-        (r"exit([3-6])_fc", r"branch_layer\1.2"),
-    ),
-}
-
-# Reference tensors that carry no weight of the forward pass.
-UNUSED_TENSORS = {"smallcnn": (), "resnet38": (), "mobilenetv2": ("conv2.weight",)}
+from rdinet_tf.models import multi_exit, registry
 
 # Keras variable name -> PyTorch parameter/buffer name.
 _TORCH_PARAM = {
@@ -119,8 +71,7 @@ _INSTALL_HINT = 'reading PyTorch checkpoints needs torch: pip install "rdinet_tf
 
 def reference_module_name(model_name, layer_name):
     """The reference PyTorch module name of our layer ``layer_name`` in model ``model_name``."""
-    _check_model_name(model_name)
-    for pattern, replacement in REFERENCE_NAMES[model_name]:
+    for pattern, replacement in registry.spec(model_name).checkpoint_layout.module_names:
         match = re.fullmatch(pattern, layer_name)
         if match:
             return match.expand(replacement)
@@ -129,7 +80,7 @@ def reference_module_name(model_name, layer_name):
 
 def load_torch_checkpoint(path, model_name):
     """Build ``models.build(model_name)`` and load the reference PyTorch checkpoint at ``path``."""
-    _check_model_name(model_name)
+    registry.spec(model_name)  # an unknown name is refused before torch is imported
     try:
         import torch
     except ImportError as error:
@@ -166,7 +117,7 @@ def load_torch_checkpoint(path, model_name):
                 "dict or a dict with a 'state_dict' entry"
             )
         arrays[key.removeprefix("module.")] = _to_numpy(torch, tensor, path, key)
-    model = models.build(model_name)
+    model = multi_exit.build(model_name)
     load_state_dict(model, arrays, model_name)
     return model
 
@@ -193,6 +144,7 @@ def load_state_dict(model, state_dict, model_name):
 
     Checks everything before setting anything: a bad state dict leaves ``model`` unchanged.
     """
+    layout = registry.spec(model_name).checkpoint_layout
     remaining = dict(state_dict)
     assignments = []
     for segment in model.stages + model.heads:
@@ -226,7 +178,7 @@ def load_state_dict(model, state_dict, model_name):
                 values.append(convert(tensor).astype(variable.dtype))
             remaining.pop(f"{module}.num_batches_tracked", None)
             assignments.append((layer, values))
-    unexpected = [k for k in remaining if k not in UNUSED_TENSORS[model_name]]
+    unexpected = [k for k in remaining if k not in layout.unused_tensors]
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise InputError(
@@ -260,8 +212,3 @@ def _torch_layout(layer, variable, flatten_shape):
         return (cout, cin), lambda w: (w.reshape(cout, channels, height, width)
                                        .transpose(2, 3, 1, 0).reshape(cin, cout))
     raise InputError(f"cannot import weights into layer {layer.name!r} of type {type(layer).__name__}")
-
-
-def _check_model_name(model_name):
-    if model_name not in REFERENCE_NAMES:
-        raise InputError(f"unknown model {model_name!r}; choose one of {sorted(REFERENCE_NAMES)}")

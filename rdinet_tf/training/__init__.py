@@ -12,11 +12,11 @@ from rdinet_tf.training.losses import abstention_loss, check_exit_weights, rdi_l
 from rdinet_tf.training.model import (DEFENSES, POLICY_DEFENSES, WORST_CASE_OBJECTIVES, FollowThresholds,
                                       MultiExitModel)
 from rdinet_tf.training.precision import PRECISIONS, precision_scope, set_precision
-from rdinet_tf.training.recipes import (FAST_RECIPES, PRESETS, RECIPES, FastRecipe, OneCycle, Preset, ReferenceSGD,
-                                        learning_rate_schedule, preset_optimizer)
+from rdinet_tf.training.recipes import (RECIPES, FastRecipe, OneCycle, PaperRecipe, ReferenceSGD,
+                                        learning_rate_schedule, paper_optimizer)
 
-__all__ = ["CatastrophicOverfittingGuard", "DEFENSES", "FAST_RECIPES", "FastRecipe", "FollowThresholds",
-           "GUARD_SAMPLES", "MultiExitModel", "NeoKD", "OneCycle", "POLICY_DEFENSES", "PRECISIONS", "PRESETS",
-           "Preset", "RECIPES", "ReferenceSGD", "WORST_CASE_OBJECTIVES", "abstention_loss", "check_exit_weights",
-           "guard_attack", "learning_rate_schedule", "precision_scope", "preset_optimizer", "rdi_loss",
-           "set_precision", "weighted_cross_entropy"]
+__all__ = ["CatastrophicOverfittingGuard", "DEFENSES", "FastRecipe", "FollowThresholds", "GUARD_SAMPLES",
+           "MultiExitModel", "NeoKD", "OneCycle", "POLICY_DEFENSES", "PRECISIONS", "PaperRecipe", "RECIPES",
+           "ReferenceSGD", "WORST_CASE_OBJECTIVES", "abstention_loss", "check_exit_weights", "guard_attack",
+           "learning_rate_schedule", "paper_optimizer", "precision_scope", "rdi_loss", "set_precision",
+           "weighted_cross_entropy"]

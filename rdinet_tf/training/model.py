@@ -36,6 +36,7 @@ then compute in 16 bits, the logits, L_RDI and the attacks in float32; under
 ``LossScaleOptimizer`` (``train_step`` scales the loss through it).
 """
 
+import inspect
 import math
 import warnings
 
@@ -66,6 +67,28 @@ _REFUSED_COMPILE_ARGS = {
 
 
 _SEED_STRIDE = 7919  # apart the random starts of the worst-case defense's candidates
+
+
+def _keras_build_hook_parameters():
+    """The parameters of Keras's private ``Model._maybe_symbolic_build`` (None where Keras has no such method).
+
+    Keras 3's TensorFlow trainer (``keras/src/backend/tensorflow/trainer.py``, checked up to 3.15) calls
+    ``self._maybe_symbolic_build(iterator=...)`` or ``(data_batch=...)`` before ``fit``, ``evaluate``,
+    ``train_on_batch`` and ``test_on_batch``: under a ``tf.distribute`` strategy it takes a batch from the
+    training iterator to build the model, its metrics and the optimizer on, and reduces it with
+    ``strategy.reduce("MEAN", ...)``, which fails for ``MultiWorkerMirroredStrategy`` inputs.
+    """
+    hook = getattr(keras.Model, "_maybe_symbolic_build", None)
+    return None if hook is None else tuple(inspect.signature(hook).parameters)[1:]
+
+
+# MultiExitModel replaces that private hook only where it is the one described above.
+_REPLACES_KERAS_BUILD_HOOK = (keras.version().split(".")[0] == "3"
+                              and _keras_build_hook_parameters() == ("iterator", "data_batch"))
+if not _REPLACES_KERAS_BUILD_HOOK:
+    warnings.warn(f"Keras {keras.version()} has no private Model._maybe_symbolic_build(iterator, data_batch) "
+                  "as Keras 3.15 has: MultiExitModel leaves the build before fit to Keras, which under a "
+                  "tf.distribute strategy may start training one batch late or fail to build", stacklevel=2)
 
 
 @keras.saving.register_keras_serializable(package="rdinet_tf")
@@ -237,18 +260,20 @@ class MultiExitModel(MultiExitNetwork):
         """The training step's seed: ``seed`` plus the optimizer's iterations."""
         return self.attack_seed + tf.cast(self.optimizer.iterations, tf.int32)
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Build the optimizer, the one thing left unbuilt before ``fit`` (the network is built when made,
-        and L_RDI needs no compiled loss or metrics).
+    if _REPLACES_KERAS_BUILD_HOOK:
+        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+            """Build the optimizer, the one thing left unbuilt before ``fit`` (the network is built when made,
+            and L_RDI needs no compiled loss or metrics).
 
-        Replaces Keras's version, which under a ``tf.distribute`` strategy draws a batch of
-        the training stream to build from (so the training then starts at the next batch) and
-        under ``MultiWorkerMirroredStrategy`` fails to reduce it (Keras 3.15).
-        """
-        del iterator, data_batch
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
+            Replaces Keras's private hook (see :func:`_keras_build_hook_parameters`), which under a
+            ``tf.distribute`` strategy draws a batch of the training stream to build from (so the
+            training then starts at the next batch) and under ``MultiWorkerMirroredStrategy`` fails
+            to reduce it. Defined only where Keras has the hook with these parameters.
+            """
+            del iterator, data_batch
+            if self.optimizer is not None and not self.optimizer.built:
+                with self.distribute_strategy.scope():
+                    self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data):
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

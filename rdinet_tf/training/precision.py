@@ -23,7 +23,7 @@ def set_precision(precision):
 
 @contextlib.contextmanager
 def precision_scope(precision):
-    """:func:`set_precision` for the models built inside the block; the previous policy is restored after."""
+    """:func:`set_precision` for the models built inside the block; the previous precision is restored after."""
     previous = keras.config.dtype_policy()
     set_precision(precision)
     try:

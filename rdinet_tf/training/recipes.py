@@ -1,4 +1,7 @@
-"""Training recipes: the paper's schedule, the fast recipe, their optimizers and schedules."""
+"""Training recipes: the paper's schedule, the fast recipe, their optimizers and schedules.
+
+Each reference model's recipes are in its entry of :data:`rdinet_tf.models.registry.MODELS`.
+"""
 
 import dataclasses
 import math
@@ -11,10 +14,9 @@ from rdinet_lite.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
-class Preset:
-    """The reference training recipe of a model (the authors' training script), in iterations."""
+class PaperRecipe:
+    """The paper's training recipe of a model (the authors' training script), in iterations."""
 
-    dataset: str
     batch_size: int
     learning_rate: float
     weight_decay: float
@@ -25,13 +27,6 @@ class Preset:
     train_attack_steps: int
     eval_attack_steps: int
     augment: bool
-
-
-PRESETS = {
-    "smallcnn": Preset("mnist", 256, 0.033, 5e-4, 13_100, (11_700, 12_900), 0.3, 0.01, 40, 40, False),
-    "resnet38": Preset("cifar10", 128, 0.1, 1e-4, 64_000, (32_000, 48_000), 8 / 255, 2 / 255, 10, 20, True),
-    "mobilenetv2": Preset("cifar10", 128, 0.1, 1e-4, 64_000, (32_000, 48_000), 8 / 255, 2 / 255, 10, 20, True),
-}
 
 
 @keras.saving.register_keras_serializable(package="rdinet_tf")
@@ -69,7 +64,7 @@ class FastRecipe:
     """A time-to-robust-accuracy recipe of a model: single-step training attack, one-cycle schedule, the guard.
 
     ``attack`` names the training attack (``"n_fgsm"`` or ``"fast_fgsm"``) at the
-    preset's eps; the optimizer is :class:`ReferenceSGD` (momentum 0.9,
+    paper recipe's eps; the optimizer is :class:`ReferenceSGD` (momentum 0.9,
     ``weight_decay``) under :class:`OneCycle` peaking at ``peak_learning_rate``
     half-way; training runs under :class:`rdinet_tf.training.guard.CatastrophicOverfittingGuard`.
     """
@@ -88,20 +83,13 @@ class FastRecipe:
         return ReferenceSGD(OneCycle(peak, total_steps), momentum=0.9, weight_decay=self.weight_decay)
 
 
-RECIPES = ("paper", "fast")
-FAST_RECIPES = {
-    "smallcnn": FastRecipe(epochs=10, batch_size=128, peak_learning_rate=0.05, weight_decay=5e-4,
-                           attack="fast_fgsm"),
-    "resnet38": FastRecipe(epochs=15, batch_size=128, peak_learning_rate=0.2, weight_decay=5e-4, attack="n_fgsm"),
-    "mobilenetv2": FastRecipe(epochs=15, batch_size=128, peak_learning_rate=0.1, weight_decay=5e-4,
-                              attack="n_fgsm"),
-}
+RECIPES = ("paper", "fast")  # the kinds of recipe: PaperRecipe, FastRecipe
 
 
-def learning_rate_schedule(preset, total_steps, learning_rate=None):
-    """The preset's step decay, its boundaries scaled from ``preset.iterations`` to ``total_steps``."""
-    base = preset.learning_rate if learning_rate is None else learning_rate
-    boundaries = [max(1, int(round(b / preset.iterations * total_steps))) for b in preset.decay_at]
+def learning_rate_schedule(recipe, total_steps, learning_rate=None):
+    """A :class:`PaperRecipe`'s step decay, its boundaries scaled from ``recipe.iterations`` to ``total_steps``."""
+    base = recipe.learning_rate if learning_rate is None else learning_rate
+    boundaries = [max(1, int(round(b / recipe.iterations * total_steps))) for b in recipe.decay_at]
     values = [base * 0.1**i for i in range(len(boundaries) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
@@ -146,7 +134,8 @@ class ReferenceSGD(keras.optimizers.Optimizer):
         return config
 
 
-def preset_optimizer(preset, total_steps, learning_rate=None):
-    """The reference optimizer: :class:`ReferenceSGD`, momentum 0.9, the preset's weight decay and step schedule."""
-    return ReferenceSGD(learning_rate_schedule(preset, total_steps, learning_rate), momentum=0.9,
-                        weight_decay=preset.weight_decay)
+def paper_optimizer(recipe, total_steps, learning_rate=None):
+    """The paper's optimizer: :class:`ReferenceSGD`, momentum 0.9, a :class:`PaperRecipe`'s weight decay and step
+    schedule."""
+    return ReferenceSGD(learning_rate_schedule(recipe, total_steps, learning_rate), momentum=0.9,
+                        weight_decay=recipe.weight_decay)

@@ -1,9 +1,9 @@
 """The trainable multi-exit models: the reference backbones and a user's own, as :class:`MultiExitModel`.
 
-``build(name)`` gives a reference architecture of :mod:`rdinet_tf.architecture`
-ready for ``compile(defense=..., attack=...)`` and ``fit``; ``attach_exits``
-does the same for a user's functional Keras backbone; ``load`` reads a saved
-``.keras`` file with one clear error for a wrong path.
+``build(name)`` gives a reference model of :mod:`.registry` ready for
+``compile(defense=..., attack=...)`` and ``fit``; ``attach_exits`` does the
+same for a user's functional Keras backbone; ``load`` reads a saved ``.keras``
+file with one clear error for a wrong path.
 """
 
 import zipfile
@@ -15,18 +15,16 @@ import numpy as np
 from rdinet_tf import architecture
 from rdinet_tf.architecture import exit_name
 from rdinet_lite.errors import InputError
+from rdinet_tf.models import registry
 from rdinet_tf.training import MultiExitModel
-
-# name -> input shape each reference model was designed for
-INPUT_SHAPES = {name: shape for name, (_, shape) in architecture.BACKBONES.items()}
 
 
 def build(name, num_classes=10, **kwargs):
-    """The reference multi-exit model ``name`` ("smallcnn", "resnet38", "mobilenetv2")."""
-    if name not in architecture.BACKBONES:
-        raise InputError(f"unknown model {name!r}; choose one of {sorted(architecture.BACKBONES)}")
-    builder, _ = architecture.BACKBONES[name]
-    return MultiExitModel.from_network(builder(num_classes=num_classes, **kwargs))
+    """The reference multi-exit model ``name``, one of :data:`.registry.MODELS` ("smallcnn", "resnet38",
+    "mobilenetv2"), for images of the registered input shape unless ``input_shape=`` says otherwise."""
+    spec = registry.spec(name)
+    kwargs.setdefault("input_shape", spec.input_shape)
+    return MultiExitModel.from_network(spec.builder(num_classes=num_classes, **kwargs))
 
 
 def cifar_resnet(depth, num_classes=10, **kwargs):
@@ -92,4 +90,4 @@ def check_finite_weights(model, what, fix):
             raise InputError(f"{what} holds NaN or infinite weights (in {variable.path}): {fix}")
 
 
-__all__ = ["INPUT_SHAPES", "MultiExitModel", "attach_exits", "build", "cifar_resnet", "exit_name", "load"]
+__all__ = ["MultiExitModel", "attach_exits", "build", "check_finite_weights", "cifar_resnet", "exit_name", "load"]
