@@ -128,6 +128,9 @@ def run(config, callbacks=()):
             epochs = or_default(config.epochs, recipe.epochs if recipe else math.ceil(paper.iterations /
                                                                                       steps_per_epoch))
             total_steps = epochs * steps_per_epoch
+            recipe_summary = _recipe_summary(config, recipe, paper, attack, epochs, total_steps, global_batch)
+            if placement.is_chief:
+                print(_header(config, dataset, splits, attack, recipe_summary, steps_per_epoch), flush=True)
             guard = (CatastrophicOverfittingGuard(splits.x_val[:GUARD_SAMPLES], splits.y_val[:GUARD_SAMPLES],
                                                   guard_attack(eps), state_dir=run_directory.out, seed=config.seed)
                      if (recipe is not None if config.guard is None else config.guard) else None)
@@ -165,8 +168,7 @@ def run(config, callbacks=()):
                 guard.load_state()  # where it acted, also when an earlier run trained
             summary = _finish(config, trained, splits, dataset, attack, eval_attacks, eval_objectives, run_directory,
                               attacks.PGD(eps, step_size, eval_steps),
-                              {"recipe": _recipe_summary(config, recipe, paper, attack, epochs, total_steps,
-                                                         global_batch),
+                              {"recipe": recipe_summary,
                                "guard": guard.report() if guard else None,
                                "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": global_batch,
                                "placement": {**placement.to_dict(), "global_batch": global_batch,
@@ -223,6 +225,19 @@ def _policy_callbacks(defense, splits):
     return [FollowThresholds(splits.x_val[:POLICY_CALIBRATION_SAMPLES])] if defense in POLICY_DEFENSES else []
 
 
+def _header(config, dataset, splits, attack, recipe_summary, steps_per_epoch):
+    """What a run is about to do, in words: its data, defense, training attack and budget, and what follows."""
+    rate = recipe_summary.get("peak_learning_rate", recipe_summary.get("learning_rate"))
+    return (f"{config.model} on {dataset} ({splits.source}): {len(splits.x_train):,} training, "
+            f"{len(splits.x_val):,} validation, {len(splits.x_test):,} test images\n"
+            f"defense {config.defense}, training attack "
+            f"{evaluation.describe_attack({'name': attack.name, **dataclasses.asdict(attack)})}\n"
+            f"{config.recipe} recipe: {recipe_summary['epochs']} epoch(s) of {steps_per_epoch} steps, batch "
+            f"{recipe_summary['batch_size']}, {recipe_summary['schedule']} learning rate {rate:g}\n"
+            f"then: exit thresholds ({config.calibration}) from the validation images, TA and ATA on the test "
+            "images")
+
+
 def _recipe_summary(config, recipe, paper, attack, epochs, total_steps, global_batch):
     """The training recipe as run (the recipe's settings with the config's overrides)."""
     summary = {"name": config.recipe, "epochs": epochs, "total_steps": total_steps, "batch_size": global_batch,
@@ -250,6 +265,10 @@ def _finish(config, model, splits, dataset, attack, eval_attacks, eval_objective
     history, train_seconds = run_directory.history()
 
     model.exit_policy = calibrated_policy(config, model, splits, calibration_attack, config.seed, not config.quiet)
+    thresholds = model.exit_policy.thresholds
+    print(f"exit thresholds ({config.calibration}): "
+          + ", ".join(f"exit {k + 1} {float(t):.3g}" for k, t in enumerate(thresholds))
+          + f"; exit {len(thresholds) + 1} answers the rest")
     report = evaluation.evaluate_splits(model, splits, eval_attacks, config.eval_samples, seed=config.seed,
                                         objectives=eval_objectives, progress=not config.quiet)
     clean = model.exit_policy.predict(model, splits.x_test)
