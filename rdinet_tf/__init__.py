@@ -65,9 +65,9 @@ def _load():
 
 def __getattr__(name):
     if name in _SUBPACKAGES:
-        module = importlib.import_module(f"{__name__}.{name}")
-        _load()
-        return module
+        # Only the subpackage (and what it imports): the library's own ``from rdinet_tf import attacks`` comes
+        # here in the middle of importing another subpackage, where loading everything would meet it half-made.
+        return importlib.import_module(f"{__name__}.{name}")
     if name in __all__:
         _load()
         if name in globals():  # not yet while the library loads

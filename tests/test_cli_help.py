@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rdinet_tf
 from rdinet_tf import attacks, data, evaluation, models, training
 from rdinet_tf.architecture import flops
 from rdinet_tf.cli import defaults, evaluate, export, import_torch, prune, train
@@ -198,6 +199,21 @@ def test_train_calibrates_to_a_target_cost(tmp_path):
 def test_export_writes_the_bundle_with_out_alone(saved_digits_model, tmp_path):
     assert export.main(["--model", str(saved_digits_model), "--out", str(tmp_path / "bundle")]) == 0
     assert (tmp_path / "bundle" / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_any_subpackage_can_be_the_first_import():
+    """Each subpackage, reached first through the front door in a fresh interpreter, imports whole: the library's
+    own ``from rdinet_tf import ...`` in the middle of it must not load the rest half-made (fresh processes side
+    by side)."""
+    names = ["architecture", "attacks", "baselines", "data", "evaluation", "exits", "experiments", "export",
+             "models", "training"]
+    processes = {name: subprocess.Popen([sys.executable, "-c", f"import rdinet_tf as rdi; rdi.{name}"
+                                         if name in rdinet_tf.__all__ else f"from rdinet_tf import {name}"],
+                                        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for name in names}
+    failed = {name: p.communicate(timeout=300)[1][-600:] for name, p in processes.items()}
+    assert not {name: error for name, error in failed.items() if processes[name].returncode}
 
 
 def test_the_front_door_loads_the_library_on_first_use():
