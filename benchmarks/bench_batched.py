@@ -1,7 +1,7 @@
 """Batched early exit against the full model, in TensorFlow, the serving SavedModel and LiteRT, at several batch sizes.
 
-For each model (random weights: the timing and the routing are real, the
-accuracy is not), thresholds calibrated with equal shares on held-out images,
+For each model (trained weights from ``--weights``, else random ones: with random weights the timing and
+the routing are real, the accuracy is not), thresholds calibrated with equal shares on held-out images,
 then on the test images, batch by batch, interleaved:
 
 * TensorFlow: :func:`rdinet_tf.exits.policy.early_exit_function` (what
@@ -18,8 +18,8 @@ row is one run of this script; the ratio is total early-exit time over total
 full-model time on the same images (each the fastest of ``--repeats`` passes),
 against the honest cost ratio of the exits taken.
 
-    python benchmarks/bench_batched.py [--images 512] [--batch-1-images 64] [--repeats 5] \
-        [--data-dir ../shared/data] [--out benchmarks/RESULTS_batched.md]
+    python benchmarks/bench_batched.py [--weights smallcnn=M.keras,resnet38=R.keras] [--images 512] \
+        [--batch-1-images 64] [--repeats 5] [--data-dir ../shared/data] [--out benchmarks/RESULTS_batched.md]
 
 Not a test.
 """
@@ -124,7 +124,8 @@ def segments_alone(segments, batches, repeats):
 
 def measure(label, name, dataset, args, work_dir):
     splits = data.load(dataset, data_dir=args.data_dir)
-    model = models.build(name)
+    weights = dict(pair.split("=", 1) for pair in args.weights.split(",") if pair)
+    model = models.load(weights[name]) if name in weights else models.build(name)
     model.exit_policy = ExitPolicy.calibrate(model, splits.x_val[:args.images], method="equal_share")
     costs = flops.exit_costs(model, thresholds=model.exit_policy.thresholds)
     stages, heads = flops.segment_macs(model)
@@ -144,7 +145,8 @@ def measure(label, name, dataset, args, work_dir):
             predicted = None
             if segments is not None:  # each image pays segments 1..k+1, timed alone on every image
                 predicted = float(shares @ np.cumsum(segments_alone(segments, batches, args.repeats))) / full_s
-            rows.append({"model": label, "way": way, "batch": batch_size, "images": count,
+            rows.append({"model": label, "weights": Path(weights[name]).name if name in weights else "random",
+                         "way": way, "batch": batch_size, "images": count,
                          "shares": shares, "predicted_ratio": predicted,
                          "adaptive_ms": 1e3 * adaptive_s / count, "full_ms": 1e3 * full_s / count,
                          "latency_ratio": adaptive_s / full_s, "cost_ratio": cost_ratio})
@@ -157,12 +159,12 @@ def measure(label, name, dataset, args, work_dir):
 
 
 def table(rows):
-    lines = ["| model | way | batch | exit shares | early exit (ms/image) | full (ms/image) | latency EE/full "
+    lines = ["| model | weights | way | batch | exit shares | early exit (ms/image) | full (ms/image) | latency EE/full "
              "| cost EE/full (honest) | latency ratio / cost ratio | segments alone, predicted EE/full |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         predicted = "-" if r["predicted_ratio"] is None else f"{r['predicted_ratio']:.3f}"
-        lines.append(f"| {r['model']} | {r['way']} | {r['batch']} | {' / '.join(f'{s:.0%}' for s in r['shares'])} "
+        lines.append(f"| {r['model']} | {r['weights']} | {r['way']} | {r['batch']} | {' / '.join(f'{s:.0%}' for s in r['shares'])} "
                      f"| {r['adaptive_ms']:.3f} | {r['full_ms']:.3f} | {r['latency_ratio']:.3f} "
                      f"| {r['cost_ratio']:.3f} | **{r['latency_ratio'] / r['cost_ratio']:.3f}** | {predicted} |")
     return "\n".join(lines)
@@ -171,6 +173,8 @@ def table(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="smallcnn,resnet38,mobilenetv2", help="comma-separated")
+    parser.add_argument("--weights", default="", help="trained models, comma-separated NAME=FILE.keras "
+                        "(default: random weights for every model)")
     parser.add_argument("--images", type=int, default=512, help="test images at batch 32 and 256 (default 512)")
     parser.add_argument("--batch-1-images", type=int, default=64, help="test images at batch 1 (default 64)")
     parser.add_argument("--repeats", type=int, default=5,
