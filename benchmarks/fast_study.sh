@@ -6,13 +6,19 @@
 # Evaluation: TA on all test images; on the first 1,000 every PGD form (each exit, average, max-average,
 # routing-aware, exit hijack), the slowdown attacks, and the per-sample worst case. CIFAR-10: PGD-20 at eps 8/255,
 # step 2/255; MNIST: PGD-40 at eps 0.3, step 0.01 (the paper's protocols).
+# A run named RUN_suite (RUN: any run here, the pruned ones too) re-evaluates RUN's model with the AutoAttack-style
+# suite on the routed output added (APGD-CE, APGD-DLR, APGD-T with 3 targets, 100 iterations each; Square, 1,000
+# queries), into RUN/report_suite.json.
+# A run named DATASET_MODEL_pruned prunes the single-exit model with TF-MOT to the clean cost of the max_average
+# model and fine-tunes it for one epoch with the recipe's attack (both runs must be done).
 # EPOCHS, STEPS_PER_EPOCH and EVAL_SAMPLES override the budget (a smoke run: EPOCHS=1 STEPS_PER_EPOCH=2 EVAL_SAMPLES=16).
 set -euo pipefail
 data_dir=${1:-../shared/data}
 out=${2:-runs/fast}
 shift $(( $# < 2 ? $# : 2 ))
+samples=${EVAL_SAMPLES:-1000}
 budget=(${EPOCHS:+--epochs "$EPOCHS"} ${STEPS_PER_EPOCH:+--steps-per-epoch "$STEPS_PER_EPOCH"})
-evaluation=(--eval-samples "${EVAL_SAMPLES:-1000}" --quiet)
+evaluation=(--eval-samples "$samples" --quiet)
 cifar=(--dataset cifar10 --data-dir "$data_dir" --recipe fast --eval-attack-steps 20 "${budget[@]}" "${evaluation[@]}")
 mnist=(--dataset mnist --data-dir "$data_dir" --recipe fast --eval-attack-steps 40 "${budget[@]}" "${evaluation[@]}")
 single_exit=(--defense main --calibration none --eval-objectives main)
@@ -34,11 +40,49 @@ declare -A runs=(
 )
 order=(cifar10_resnet38_max_average cifar10_resnet38_single_exit mnist_smallcnn_max_average mnist_smallcnn_single_exit
        mnist_smallcnn_worst_case_abstention cifar10_mobilenetv2_max_average)
+
+flag() {  # flag RUN NAME: the value of --NAME among RUN's flags
+    local words=(${runs[$1]})
+    for i in "${!words[@]}"; do [ "${words[$i]}" != "--$2" ] || echo "${words[$((i + 1))]}"; done
+}
+
+clean_mflops() {  # clean_mflops RUN: the honest MFLOPs of RUN's adaptive model on the test images
+    python -c 'import json, sys; print(json.load(open(sys.argv[1]))["test_clean"]["mflops"])' "$out/$1/summary.json"
+}
+
 for run in "${@:-${order[@]}}"; do
-    if [ -f "$out/$run/summary.json" ]; then
-        echo "$run: done ($out/$run)"
+    case $run in
+        *_suite)
+            trained=${run%_suite}
+            like=$trained  # the run whose flags it shares (a pruned model: its single-exit source)
+            [[ $trained == *_pruned ]] && like=${trained%_pruned}_single_exit
+            result=$out/$trained/report_suite.json
+            objectives=()
+            [[ " ${runs[$like]} " == *" --eval-objectives main "* ]] && objectives=(--objectives main)
+            command=(rdinet_tf.cli.evaluate --model "$out/$trained/model.keras" --dataset "$(flag "$like" dataset)"
+                     --data-dir "$data_dir" --attack-steps "$(flag "$like" eval-attack-steps)" --samples "$samples"
+                     "${objectives[@]}" --autoattack --autoattack-steps 100 --autoattack-targets 3
+                     --autoattack-queries 1000 --out "$result") ;;
+        *_pruned)
+            base=${run%_pruned}
+            result=$out/$run/summary.json
+            steps=$(flag "${base}_single_exit" eval-attack-steps)
+            attack=$([ "$steps" = 40 ] && echo fast_fgsm || echo n_fgsm)  # the recipe's attack (MNIST: FGSM-RS)
+            command=(rdinet_tf.cli.prune --model "$out/${base}_single_exit/model.keras"
+                     --dataset "$(flag "${base}_single_exit" dataset)" --data-dir "$data_dir"
+                     --target-mflops "$(clean_mflops "${base}_max_average")" --train-attack "$attack"
+                     ${STEPS_PER_EPOCH:+--steps-per-epoch "$STEPS_PER_EPOCH"} --eval-attack-steps "$steps"
+                     --eval-samples "$samples" --quiet --out "$out/$run") ;;
+        *)
+            [ -n "${runs[$run]+set}" ] || { echo "fast_study.sh: no run $run; choose from ${!runs[*]}" \
+                "(or one of them followed by _suite, or DATASET_MODEL_pruned)" >&2; exit 2; }
+            result=$out/$run/summary.json
+            # shellcheck disable=SC2206  # the run's flags are words
+            command=(rdinet_tf.cli.train ${runs[$run]} --out "$out/$run") ;;
+    esac
+    if [ -f "$result" ]; then
+        echo "$run: done ($result)"
     else
-        # shellcheck disable=SC2086  # the run's flags are words
-        python -m rdinet_tf.cli.train ${runs[$run]} --out "$out/$run"
+        python -m "${command[@]}"
     fi
 done
