@@ -33,13 +33,19 @@ declare -A runs=(
     [mnist_smallcnn_exit_hijack]="--model smallcnn ${mnist[*]} --defense exit_hijack"
     [mnist_smallcnn_worst_case]="--model smallcnn ${mnist[*]} --defense worst_case"
     [mnist_smallcnn_worst_case_abstention]="--model smallcnn ${mnist[*]} --defense worst_case --abstention-weight 1"
+    # ... with the slowdown defense term (slowdown examples made with the recipe's single-step attack).
+    [mnist_smallcnn_worst_case_slowdown]="--model smallcnn ${mnist[*]} --defense worst_case --slowdown-weight 2"
     [cifar10_resnet38_routing]="--model resnet38 ${cifar[*]} --defense routing"
     [cifar10_resnet38_exit_hijack]="--model resnet38 ${cifar[*]} --defense exit_hijack"
     [cifar10_resnet38_worst_case]="--model resnet38 ${cifar[*]} --defense worst_case"
     [cifar10_resnet38_worst_case_abstention]="--model resnet38 ${cifar[*]} --defense worst_case --abstention-weight 1"
+    [cifar10_resnet38_worst_case_slowdown]="--model resnet38 ${cifar[*]} --defense worst_case --slowdown-weight 2"
 )
-order=(cifar10_resnet38_max_average cifar10_resnet38_single_exit mnist_smallcnn_max_average mnist_smallcnn_single_exit
-       mnist_smallcnn_worst_case_abstention cifar10_mobilenetv2_max_average)
+order=(cifar10_resnet38_max_average mnist_smallcnn_max_average mnist_smallcnn_single_exit mnist_smallcnn_pruned
+       mnist_smallcnn_worst_case_abstention mnist_smallcnn_routing mnist_smallcnn_exit_hijack mnist_smallcnn_worst_case
+       mnist_smallcnn_worst_case_slowdown cifar10_resnet38_single_exit cifar10_resnet38_pruned
+       cifar10_resnet38_worst_case_slowdown cifar10_resnet38_routing cifar10_resnet38_exit_hijack
+       cifar10_resnet38_worst_case cifar10_mobilenetv2_max_average)
 
 flag() {  # flag RUN NAME: the value of --NAME among RUN's flags
     local words=(${runs[$1]})
