@@ -13,10 +13,11 @@ The front door, ``import rdinet_tf as rdi``::
 The subpackages follow the data flow; each imports only those before it and the device package
 ``rdinet_lite`` (numpy and ai-edge-litert only: the runner, latency kit and the numpy foundations):
 
-``data`` -> ``architecture`` (multi-exit networks, their cost) -> ``exits`` (entropy, routing, thresholds)
--> ``attacks`` -> ``training`` (``MultiExitModel``, recipes, callbacks) -> ``models`` (the reference
-models by name, checkpoints) -> ``evaluation`` -> ``baselines`` (the pruned single-exit network) -> ``export`` (TFLite,
-SavedModel) -> ``experiments`` (a run: train, calibrate, evaluate, save) -> ``cli``.
+``catalog`` (the named choices and recipe values, plain Python) -> ``data`` -> ``architecture`` (multi-exit
+networks, their cost) -> ``exits`` (entropy, routing, thresholds) -> ``attacks`` -> ``training``
+(``MultiExitModel``, recipes, callbacks) -> ``models`` (the reference models by name, checkpoints) -> ``evaluation``
+-> ``baselines`` (the pruned single-exit network) -> ``export`` (TFLite, SavedModel) -> ``experiments`` (a run:
+train, calibrate, evaluate, save) -> ``cli``.
 
 ``import rdinet_tf`` alone loads no TensorFlow (a command line prints its ``--help`` at once); the library
 loads on the first use of one of its names, or at the import where Keras is imported already. Loading it

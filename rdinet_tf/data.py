@@ -30,20 +30,13 @@ import numpy as np
 import tensorflow as tf
 
 from rdinet_lite.errors import InputError
+from rdinet_tf.catalog import DATA_DIR_ENV, DATASETS
 from rdinet_lite.inputs import check_images, check_labels
 
-#: Dataset name -> (image shape HWC, number of classes).
-DATASETS = {
-    "mnist": ((28, 28, 1), 10),
-    "cifar10": ((32, 32, 3), 10),
-    "digits": ((28, 28, 1), 10),
-}
 
 #: Accepted values of ``load(source=...)``.
 SOURCES = ("auto", "tfds", "digits", "local")
 
-#: Environment variable naming a local data directory (same role as ``--data-dir``).
-DATA_DIR_ENV = "RDINET_DATA_DIR"
 
 #: Where tensorflow-datasets downloads each dataset from: probed first, so an
 #: offline machine gets its error in seconds instead of minutes of retries.

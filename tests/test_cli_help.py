@@ -2,7 +2,6 @@
 ``python -m`` of every subpackage; the calibrations reachable from the command lines."""
 
 import argparse
-import dataclasses
 import importlib
 import json
 import re
@@ -15,9 +14,9 @@ import numpy as np
 import pytest
 
 import rdinet_tf
-from rdinet_tf import attacks, data, evaluation, models, training
+from rdinet_tf import attacks, catalog, data, evaluation, models
 from rdinet_tf.architecture import flops
-from rdinet_tf.cli import defaults, evaluate, export, import_torch, prune, train
+from rdinet_tf.cli import evaluate, export, import_torch, prune, train
 from rdinet_tf.exits import ExitPolicy
 from rdinet_tf.exits.policy import CALIBRATION_METHODS
 from rdinet_tf.experiments import settings
@@ -75,28 +74,19 @@ def test_every_option_has_plain_help_with_its_default(script):
             assert f"default: {shown}" in action.help, f"{script} {name}: {action.help}"
 
 
-def test_the_parsers_defaults_are_the_librarys():
-    assert defaults.MODELS == tuple(models.MODELS)
-    assert set(defaults.DATASETS) == set(data.DATASETS) and defaults.DATA_DIR_ENV == data.DATA_DIR_ENV
-    assert defaults.RECIPES == training.RECIPES and defaults.DEFENSES == training.DEFENSES
-    assert defaults.TRAINING_PRECISIONS == training.PRECISIONS
-    from rdinet_tf import export as export_package
-    from rdinet_tf.training import placement
-
-    assert defaults.QUANTIZATIONS == export_package.QUANTIZATIONS and defaults.STRATEGIES == placement.STRATEGIES
+def test_every_choice_the_command_lines_offer_is_one_the_library_takes():
+    """The parsers offer :mod:`rdinet_tf.catalog`'s names: each must name something the library can make."""
+    assert tuple(models.MODELS) == catalog.MODELS
     assert all(spec.checkpoint_layout is not None for spec in models.MODELS.values())  # import-torch --model
-    assert len(settings.evaluation_attacks(",".join(defaults.EVALUATION_ATTACKS), 0.1, 0.01, 1)) == 4
-    with pytest.raises(InputError, match=re.escape(f"choose from {sorted(defaults.EVALUATION_ATTACKS)}")):
+    assert len(settings.evaluation_attacks(",".join(catalog.EVALUATION_ATTACKS), 0.1, 0.01, 1)) == 4
+    with pytest.raises(InputError, match=re.escape(f"choose from {sorted(catalog.EVALUATION_ATTACKS)}")):
         settings.evaluation_attacks("unknown", 0.1, 0.01, 1)
-    assert defaults.TRAINING_ATTACKS == settings.TRAINING_ATTACKS
-    assert defaults.CALIBRATIONS == settings.CALIBRATIONS
-    assert set(settings.CALIBRATIONS) <= {*CALIBRATION_METHODS, "none"}
-    assert defaults.ROBUST_CALIBRATION_SAMPLES == settings.ROBUST_CALIBRATION_SAMPLES
-    for model, spec in models.MODELS.items():
-        paper = {"dataset": spec.dataset, **dataclasses.asdict(spec.paper_recipe)}
-        assert defaults.PAPER[model] == {key: paper[key] for key in defaults.PAPER[model]}, model
-        recipe = dataclasses.asdict(spec.fast_recipe)
-        assert defaults.FAST[model] == {key: recipe[key] for key in defaults.FAST[model]}, model
+    paper = models.MODELS["smallcnn"].paper_recipe
+    made = [settings.training_attack(argparse.Namespace(eps=None, step_size=None, attack_steps=None,
+                                                        train_attack=name, fast=False), paper).get_config()["name"]
+            for name in catalog.TRAINING_ATTACKS]
+    assert made == list(catalog.TRAINING_ATTACKS)
+    assert set(catalog.CALIBRATIONS) <= {*CALIBRATION_METHODS, "none"}
 
 
 def test_help_states_per_model_values():

@@ -12,7 +12,7 @@ PACKAGE = ROOT / "rdinet_tf"
 DEVICE = ROOT / "rdinet_lite"
 # rdinet_tf's folders along the data flow, from the bottom up; a module may import its own layer, those below
 # and the device package rdinet_lite (which imports nothing of rdinet_tf).
-LAYERS = [("data",), ("architecture",), ("exits",), ("attacks",), ("training",), ("models",), ("evaluation",),
+LAYERS = [("catalog", "data"), ("architecture",), ("exits",), ("attacks",), ("training",), ("models",), ("evaluation",),
           ("baselines",), ("export",), ("experiments",), ("cli", "train")]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 FORBIDDEN_ON_DEVICE = {"tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "torch"}

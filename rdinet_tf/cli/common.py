@@ -6,13 +6,32 @@ They need no TensorFlow (``--help`` never loads it); the parsed values become th
 
 from rdinet_lite.accounting import CONVENTIONS
 from rdinet_lite.arguments import non_negative_float, positive_float, positive_int
-from rdinet_tf.cli.defaults import (CALIBRATIONS, DATA_DIR_ENV, DATASETS, PAPER, ROBUST_CALIBRATION_SAMPLES,
-                                    TRAINING_ATTACKS, per_model)
+from rdinet_tf.catalog import (CALIBRATIONS, DATA_DIR_ENV, DATASETS, MODELS, PAPER_RECIPES as PAPER,
+                               ROBUST_CALIBRATION_SAMPLES, TRAINING_ATTACKS)
+
+
+def number(value, of_255=False):
+    """``value`` as a person writes it: the shortest form, or ``k/255`` for a pixel radius (``of_255``)."""
+    if of_255 and 0 < value < 1 and round(value * 255, 9) == round(value * 255):
+        return f"{round(value * 255)}/255"
+    return value if isinstance(value, str) else f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def per_model(table, key=None):
+    """``table[model][key]`` (``table[model]`` without a key) for each reference model, equal values together:
+    "0.3 for smallcnn, 8/255 for resnet38 and mobilenetv2" (one value for all: just the value)."""
+    groups = {}
+    for model in MODELS:
+        value = table[model] if key is None else table[model][key]
+        groups.setdefault(number(value, of_255=key in ("eps", "step_size")), []).append(model)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return ", ".join(f"{value} for {' and '.join(names)}" for value, names in groups.items())
 
 
 def add_data_arguments(parser, required=True, default=None, help="dataset (digits is embedded: no download)"):
     """``--dataset`` and ``--data-dir``."""
-    parser.add_argument("--dataset", choices=DATASETS, required=required, default=default, help=help)
+    parser.add_argument("--dataset", choices=tuple(DATASETS), required=required, default=default, help=help)
     parser.add_argument("--data-dir", help=f"local data directory (default: ${DATA_DIR_ENV} if set, else "
                         "tensorflow-datasets downloads mnist or cifar10)")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rdinet_lite import arguments, files
 from rdinet_tf.cli import common
-from rdinet_tf.cli.defaults import EVALUATION_ATTACKS, MODELS
+from rdinet_tf.catalog import EVALUATION_ATTACKS, MODELS
 
 
 def parser():

@@ -14,7 +14,7 @@ from pathlib import Path
 from rdinet_lite import arguments, files
 from rdinet_lite.errors import InputError
 from rdinet_tf.cli import common
-from rdinet_tf.cli.defaults import QUANTIZATIONS
+from rdinet_tf.catalog import QUANTIZATIONS
 
 TFLITE_ONLY = ("quantization", "in_graph_exit", "representative")
 REPRESENTATIVE_IMAGES = 300

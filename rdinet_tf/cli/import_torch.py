@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rdinet_lite import arguments, files
 from rdinet_lite.errors import InputError
-from rdinet_tf.cli.defaults import MODELS
+from rdinet_tf.catalog import MODELS
 
 
 def parser():

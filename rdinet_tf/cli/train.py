@@ -13,8 +13,9 @@ import argparse
 
 from rdinet_lite import arguments
 from rdinet_tf.cli import common
-from rdinet_tf.cli.defaults import (DEFENSES, EVALUATION_ATTACKS, FAST, MODELS, PAPER, RECIPES, STRATEGIES,
-                                    TRAINING_PRECISIONS, per_model)
+from rdinet_tf.cli.common import per_model
+from rdinet_tf.catalog import (DEFENSES, EVALUATION_ATTACKS, FAST_RECIPES as FAST, MODEL_DATASETS, MODELS,
+                               PAPER_RECIPES as PAPER, PRECISIONS, RECIPES, STRATEGIES)
 
 
 EPILOG = ("Time: --recipe paper is the authors' schedule, in iterations "
@@ -33,7 +34,7 @@ def parser():
                         "catastrophic-overfitting guard; hours, not days, for a CIFAR-10 ResNet-38 on 2 CPU "
                         "cores). Every setting below overrides the recipe's (default: paper)")
     common.add_data_arguments(parser, required=False,
-                              help=f"dataset (default per --model: {per_model(PAPER, 'dataset')}; digits is "
+                              help=f"dataset (default per --model: {per_model(MODEL_DATASETS)}; digits is "
                               "embedded: no download)")
     parser.add_argument("--defense", choices=DEFENSES, default="max_average",
                         help="training attack objective: the paper's main, average, max_average, or one that "
@@ -54,7 +55,7 @@ def parser():
     parser.add_argument("--cpu-devices", type=arguments.positive_int,
                         help="with --distribute mirrored: mirror over N logical CPU devices, for testing "
                         "(default: the GPUs)")
-    parser.add_argument("--precision", choices=TRAINING_PRECISIONS, default="float32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="Keras dtype policy of the model; attacks and losses compute in float32 "
                         "(default: float32)")
     parser.add_argument("--lr", type=arguments.positive_float,

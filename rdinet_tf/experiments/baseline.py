@@ -20,8 +20,9 @@ import keras
 from rdinet_tf import attacks, data, models
 from rdinet_tf.baselines import pruning
 from rdinet_tf.experiments.run_directory import MODEL_FILE, SUMMARY_FILE
-from rdinet_tf.experiments.settings import (TRAINING_ATTACKS, check_dataset, check_settings, or_default,
-                                            paper_recipe_for, setting, training_attack)
+from rdinet_tf.catalog import TRAINING_ATTACKS
+from rdinet_tf.experiments.settings import (check_dataset, check_settings, or_default, paper_recipe_for, setting,
+                                            training_attack)
 from rdinet_lite import files
 from rdinet_lite.accounting import CONVENTIONS
 from rdinet_lite.errors import InputError

@@ -19,14 +19,14 @@ import tensorflow as tf
 from rdinet_tf import attacks, data, evaluation, models
 from rdinet_tf.architecture import flops
 from rdinet_tf.experiments.run_directory import MODEL_FILE, SUMMARY_FILE, RunDirectory
-from rdinet_tf.experiments.settings import (CALIBRATIONS, TRAINING_ATTACKS, calibrated_policy, check_calibration,
-                                            check_dataset_shape, check_settings, evaluation_attacks, objectives,
-                                            or_default, setting, training_attack)
-from rdinet_tf.training import (DEFENSES, POLICY_DEFENSES, PRECISIONS, RECIPES, FollowThresholds, check_exit_weights,
-                                paper_optimizer, precision_scope)
+from rdinet_tf.catalog import (CALIBRATIONS, DEFENSES, POLICY_DEFENSES, PRECISIONS, RECIPES, STRATEGIES,
+                               TRAINING_ATTACKS)
+from rdinet_tf.experiments.settings import (calibrated_policy, check_calibration, check_dataset_shape, check_settings,
+                                            evaluation_attacks, objectives, or_default, setting, training_attack)
+from rdinet_tf.training import FollowThresholds, check_exit_weights, paper_optimizer, precision_scope
 from rdinet_tf.training.distillation import NeoKD
 from rdinet_tf.training.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
-from rdinet_tf.training.placement import STRATEGIES, place
+from rdinet_tf.training.placement import place
 from rdinet_lite.accounting import CONVENTIONS
 from rdinet_lite.errors import InputError
 

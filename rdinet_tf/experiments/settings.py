@@ -8,17 +8,13 @@ import math
 import os
 
 from rdinet_tf import attacks, data, models
+from rdinet_tf.catalog import EVALUATION_ATTACKS, ROBUST_CALIBRATION_SAMPLES
 from rdinet_tf.evaluation import calibrate_robust
 from rdinet_tf.exits import ExitPolicy
 from rdinet_tf.experiments.run_directory import TRAINING
 from rdinet_lite.arguments import SEED_LIMIT
 from rdinet_lite.errors import InputError
 
-TRAINING_ATTACKS = ("pgd", "fast_fgsm", "n_fgsm")
-# How a run chooses its exit thresholds: the policy's calibrations a command line can ask for (all but "shares",
-# which needs the shares themselves), or none (no early exit).
-CALIBRATIONS = ("equal_share", "target_cost", "robust", "none")
-ROBUST_CALIBRATION_SAMPLES = 1000  # validation images the robust calibration attacks by default
 
 # What a setting must be (None is allowed where it is the default; a field without a default is required):
 # a predicate and its description.
@@ -109,10 +105,10 @@ def evaluation_attacks(names, eps, step_size, steps):
         "noise": lambda: attacks.RandomNoise(eps),
     }
     names = [n for n in names.split(",") if n]
-    unknown = [n for n in names if n not in makers]
+    unknown = [n for n in names if n not in EVALUATION_ATTACKS]
     if unknown or not names:
-        raise InputError(f"unknown attack {unknown[0] if unknown else names!r}; choose from {sorted(makers)} "
-                         "(comma-separated)")
+        raise InputError(f"unknown attack {unknown[0] if unknown else names!r}; choose from "
+                         f"{sorted(EVALUATION_ATTACKS)} (comma-separated)")
     return [makers[n]() for n in names]
 
 

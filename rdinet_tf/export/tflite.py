@@ -41,6 +41,7 @@ from rdinet_tf.architecture import MultiExitNetwork
 from rdinet_tf.architecture.folding import folded_segment
 from rdinet_tf.architecture.graph import flat_layers
 from rdinet_lite.errors import InputError
+from rdinet_tf.catalog import QUANTIZATIONS
 from rdinet_lite.inputs import open_side_exits
 from rdinet_tf.exits.policy import entropy, predict_exit_logits
 from rdinet_lite.manifest import (BUNDLE_FILE, FULL_SIGNATURE, IN_GRAPH_SIGNATURE, ExitDistribution, FullModel,
@@ -48,7 +49,6 @@ from rdinet_lite.manifest import (BUNDLE_FILE, FULL_SIGNATURE, IN_GRAPH_SIGNATUR
                                   segment_signature)
 from rdinet_lite.runner import EarlyExitRunner
 
-QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")  # of the exported weights and activations
 SIGNATURE = "serving_default"  # the signature of a single-model TFLite file
 PREPROCESSING = "none: float32 pixels in [0,1], NHWC"
 ENTROPY_FORMULA = "-sum(p * log(p + 1e-5)) over the softmax probabilities p"

@@ -12,6 +12,7 @@ from typing import Callable
 
 from rdinet_lite.errors import InputError
 from rdinet_tf.architecture import mobilenetv2, resnet38, smallcnn
+from rdinet_tf.catalog import DATASETS, FAST_RECIPES, MODEL_DATASETS, PAPER_RECIPES
 from rdinet_tf.training.recipes import FastRecipe, PaperRecipe
 
 
@@ -41,17 +42,16 @@ class ModelSpec:
     checkpoint_layout: CheckpointLayout
 
 
-_CIFAR10_PAPER = PaperRecipe(batch_size=128, learning_rate=0.1, weight_decay=1e-4, iterations=64_000,
-                             decay_at=(32_000, 48_000), eps=8 / 255, step_size=2 / 255, train_attack_steps=10,
-                             eval_attack_steps=20, augment=True)
+def _spec(name, builder, checkpoint_layout):
+    """``name``'s spec: its dataset, input shape and recipes from :mod:`rdinet_tf.catalog`."""
+    dataset = MODEL_DATASETS[name]
+    return ModelSpec(name, builder, DATASETS[dataset][0], dataset, PaperRecipe(**PAPER_RECIPES[name]),
+                     FastRecipe(**FAST_RECIPES[name]), checkpoint_layout)
+
 
 MODELS = {spec.name: spec for spec in (
-    ModelSpec(
-        "smallcnn", smallcnn, (28, 28, 1), "mnist",
-        PaperRecipe(batch_size=256, learning_rate=0.033, weight_decay=5e-4, iterations=13_100,
-                    decay_at=(11_700, 12_900), eps=0.3, step_size=0.01, train_attack_steps=40,
-                    eval_attack_steps=40, augment=False),
-        FastRecipe(epochs=10, batch_size=128, peak_learning_rate=0.05, weight_decay=5e-4, attack="fast_fgsm"),
+    _spec(
+        "smallcnn", smallcnn,
         CheckpointLayout((
             (r"(conv\d|fc\d)", r"\1"),
             (r"exit1_conv", "branch_layer1.0"),
@@ -62,9 +62,8 @@ MODELS = {spec.name: spec for spec in (
             (r"exit2_fc2", "branch_layer2.4"),
             (r"exit2_fc3", "branch_layer2.5"),
         ))),
-    ModelSpec(
-        "resnet38", resnet38, (32, 32, 3), "cifar10", _CIFAR10_PAPER,
-        FastRecipe(epochs=15, batch_size=128, peak_learning_rate=0.2, weight_decay=5e-4, attack="n_fgsm"),
+    _spec(
+        "resnet38", resnet38,
         CheckpointLayout((
             (r"(conv1|bn1)", r"\1"),
             (r"fc_fc", "fc"),
@@ -79,9 +78,8 @@ MODELS = {spec.name: spec for spec in (
             (r"exit([34])_fc", r"branch_layer\1.4"),
             (r"exit([56])_fc", r"branch_layer\1.2"),
         ))),
-    ModelSpec(
-        "mobilenetv2", mobilenetv2, (32, 32, 3), "cifar10", _CIFAR10_PAPER,
-        FastRecipe(epochs=15, batch_size=128, peak_learning_rate=0.1, weight_decay=5e-4, attack="n_fgsm"),
+    _spec(
+        "mobilenetv2", mobilenetv2,
         CheckpointLayout((
             (r"conv1", "layer1"),
             (r"bn1", "bn1"),

@@ -6,14 +6,14 @@
 (:mod:`.distillation`); and where the replicas run (:mod:`.placement`, ``tf.distribute``).
 """
 
+from rdinet_tf.catalog import DEFENSES, POLICY_DEFENSES, PRECISIONS, RECIPES
 from rdinet_tf.training.distillation import NeoKD
 from rdinet_tf.training.guard import GUARD_SAMPLES, CatastrophicOverfittingGuard, guard_attack
 from rdinet_tf.training.losses import abstention_loss, check_exit_weights, rdi_loss, weighted_cross_entropy
-from rdinet_tf.training.model import (DEFENSES, POLICY_DEFENSES, WORST_CASE_OBJECTIVES, FollowThresholds,
-                                      MultiExitModel)
-from rdinet_tf.training.precision import PRECISIONS, precision_scope, set_precision
-from rdinet_tf.training.recipes import (RECIPES, FastRecipe, OneCycle, PaperRecipe, ReferenceSGD,
-                                        learning_rate_schedule, paper_optimizer)
+from rdinet_tf.training.model import WORST_CASE_OBJECTIVES, FollowThresholds, MultiExitModel
+from rdinet_tf.training.precision import precision_scope, set_precision
+from rdinet_tf.training.recipes import (FastRecipe, OneCycle, PaperRecipe, ReferenceSGD, learning_rate_schedule,
+                                        paper_optimizer)
 
 __all__ = ["CatastrophicOverfittingGuard", "DEFENSES", "FastRecipe", "FollowThresholds", "GUARD_SAMPLES",
            "MultiExitModel", "NeoKD", "OneCycle", "POLICY_DEFENSES", "PRECISIONS", "PaperRecipe", "RECIPES",

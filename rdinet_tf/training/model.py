@@ -45,14 +45,13 @@ import tensorflow as tf
 
 from rdinet_tf import attacks
 from rdinet_tf.architecture.network import MultiExitNetwork
+from rdinet_tf.catalog import DEFENSES, POLICY_DEFENSES
 from rdinet_tf.training.distillation import NeoKD
 from rdinet_tf.training.losses import abstention_loss, check_exit_weights, rdi_loss, weighted_cross_entropy
 from rdinet_lite.errors import InputError
 from rdinet_tf.exits.policy import ExitPolicy, TrainingThresholds
 
 # Defenses whose training attack knows the exit policy: they read the thresholds the model follows in training.
-POLICY_DEFENSES = ("routing", "exit_hijack", "worst_case")
-DEFENSES = ("none", "main", "average", "max_average", *POLICY_DEFENSES)
 # The candidates of the per-sample worst-case defense: the paper's strongest form and the policy-aware ones.
 WORST_CASE_OBJECTIVES = ("max_average", "routing", "exit_hijack")
 

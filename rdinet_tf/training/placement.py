@@ -23,8 +23,8 @@ import re
 import tensorflow as tf
 
 from rdinet_lite.errors import InputError
+from rdinet_tf.catalog import STRATEGIES
 
-STRATEGIES = ("none", "mirrored", "multi_worker")
 TF_CONFIG = "TF_CONFIG"
 _ADDRESS = re.compile(r"[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}")
 

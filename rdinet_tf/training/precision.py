@@ -5,9 +5,9 @@ import contextlib
 import keras
 
 from rdinet_lite.errors import InputError
+from rdinet_tf.catalog import PRECISIONS
 
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def set_precision(precision):

@@ -83,9 +83,6 @@ class FastRecipe:
         return ReferenceSGD(OneCycle(peak, total_steps), momentum=0.9, weight_decay=self.weight_decay)
 
 
-RECIPES = ("paper", "fast")  # the kinds of recipe: PaperRecipe, FastRecipe
-
-
 def learning_rate_schedule(recipe, total_steps, learning_rate=None):
     """A :class:`PaperRecipe`'s step decay, its boundaries scaled from ``recipe.iterations`` to ``total_steps``."""
     base = recipe.learning_rate if learning_rate is None else learning_rate
