@@ -330,8 +330,7 @@ def early_exit_function(model, thresholds):
     kept with their positions in the batch, and those gathered into the next
     stage's batch; once none is left the remaining stages are skipped
     (``tf.cond``); one ``tf.dynamic_stitch`` puts the answers back in order. A
-    batch of one image skips the partition and stitch: a ``tf.cond`` at each
-    exit either returns or runs the next stage. A closed exit's head is not computed. Stages and heads run in their folded
+    closed exit's head is not computed. Stages and heads run in their folded
     inference form (``model.inference_segments()``). ``exits`` are 0-based;
     ``logits`` are those of the exit each image took. Made once per model and thresholds.
     """
@@ -373,18 +372,7 @@ def _early_exit(model, thresholds):
         return [taken] + tf.cond(tf.size(staying) > 0, lambda: from_stage(k + 1, features, positions),
                                  lambda: nobody_from(k + 1))
 
-    def one_image(k, features):
-        """Stage k and later on a batch of one -> (logits (1, C), exit (1,)) of the exit it takes."""
-        features = stages[k](features, training=False)
-        if k < last and not is_open[k]:
-            return one_image(k + 1, features)
-        logits = heads[k](features, training=False)
-        if k == last:
-            return logits, tf.constant([k])
-        return tf.cond(confident(entropy(logits), thresholds[k])[0], lambda: (logits, tf.constant([k])),
-                       lambda: one_image(k + 1, features))
-
-    def batched(images):
+    def early_exit(images):
         count = tf.shape(images)[0]
         # No stage runs on an empty batch (TensorFlow's convolutions mis-shape one).
         pieces = tf.cond(count > 0, lambda: from_stage(0, images, tf.range(count)), lambda: nobody_from(0))
@@ -392,9 +380,6 @@ def _early_exit(model, thresholds):
         logits = tf.dynamic_stitch(positions, [x for _, x in pieces])
         exits = tf.dynamic_stitch(positions, [tf.fill(tf.shape(p), k) for p, k in zip(positions, answering)])
         return logits, exits
-
-    def early_exit(images):
-        return tf.cond(tf.shape(images)[0] == 1, lambda: one_image(0, images), lambda: batched(images))
 
     return early_exit
 
