@@ -60,6 +60,9 @@ def test_adaptive_prediction_takes_the_exits_of_predict(case):
     np.testing.assert_array_equal(got.predictions, expected.predictions)
     np.testing.assert_allclose(got.costs, flops.exit_costs(model, thresholds=policy.thresholds)[expected.exits])
     assert got.convention == "honest" and got.num_exits == model.num_exits
+    one_by_one = policy.predict_adaptive(model, images, batch_size=1)  # batches of one
+    np.testing.assert_array_equal(one_by_one.exits, expected.exits)
+    np.testing.assert_array_equal(one_by_one.predictions, expected.predictions)
 
 
 def _record_batches(model, seen):
@@ -91,6 +94,9 @@ def test_each_stage_runs_only_on_the_images_still_present():
     everyone_leaves = ExitPolicy([10.0, 10.0])  # entropies are at most log(10) < 10
     assert everyone_leaves.predict_adaptive(model, images, batch_size=24).exits.tolist() == [0] * 24
     assert seen == [(0, 24)]  # the later stages are skipped
+    seen.clear()
+    policy.predict_adaptive(model, images[:4], batch_size=1)
+    assert seen == [(k, 1) for image in exits[:4] for k in range(image + 1)]  # one image: only its stages
 
 
 def test_a_closed_exit_is_never_taken_and_its_head_not_counted(case):
