@@ -122,9 +122,8 @@ def segments_alone(segments, batches, repeats):
     return np.min([np.sum([segments(batch) for batch in batches], axis=0) for _ in range(repeats)], axis=0)
 
 
-def measure(label, name, dataset, args, work_dir):
+def measure(label, name, dataset, weights, args, work_dir):
     splits = data.load(dataset, data_dir=args.data_dir)
-    weights = dict(pair.split("=", 1) for pair in args.weights.split(",") if pair)
     model = models.load(weights[name]) if name in weights else models.build(name)
     model.exit_policy = ExitPolicy.calibrate(model, splits.x_val[:args.images], method="equal_share")
     costs = flops.exit_costs(model, thresholds=model.exit_policy.thresholds)
@@ -182,6 +181,12 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--out", help="write the report here (markdown)")
     args = parser.parse_args(argv)
+    pairs = [pair.split("=", 1) for pair in args.weights.split(",") if pair]
+    names = [name for _, name, _ in MODELS]
+    if any(len(pair) != 2 or pair[0] not in names for pair in pairs):
+        parser.error(f"--weights takes NAME=FILE.keras pairs, comma-separated, NAME one of {names}; "
+                     f"got {args.weights!r}")
+    weights = dict(pairs)
     facts = machine_facts()
     keras.utils.set_random_seed(0)  # the same random weights on every run
     started = time.perf_counter()
@@ -189,7 +194,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as work:
         for label, name, dataset in MODELS:
             if name in args.models.split(","):
-                rows += measure(label, name, dataset, args, Path(work))
+                rows += measure(label, name, dataset, weights, args, Path(work))
     command = "python benchmarks/bench_batched.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = (f"Command: `{command.strip()}` ({time.perf_counter() - started:.0f} s)\n\n{table(rows)}\n\n"
               f"Machine:\n\n{facts}\n")

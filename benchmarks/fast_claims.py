@@ -163,6 +163,8 @@ def main(argv=None):
     parser.add_argument("--points", type=int, default=8, help="cost targets per RDI model")
     parser.add_argument("--figures", default="benchmarks/figures")
     args = parser.parse_args(argv)
+    if not Path(args.root).is_dir():
+        parser.error(f"no directory {args.root}: pass the OUT_ROOT that fast_study.sh wrote its runs into")
     if args.runs and not args.curves:
         parser.error("--runs chooses the curves to sweep: pass --curves too")
     print("\n".join(table(args.root, args.dataset)))

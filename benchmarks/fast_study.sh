@@ -57,6 +57,8 @@ flag() {  # flag RUN NAME: the value of --NAME among RUN's flags
 }
 
 clean_mflops() {  # clean_mflops RUN: the honest MFLOPs of RUN's adaptive model on the test images
+    [ -f "$out/$1/summary.json" ] || { echo "fast_study.sh: $run needs $1 done first (no $out/$1/summary.json)" >&2
+                                       exit 2; }
     python -c 'import json, sys; print(json.load(open(sys.argv[1]))["test_clean"]["mflops"])' "$out/$1/summary.json"
 }
 

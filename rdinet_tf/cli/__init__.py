@@ -3,7 +3,7 @@
 Console scripts (pyproject.toml): ``rdinet-train``, ``rdinet-evaluate``, ``rdinet-export``, ``rdinet-prune``,
 ``rdinet-import-torch`` and the device side's ``rdinet-bench``. ``python -m rdinet_tf.<subpackage>`` runs the
 subpackage's command, or names the one to run (:mod:`.commands`). A command builds its parser from plain values
-(:mod:`.defaults`) and imports TensorFlow only after parsing, so ``--help`` answers at once.
+(:mod:`rdinet_tf.catalog`) and imports TensorFlow only after parsing, so ``--help`` answers at once.
 """
 
 import logging
