@@ -5,12 +5,12 @@ in one run.
         [--defenses max_average,main,routing,exit_hijack,worst_case,worst_case+slowdown]
 
 Each model is built and compiled as ``rdinet-train --recipe fast --defense DEFENSE`` builds it (``+slowdown``:
-with ``--slowdown-weight 2``; the policy-aware defenses attack thresholds that let about a sixth of the images
-out at each side exit, as the calibration in training does); the step is timed on real CIFAR-10 batches after
-one warm-up step (median of ``--steps``); the guard and the validation pass once each per model after a warm-up.
-The epoch estimate is steps per epoch x step + guard + validation; the last columns are how many such epochs fit
-in 2 hours and the epoch time over the first defense's, which is what sets each run's epochs in
-``fast_study.sh`` (the ratio holds across machines and loads; the absolute times do not).
+with ``--slowdown-weight 2``; the policy-aware defenses attack thresholds that let an equal share of 512
+validation images out at each exit, as a calibration in training would); the step is timed on real batches of the
+model's dataset after one warm-up step (median of ``--steps``); the guard and the validation pass once each per
+model after a warm-up. The epoch estimate is steps per epoch x step + guard + validation; the last columns are
+how many such epochs fit in 2 hours and the epoch time over the first defense's, which is what sets each run's
+epochs in ``fast_study.sh`` (the ratio holds across machines and loads; the absolute times do not).
 """
 
 import argparse
@@ -28,25 +28,31 @@ from timing import median_seconds
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--models", default="resnet38,mobilenetv2")
+    parser.add_argument("--models", default="resnet38,mobilenetv2", help="comma-separated, from smallcnn, "
+                        "resnet38, mobilenetv2 (each on its own dataset)")
     parser.add_argument("--defenses", default="max_average",
                         help="comma-separated; DEFENSE+slowdown adds the slowdown term (weight 2)")
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
-    defenses = args.defenses.split(",")
+    defenses, names = args.defenses.split(","), args.models.split(",")
+    for name in names:
+        if name not in models.MODELS:
+            parser.error(f"unknown model {name!r}; choose from {', '.join(models.MODELS)}")
     trained = [defense for defense in DEFENSES if defense != "none"]
     for defense in defenses:
         if defense.removesuffix("+slowdown") not in trained:
             parser.error(f"unknown defense {defense!r}; choose from {', '.join(trained)}, each optionally "
                          "followed by +slowdown")
-    splits = data.load("cifar10", data_dir=args.data_dir)
     print(f"{'model':<12}{'defense':<22}{'step s':>8}{'steps/epoch':>13}{'guard s':>9}{'val s':>7}{'epoch s':>9}"
           f"{'epochs in 2 h':>15}{'epoch / first':>15}")
-    for name in args.models.split(","):
-        recipe, eps = models.MODELS[name].fast_recipe, models.MODELS[name].paper_recipe.eps
+    for name in names:
+        spec = models.MODELS[name]
+        recipe, eps = spec.fast_recipe, spec.paper_recipe.eps
+        splits = data.load(spec.dataset, data_dir=args.data_dir)
         steps_per_epoch = math.ceil(len(splits.x_train) / recipe.batch_size)
         batches = iter(data.make_dataset(splits.x_train, splits.y_train, recipe.batch_size, shuffle=True,
-                                         augment=True, seed=0).repeat())
+                                         augment=spec.paper_recipe.augment and spec.dataset == "cifar10",
+                                         seed=0).repeat())
         overhead, first = None, None
         for defense in defenses:
             keras.utils.set_random_seed(0)
