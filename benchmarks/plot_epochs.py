@@ -3,7 +3,8 @@
     python benchmarks/plot_epochs.py OUT.png SUMMARY.json [SUMMARY.json ...]
 
 Clean: ``val_exit_k_acc`` on the validation split; PGD: ``val_exit_k_pgd_accuracy``, the guard's PGD on its
-fixed held-out images with exit k attacked alone. One row of two panels per summary; prints the table too.
+fixed held-out images with exit k attacked alone; the exits a run trained (non-zero exit weight). One row of two
+panels per summary; prints the table too.
 """
 
 import argparse
@@ -26,6 +27,15 @@ def exit_curves(history, kind):
     return dict(sorted(curves.items()))
 
 
+def trained_exits(curves, exit_weights):
+    """``curves`` of the exits the run trained: those of non-zero weight in ``exit_weights`` ("w1,w2,..."; None:
+    all), so a single-exit baseline shows its one exit."""
+    if exit_weights is None:
+        return curves
+    weights = [float(w) for w in exit_weights.split(",")]
+    return {k: values for k, values in curves.items() if weights[k - 1] != 0}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
@@ -36,10 +46,11 @@ def main():
         summary = json.loads(path.read_text())
         name = path.parent.name if path.name == "summary.json" else path.name.split(".")[0]
         for axis, kind in zip(row, ("clean", "pgd")):
-            curves = exit_curves(summary["history"], kind)
+            every_exit = exit_curves(summary["history"], kind)
+            curves = trained_exits(every_exit, summary["args"].get("exit_weights"))
             for k, values in curves.items():
                 axis.plot(range(1, len(values) + 1), [100 * v for v in values], marker="o", ms=3,
-                          label=f"exit {k}", color=plt.cm.viridis(k / (len(curves) + 1)))
+                          label=f"exit {k}", color=plt.cm.viridis(k / (len(every_exit) + 1)))
             axis.set(title=f"{name}: {kind} accuracy", xlabel="epoch", ylabel="%")
             axis.grid(alpha=0.3)
             print(f"{name} {kind}: " + "; ".join(f"exit {k} " + " ".join(f"{100 * v:.1f}" for v in values)
