@@ -24,7 +24,7 @@ mnist=(--dataset mnist --data-dir "$data_dir" --recipe fast --eval-attack-steps 
 single_exit=(--defense main --calibration none --eval-objectives main)
 # Two hours of training on the quiet 2-core Intel Xeon (976 s per ResNet-38 max_average epoch, 2,660 s per
 # MobileNetV2 epoch of 352 steps): 7 ResNet-38 epochs; 3 MobileNetV2 epochs of 317 steps. The single-exit baseline
-# attacks one exit instead of seven (about 490 s per epoch): 14 epochs, the RDI model's training time.
+# attacks one exit instead of seven (about 500 s per epoch): 14 epochs, the RDI model's training time.
 # EPOCHS and STEPS_PER_EPOCH come after: they win.
 resnet38=(--model resnet38 --epochs 7 "${cifar[@]}")
 mobilenetv2=(--model mobilenetv2 --epochs 3 --steps-per-epoch 317 "${cifar[@]}")
