@@ -28,11 +28,10 @@ single_exit=(--defense main --calibration none --eval-objectives main)
 # policy-aware ResNet-38 runs get that time too, from the epoch-time ratios of recipe_epoch_time.py (RESULTS.md):
 # routing 14 epochs, exit hijack 7, worst case 4, worst case + slowdown 4 of 317 steps.
 # EPOCHS and STEPS_PER_EPOCH come after: they win.
-resnet38=(--model resnet38 --epochs 7 "${cifar[@]}")
 resnet38_epochs() { echo --model resnet38 --epochs "$1" ${2:+--steps-per-epoch "$2"} "${cifar[@]}"; }
 mobilenetv2=(--model mobilenetv2 --epochs 3 --steps-per-epoch 317 "${cifar[@]}")
 declare -A runs=(
-    [cifar10_resnet38_max_average]="${resnet38[*]} --defense max_average"
+    [cifar10_resnet38_max_average]="$(resnet38_epochs 7) --defense max_average"
     [cifar10_resnet38_single_exit]="$(resnet38_epochs 14) ${single_exit[*]} --exit-weights 0,0,0,0,0,0,1"
     [mnist_smallcnn_max_average]="--model smallcnn ${mnist[*]} --defense max_average"
     [mnist_smallcnn_single_exit]="--model smallcnn ${mnist[*]} ${single_exit[*]} --exit-weights 0,0,1"
@@ -45,7 +44,7 @@ declare -A runs=(
     # ... with the slowdown defense term (slowdown examples made with the recipe's single-step attack).
     [mnist_smallcnn_worst_case_slowdown]="--model smallcnn ${mnist[*]} --defense worst_case --slowdown-weight 2"
     [cifar10_resnet38_routing]="$(resnet38_epochs 14) --defense routing"
-    [cifar10_resnet38_exit_hijack]="${resnet38[*]} --defense exit_hijack"
+    [cifar10_resnet38_exit_hijack]="$(resnet38_epochs 7) --defense exit_hijack"
     [cifar10_resnet38_worst_case]="$(resnet38_epochs 4) --defense worst_case"
     [cifar10_resnet38_worst_case_abstention]="$(resnet38_epochs 4) --defense worst_case --abstention-weight 1"
     [cifar10_resnet38_worst_case_slowdown]="$(resnet38_epochs 4 317) --defense worst_case --slowdown-weight 2"

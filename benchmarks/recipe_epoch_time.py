@@ -58,11 +58,11 @@ def main():
             keras.utils.set_random_seed(0)
             model = models.build(name)
             num_side_exits = model.num_exits - 1
-            thresholds = ExitPolicy.for_shares(model, splits.x_val[:512], [1 / model.num_exits] * num_side_exits)
+            policy = ExitPolicy.for_shares(model, splits.x_val[:512], [1 / model.num_exits] * num_side_exits)
             model.compile(optimizer=recipe.optimizer(recipe.epochs * steps_per_epoch),
                           defense=defense.removesuffix("+slowdown"), attack=recipe.training_attack(eps),
                           slowdown_weight=2.0 if defense.endswith("+slowdown") else 0.0,
-                          training_thresholds=thresholds.thresholds)
+                          training_thresholds=policy.thresholds)
             step = median_seconds(lambda _: model.train_on_batch(*next(batches)), args.steps)
             if overhead is None:  # the guard and the validation do not depend on the defense
                 guard = CatastrophicOverfittingGuard(splits.x_val[:GUARD_SAMPLES], splits.y_val[:GUARD_SAMPLES],
