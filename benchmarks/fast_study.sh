@@ -55,8 +55,8 @@ declare -A runs=(
 order=(cifar10_resnet38_max_average mnist_smallcnn_max_average mnist_smallcnn_single_exit mnist_smallcnn_pruned
        mnist_smallcnn_worst_case_abstention mnist_smallcnn_routing mnist_smallcnn_exit_hijack mnist_smallcnn_worst_case
        mnist_smallcnn_worst_case_slowdown cifar10_resnet38_single_exit cifar10_resnet38_pruned
-       cifar10_resnet38_worst_case_slowdown cifar10_resnet38_routing cifar10_resnet38_exit_hijack
-       cifar10_resnet38_worst_case cifar10_mobilenetv2_max_average)
+       cifar10_resnet38_routing cifar10_resnet38_exit_hijack cifar10_resnet38_worst_case_slowdown
+       cifar10_resnet38_worst_case cifar10_resnet38_worst_case_abstention cifar10_mobilenetv2_max_average)
 
 flag() {  # flag RUN NAME: the value of --NAME among RUN's flags
     local words=(${runs[$1]})
