@@ -30,27 +30,28 @@ single_exit=(--defense main --calibration none --eval-objectives main)
 # trains the recipe's 10 epochs and each other run that time by the same rule: single-exit and routing 14, exit
 # hijack 12, worst case 6, worst case + slowdown 5.
 # EPOCHS and STEPS_PER_EPOCH come after: they win.
-resnet38_epochs() { echo --model resnet38 --epochs "$1" ${2:+--steps-per-epoch "$2"} "${cifar[@]}"; }
-smallcnn_epochs() { echo --model smallcnn --epochs "$1" "${mnist[@]}"; }
-mobilenetv2=(--model mobilenetv2 --epochs 3 --steps-per-epoch 317 "${cifar[@]}")
+trained() {  # trained MODEL EPOCHS [STEPS_PER_EPOCH]: the flags of MODEL's run on its dataset for that budget
+    local -n dataset=$([ "$1" = smallcnn ] && echo mnist || echo cifar)
+    echo --model "$1" --epochs "$2" ${3:+--steps-per-epoch "$3"} "${dataset[@]}"
+}
 declare -A runs=(
-    [cifar10_resnet38_max_average]="$(resnet38_epochs 7) --defense max_average"
-    [cifar10_resnet38_single_exit]="$(resnet38_epochs 14) ${single_exit[*]} --exit-weights 0,0,0,0,0,0,1"
-    [mnist_smallcnn_max_average]="$(smallcnn_epochs 10) --defense max_average"
-    [mnist_smallcnn_single_exit]="$(smallcnn_epochs 14) ${single_exit[*]} --exit-weights 0,0,1"
-    [cifar10_mobilenetv2_max_average]="${mobilenetv2[*]} --defense max_average"
+    [cifar10_resnet38_max_average]="$(trained resnet38 7) --defense max_average"
+    [cifar10_resnet38_single_exit]="$(trained resnet38 14) ${single_exit[*]} --exit-weights 0,0,0,0,0,0,1"
+    [mnist_smallcnn_max_average]="$(trained smallcnn 10) --defense max_average"
+    [mnist_smallcnn_single_exit]="$(trained smallcnn 14) ${single_exit[*]} --exit-weights 0,0,1"
+    [cifar10_mobilenetv2_max_average]="$(trained mobilenetv2 3 317) --defense max_average"
     # The policy-aware defenses (thresholds calibrated on the validation split before each epoch).
-    [mnist_smallcnn_routing]="$(smallcnn_epochs 14) --defense routing"
-    [mnist_smallcnn_exit_hijack]="$(smallcnn_epochs 12) --defense exit_hijack"
-    [mnist_smallcnn_worst_case]="$(smallcnn_epochs 6) --defense worst_case"
-    [mnist_smallcnn_worst_case_abstention]="$(smallcnn_epochs 6) --defense worst_case --abstention-weight 1"
+    [mnist_smallcnn_routing]="$(trained smallcnn 14) --defense routing"
+    [mnist_smallcnn_exit_hijack]="$(trained smallcnn 12) --defense exit_hijack"
+    [mnist_smallcnn_worst_case]="$(trained smallcnn 6) --defense worst_case"
+    [mnist_smallcnn_worst_case_abstention]="$(trained smallcnn 6) --defense worst_case --abstention-weight 1"
     # ... with the slowdown defense term (slowdown examples made with the recipe's single-step attack).
-    [mnist_smallcnn_worst_case_slowdown]="$(smallcnn_epochs 5) --defense worst_case --slowdown-weight 2"
-    [cifar10_resnet38_routing]="$(resnet38_epochs 14) --defense routing"
-    [cifar10_resnet38_exit_hijack]="$(resnet38_epochs 7) --defense exit_hijack"
-    [cifar10_resnet38_worst_case]="$(resnet38_epochs 4) --defense worst_case"
-    [cifar10_resnet38_worst_case_abstention]="$(resnet38_epochs 4) --defense worst_case --abstention-weight 1"
-    [cifar10_resnet38_worst_case_slowdown]="$(resnet38_epochs 4 317) --defense worst_case --slowdown-weight 2"
+    [mnist_smallcnn_worst_case_slowdown]="$(trained smallcnn 5) --defense worst_case --slowdown-weight 2"
+    [cifar10_resnet38_routing]="$(trained resnet38 14) --defense routing"
+    [cifar10_resnet38_exit_hijack]="$(trained resnet38 7) --defense exit_hijack"
+    [cifar10_resnet38_worst_case]="$(trained resnet38 4) --defense worst_case"
+    [cifar10_resnet38_worst_case_abstention]="$(trained resnet38 4) --defense worst_case --abstention-weight 1"
+    [cifar10_resnet38_worst_case_slowdown]="$(trained resnet38 4 317) --defense worst_case --slowdown-weight 2"
 )
 order=(cifar10_resnet38_max_average mnist_smallcnn_max_average mnist_smallcnn_single_exit mnist_smallcnn_pruned
        mnist_smallcnn_worst_case_abstention mnist_smallcnn_routing mnist_smallcnn_exit_hijack mnist_smallcnn_worst_case
