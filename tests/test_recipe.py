@@ -203,10 +203,25 @@ def _state(dump):
         return {key: stored[key] for key in stored.files}
 
 
-def test_the_summary_records_the_recipe_per_epoch_accuracies_and_the_guard(tmp_path):
-    result, _ = _harness(tmp_path, "run")
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The uninterrupted run of each defense, dropout kept, made once for the tests that compare against it."""
+    runs = {}
+
+    def run(defense):
+        if defense not in runs:
+            root = tmp_path_factory.mktemp(f"whole_{defense}")
+            result, dump = _harness(root, "whole", ["--defense", defense], env={"HARNESS_KEEP_DROPOUT": "1"})
+            assert result.returncode == 0, result.stderr[-2000:]
+            runs[defense] = root / "whole", dump
+        return runs[defense]
+
+    return run
+
+
+def test_the_summary_records_the_recipe_per_epoch_accuracies_and_the_guard(uninterrupted):
+    out, _ = uninterrupted("max_average")
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["recipe"]["name"] == "fast" and summary["recipe"]["schedule"] == "one-cycle"
     assert summary["recipe"]["epochs"] == 3 and summary["recipe"]["total_steps"] == 9
     assert summary["recipe"]["attack"] == "fast_fgsm"
@@ -214,18 +229,17 @@ def test_the_summary_records_the_recipe_per_epoch_accuracies_and_the_guard(tmp_p
     for k in (1, 2, 3):
         assert len(summary["history"][f"val_exit_{k}_acc"]) == 3
         assert len(summary["history"][f"val_exit_{k}_pgd_accuracy"]) == 3
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model.keras", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "summary.json"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after, defense", [("0", "max_average"), ("1", "max_average"), ("0", "routing")])
-def test_a_killed_and_resumed_run_is_the_uninterrupted_run(tmp_path, kill_after, defense):
+def test_a_killed_and_resumed_run_is_the_uninterrupted_run(tmp_path, uninterrupted, kill_after, defense):
     """Weights, optimizer state (momentum, iterations: the schedule's position and the attack seeds) and the
     per-epoch logs (which follow the input stream, and the thresholds a policy-aware defense follows) are
     bit-identical, dropout included."""
     extra = ["--defense", defense]
-    whole, whole_dump = _harness(tmp_path, "whole", extra, env={"HARNESS_KEEP_DROPOUT": "1"})
-    assert whole.returncode == 0, whole.stderr[-2000:]
+    whole_out, whole_dump = uninterrupted(defense)
     killed, _ = _harness(tmp_path, "resumed", extra, env={"HARNESS_KILL_AFTER_EPOCH": kill_after,
                                                            "HARNESS_KEEP_DROPOUT": "1"})
     assert killed.returncode == 17, killed.stderr[-2000:]
@@ -235,5 +249,5 @@ def test_a_killed_and_resumed_run_is_the_uninterrupted_run(tmp_path, kill_after,
     assert sorted(expected) == sorted(actual) and any(key.startswith("optimizer_") for key in expected)
     for key in expected:
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
-    histories = [json.loads((tmp_path / name / "summary.json").read_text())["history"] for name in ("whole", "resumed")]
+    histories = [json.loads((out / "summary.json").read_text())["history"] for out in (whole_out, tmp_path / "resumed")]
     assert histories[0] == histories[1]
