@@ -313,12 +313,48 @@ def test_summaries_are_valid_json_and_zero_exit_weights_are_refused(tmp_path, cl
 
 def test_a_diverged_training_ends_in_one_error_naming_the_divergence(tmp_path, cli_error):
     out = tmp_path / "run"
-    for calibration in ("none", "equal_share"):
-        error = cli_error(train.main, [*TRAIN, "--lr", "1e30", "--calibration", calibration, "--out", str(out),
+    for calibration, guard in (("none", "--no-guard"), ("equal_share", "--guard")):  # the guard has no epoch to keep
+        error = cli_error(train.main, [*TRAIN, "--lr", "1e30", "--calibration", calibration, guard, "--out", str(out),
                                        "--restart"])
         assert "training diverged" in error and "--lr" in error and "thresholds" not in error, error
         assert not (out / "model.keras").exists() and not (out / "summary.json").exists()
         assert not (out / "backup" / "latest.weights.h5").exists()  # the diverged epoch is not kept
+
+
+class _PoisonAt(keras.callbacks.Callback):
+    """Puts NaN into the model at the start of epoch ``epoch`` (0-based): into the last exit's bias (the loss
+    becomes NaN), or with ``masked`` into one channel of the first kernel (ReLU and max-pooling keep the loss
+    finite)."""
+
+    def __init__(self, epoch, masked=False):
+        super().__init__()
+        self.epoch, self.masked = epoch, masked
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            weight = self.model.trainable_weights[0 if self.masked else -1]
+            poisoned = np.arange(weight.shape[-1]) == 0 if self.masked else True
+            weight.assign(np.where(poisoned, np.nan, keras.ops.convert_to_numpy(weight)).astype(np.float32))
+
+
+def test_weights_that_stop_being_finite_under_a_finite_loss_stop_the_run_at_that_epoch(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match="epoch 2: the weights hold NaN or infinite values .*--lr"):
+        _train(out, "--no-guard", callbacks=[_PoisonAt(1, masked=True)])
+    assert json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"] == 1  # epoch 1 kept
+
+
+def test_a_training_that_diverges_after_a_guarded_epoch_ends_with_that_epochs_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    summary = _train(out, "--guard", callbacks=[_PoisonAt(1)])
+    printed = capsys.readouterr().out
+    assert "guard: at epoch 2 the loss or the weights are not finite: training diverged" in printed
+    assert "weights of epoch 1 restored" in printed
+    assert (summary["guard"]["stopped_epoch"], summary["guard"]["restored_epoch"]) == (2, 1)
+    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "summary.json"]
+    saved = json.loads((out / "summary.json").read_text())
+    assert len(saved["history"]["loss"]) == 2 and saved["history"]["loss"][1] is None
+    models.load(out / "model.keras")  # refused if any weight were not finite
 
 
 # ----------------------------------------------------------------------------- concurrent runs

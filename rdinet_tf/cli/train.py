@@ -64,8 +64,8 @@ def parser():
                         f"{per_model(FAST, 'peak_learning_rate')})")
     parser.add_argument("--guard", action=argparse.BooleanOptionalAction,
                         help="the catastrophic-overfitting guard: after each epoch, PGD accuracy of every exit on "
-                        "held-out images; stops and restores the best epoch when it collapses (default: on with "
-                        "--recipe fast, off with paper)")
+                        "held-out images; stops and restores the best epoch when it collapses or diverges (default: "
+                        "on with --recipe fast, off with paper)")
     common.add_attack_arguments(parser, training=True, train_attack_default="pgd; --recipe fast: "
                                 + per_model(FAST, "attack"))
     parser.add_argument("--slowdown-weight", type=arguments.non_negative_float, default=0.0,

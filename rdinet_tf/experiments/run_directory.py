@@ -41,7 +41,7 @@ import keras
 import numpy as np
 
 from rdinet_lite import files
-from rdinet_tf.training import guard
+from rdinet_tf.training import guard, nonfinite_weight
 from rdinet_lite.errors import InputError
 
 MODEL_FILE = "model.keras"
@@ -246,16 +246,24 @@ def _backup_problem(weights, metadata):
 
 
 class _Divergence(keras.callbacks.Callback):
-    """Stops ``fit`` with one clear error at the first epoch whose loss or metrics are not finite.
+    """Stops ``fit`` with one clear error at the first epoch whose loss, metrics or weights are not finite,
+    unless a callback before it (the catastrophic-overfitting guard) has already stopped training and restored
+    finite weights: the run then ends with those.
 
     It runs before the backup at every epoch end, so the backup keeps the last finite epoch.
     """
 
     def on_epoch_end(self, epoch, logs=None):
+        weight = nonfinite_weight(self.model)
+        if self.model.stop_training and weight is None:
+            return
         bad = {k: v for k, v in (logs or {}).items() if not math.isfinite(float(v))}
         if bad:
             name, value = next(iter(bad.items()))
             raise InputError(f"epoch {epoch + 1}: {name} is {float(value)} ({DIVERGED_FIX})")
+        if weight is not None:
+            raise InputError(f"epoch {epoch + 1}: the weights hold NaN or infinite values (in {weight}) "
+                             f"({DIVERGED_FIX})")
 
 
 class _AtomicBackup(keras.callbacks.BackupAndRestore):

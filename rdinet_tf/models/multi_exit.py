@@ -16,7 +16,7 @@ from rdinet_tf import architecture
 from rdinet_tf.architecture import exit_name
 from rdinet_lite.errors import InputError
 from rdinet_tf.models import registry
-from rdinet_tf.training import MultiExitModel
+from rdinet_tf.training import MultiExitModel, nonfinite_weight
 
 
 def build(name, num_classes=10, **kwargs):
@@ -84,10 +84,9 @@ def _first_line(error, limit=200):
 
 def check_finite_weights(model, what, fix):
     """One clear error naming ``what`` if any weight of ``model`` is NaN or infinite."""
-    for variable in model.weights:
-        value = np.asarray(keras.ops.convert_to_numpy(variable))
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise InputError(f"{what} holds NaN or infinite weights (in {variable.path}): {fix}")
+    path = nonfinite_weight(model)
+    if path is not None:
+        raise InputError(f"{what} holds NaN or infinite weights (in {path}): {fix}")
 
 
 __all__ = ["MultiExitModel", "attach_exits", "build", "check_finite_weights", "cifar_resnet", "exit_name", "load"]

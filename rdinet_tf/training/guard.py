@@ -16,8 +16,10 @@ baseline is guarded on the exit it trains), in ``History`` and the progress bar.
 **The rule.** Training has collapsed when the mean PGD accuracy falls below
 ``(1 - max_drop)`` times its best epoch's *and* at least ``min_drop`` below it
 (defaults: to less than half the best, by 10 points or more: far beyond the
-sampling noise of a few hundred images). The guard then stops training,
-restores the best epoch's weights, and says so. ``stopped_epoch`` and
+sampling noise of a few hundred images), or when the epoch's loss or metrics
+or weights are not finite (the training diverged). The guard then stops training,
+restores the best epoch's weights, and says so; a training that diverges
+before any epoch was kept is left to fail. ``stopped_epoch`` and
 ``best_epoch`` (1-based, as Keras prints epochs; 0: never) tell where it acted.
 
 With ``state_dir`` the guard keeps its state there (``guard.json`` and the best
@@ -26,6 +28,7 @@ the uninterrupted run would.
 """
 
 import json
+import math
 from pathlib import Path
 
 import keras
@@ -34,6 +37,7 @@ import numpy as np
 from rdinet_lite import files
 from rdinet_tf import attacks
 from rdinet_lite.errors import InputError
+from rdinet_tf.training.model import nonfinite_weight
 
 GUARD_SAMPLES = 256  # held-out images attacked after each epoch
 GUARD_STEPS = 10  # PGD steps of the guard's attack
@@ -86,7 +90,8 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
     def report(self):
         """What the guard saw and did, for a run summary."""
         return {"rule": f"stop when the exit-weighted mean PGD accuracy < (1 - {self.max_drop:g}) x best and "
-                        f"<= best - {self.min_drop:g}; restore the best epoch",
+                        f"<= best - {self.min_drop:g}, or when the loss or weights are not finite; restore the best "
+                        "epoch",
                 "samples": len(self.images), "attack": self.attack.get_config(),
                 "best_epoch": self.best_epoch, "best_pgd_accuracy": max(self.best, 0.0),
                 "stopped_epoch": self.stopped_epoch, "restored_epoch": self.best_epoch if self.acted else None}
@@ -115,24 +120,28 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
         self.load_state()
 
     def on_epoch_end(self, epoch, logs=None):
+        diverged = (any(not math.isfinite(float(value)) for value in (logs or {}).values())
+                    or nonfinite_weight(self.model) is not None)
         accuracies = self.exit_accuracies()
         value = float(np.average(accuracies, weights=self._exit_weights()))
         if logs is not None:
             logs.update({f"val_exit_{k + 1}_pgd_accuracy": float(a) for k, a in enumerate(accuracies)})
             logs["val_pgd_accuracy"] = value
-        if value > self.best:
+        collapsed = value < (1 - self.max_drop) * self.best and value <= self.best - self.min_drop
+        if not diverged and value > self.best:
             self.best, self.best_epoch = value, epoch + 1
             self._best_weights = self.model.get_weights()
             if self.state_dir is not None:
                 files.publish(self.state_dir, {BEST_WEIGHTS_FILE: lambda path: np.savez(path, *self._best_weights)})
-        elif value < (1 - self.max_drop) * self.best and value <= self.best - self.min_drop:
+        elif self.best_epoch and (diverged or collapsed):
             self.stopped_epoch = epoch + 1
             self.model.stop_training = True
             self.restore_best(self.model)
             if self.verbose:
-                print(f"\nguard: mean PGD accuracy of the exits fell to {value:.1%} at epoch {epoch + 1} (best "
-                      f"{self.best:.1%} at epoch {self.best_epoch}): catastrophic overfitting; training stopped "
-                      f"and the weights of epoch {self.best_epoch} restored")
+                cause = ("the loss or the weights are not finite: training diverged" if diverged else
+                         f"mean PGD accuracy of the exits fell to {value:.1%}: catastrophic overfitting")
+                print(f"\nguard: at epoch {epoch + 1} {cause} (best PGD accuracy {self.best:.1%} at epoch "
+                      f"{self.best_epoch}); training stopped and the weights of epoch {self.best_epoch} restored")
         self._save_state()
 
     def restore_best(self, model):

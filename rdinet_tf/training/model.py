@@ -41,6 +41,7 @@ import math
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from rdinet_tf import attacks
@@ -66,6 +67,15 @@ _REFUSED_COMPILE_ARGS = {
 
 
 _SEED_STRIDE = 7919  # apart the random starts of the worst-case defense's candidates
+
+
+def nonfinite_weight(model):
+    """The path of the first weight of the Keras ``model`` holding a NaN or an infinity, or None."""
+    for variable in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(variable))
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return variable.path
+    return None
 
 
 def _keras_build_hook_parameters():
