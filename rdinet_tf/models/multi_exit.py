@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from rdinet_tf import architecture
 from rdinet_tf.architecture import exit_name

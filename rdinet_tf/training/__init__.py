@@ -18,5 +18,5 @@ from rdinet_tf.training.recipes import (FastRecipe, OneCycle, PaperRecipe, Refer
 __all__ = ["CatastrophicOverfittingGuard", "DEFENSES", "FastRecipe", "FollowThresholds", "GUARD_SAMPLES",
            "MultiExitModel", "NeoKD", "OneCycle", "POLICY_DEFENSES", "PRECISIONS", "PaperRecipe", "RECIPES",
            "ReferenceSGD", "WORST_CASE_OBJECTIVES", "abstention_loss", "check_exit_weights", "guard_attack",
-           "learning_rate_schedule", "nonfinite_weight", "paper_optimizer", "precision_scope", "rdi_loss", "set_precision",
-           "weighted_cross_entropy"]
+           "learning_rate_schedule", "nonfinite_weight", "paper_optimizer", "precision_scope", "rdi_loss",
+           "set_precision", "weighted_cross_entropy"]

@@ -16,11 +16,11 @@ baseline is guarded on the exit it trains), in ``History`` and the progress bar.
 **The rule.** Training has collapsed when the mean PGD accuracy falls below
 ``(1 - max_drop)`` times its best epoch's *and* at least ``min_drop`` below it
 (defaults: to less than half the best, by 10 points or more: far beyond the
-sampling noise of a few hundred images), or when the epoch's loss or metrics
-or weights are not finite (the training diverged). The guard then stops training,
+sampling noise of a few hundred images), or when the epoch's loss, metrics or
+weights are not finite (the training diverged). The guard then stops training,
 restores the best epoch's weights, and says so; a training that diverges
-before any epoch was kept is left to fail. ``stopped_epoch`` and
-``best_epoch`` (1-based, as Keras prints epochs; 0: never) tell where it acted.
+before any epoch was kept is left to fail. ``stopped_epoch`` and ``best_epoch``
+(1-based, as Keras prints epochs; 0: never) tell where it acted.
 
 With ``state_dir`` the guard keeps its state there (``guard.json`` and the best
 epoch's weights), so a run killed and resumed (``BackupAndRestore``) guards as
