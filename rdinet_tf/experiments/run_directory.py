@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -41,7 +40,7 @@ import keras
 import numpy as np
 
 from rdinet_lite import files
-from rdinet_tf.training import guard, nonfinite_weight
+from rdinet_tf.training import divergence, guard, nonfinite_weight
 from rdinet_lite.errors import InputError
 
 MODEL_FILE = "model.keras"
@@ -254,16 +253,9 @@ class _Divergence(keras.callbacks.Callback):
     """
 
     def on_epoch_end(self, epoch, logs=None):
-        weight = nonfinite_weight(self.model)
-        if self.model.stop_training and weight is None:
-            return
-        bad = {k: v for k, v in (logs or {}).items() if not math.isfinite(float(v))}
-        if bad:
-            name, value = next(iter(bad.items()))
-            raise InputError(f"epoch {epoch + 1}: {name} is {float(value)} ({DIVERGED_FIX})")
-        if weight is not None:
-            raise InputError(f"epoch {epoch + 1}: the weights hold NaN or infinite values (in {weight}) "
-                             f"({DIVERGED_FIX})")
+        problem = divergence(self.model, logs)
+        if problem and not (self.model.stop_training and nonfinite_weight(self.model) is None):
+            raise InputError(f"epoch {epoch + 1}: {problem} ({DIVERGED_FIX})")
 
 
 class _AtomicBackup(keras.callbacks.BackupAndRestore):

@@ -28,7 +28,6 @@ the uninterrupted run would.
 """
 
 import json
-import math
 from pathlib import Path
 
 import keras
@@ -37,7 +36,7 @@ import numpy as np
 from rdinet_lite import files
 from rdinet_tf import attacks
 from rdinet_lite.errors import InputError
-from rdinet_tf.training.model import nonfinite_weight
+from rdinet_tf.training.model import divergence
 
 GUARD_SAMPLES = 256  # held-out images attacked after each epoch
 GUARD_STEPS = 10  # PGD steps of the guard's attack
@@ -120,8 +119,7 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
         self.load_state()
 
     def on_epoch_end(self, epoch, logs=None):
-        diverged = (any(not math.isfinite(float(value)) for value in (logs or {}).values())
-                    or nonfinite_weight(self.model) is not None)
+        diverged = divergence(self.model, logs) is not None
         accuracies = self.exit_accuracies()
         value = float(np.average(accuracies, weights=self._exit_weights()))
         if logs is not None:

@@ -78,6 +78,16 @@ def nonfinite_weight(model):
     return None
 
 
+def divergence(model, logs=None):
+    """What is not finite at an epoch's end: the first NaN or infinite value of ``logs`` (``"loss is nan"``),
+    else of ``model``'s weights; None when everything is finite."""
+    for name, value in (logs or {}).items():
+        if not math.isfinite(float(value)):
+            return f"{name} is {float(value)}"
+    path = nonfinite_weight(model)
+    return None if path is None else f"the weights hold NaN or infinite values (in {path})"
+
+
 def _keras_build_hook_parameters():
     """The parameters of Keras's private ``Model._maybe_symbolic_build`` (None where Keras has no such method).
 
