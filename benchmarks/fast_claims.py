@@ -1,11 +1,13 @@
 """The claim tables of the fast-recipe study (``benchmarks/fast_study.sh``) and its accuracy-versus-cost curves.
 
-One table per dataset: every RDI run of a backbone (``DATASET_BACKBONE_DEFENSE``) beside the defended
-single-exit baseline (``..._single_exit``) and the TF-MOT pruned baseline at the RDI cost (``..._pruned``),
-four columns per model: TA (all test images), per-sample worst-case robust accuracy (the first N test images:
-a sample counts if it survives every PGD form, and the AutoAttack-style suite on the routed output where
-``RUN/report_suite.json`` exists; marked "PGD only" where not), clean MFLOPs (honest) and MFLOPs under attack
-(the costlier of the slowdown and threshold-slowdown attacks, with the share of the savings it keeps).
+One table per dataset, from fast_study.sh's OUT_ROOT (run directories) or from the released models
+(``benchmarks/models``: ``NAME.summary.json`` and ``NAME.suite.json``): every RDI run of a backbone
+(``DATASET_BACKBONE_DEFENSE``) beside the defended single-exit baseline (``..._single_exit``) and the TF-MOT pruned
+baseline at the RDI cost (``..._pruned``), four columns per model: TA (all test images), per-sample worst-case
+robust accuracy (the first N test images: a sample counts if it survives every PGD form, and the AutoAttack-style
+suite on the routed output where ``RUN/report_suite.json`` (released: ``NAME.suite.json``) exists; marked "PGD
+only" where not), clean MFLOPs (honest) and MFLOPs under attack (the costlier of the slowdown and
+threshold-slowdown attacks, with the share of the savings it keeps).
 
 The aim, checked per RDI model: worst case at least the single-exit and the pruned baselines', TA at least the
 single-exit baseline's (each "at least" allows one standard error of the difference, as ``cifar_claims.verdict``;
@@ -16,6 +18,7 @@ worst-case ATA on the first ``--samples`` test images, each kept in ``RUN/tradeo
 points, one figure per backbone.
 
     python benchmarks/fast_claims.py runs/fast --dataset cifar10
+    python benchmarks/fast_claims.py benchmarks/models --dataset cifar10
     python benchmarks/fast_claims.py runs/fast --dataset mnist --curves --runs mnist_smallcnn_max_average \\
         --data-dir ../shared/data
 """
@@ -54,12 +57,28 @@ def _json(path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def run_names(root, prefix):
+    """The runs under ``root`` whose names start with ``prefix``: run directories and released models."""
+    root = Path(root)
+    return sorted({p.name for p in root.glob(prefix + "*") if p.is_dir()}
+                  | {p.name.removesuffix(".summary.json") for p in root.glob(prefix + "*.summary.json")})
+
+
+def run_files(root, run):
+    """``(summary, suite report)`` of the run directory ``root/run`` or the released model ``root/run.*.json``
+    (None where a file is missing)."""
+    root = Path(root)
+    if (root / run).is_dir():
+        return _json(root / run / "summary.json"), _json(root / run / "report_suite.json")
+    return _json(root / f"{run}.summary.json"), _json(root / f"{run}.suite.json")
+
+
 def load_row(root, run):
-    """The claim-table row of ``root/run`` (a training or a pruning run), or None while it is not finished."""
-    summary = _json(Path(root) / run / "summary.json")
+    """The claim-table row of ``run`` under ``root`` (a training or a pruning run), or None while it is not
+    finished."""
+    summary, suite = run_files(root, run)
     if summary is None:
         return None
-    suite = _json(Path(root) / run / "report_suite.json")
     if "pruned" in summary:  # rdinet-prune: a static model, its final exit only
         pruned = summary["pruned"]
         worst, samples = pruned["ata"], summary["ata_samples"]
@@ -104,8 +123,7 @@ def table(root, dataset):
     lines = []
     for backbone in BACKBONES[dataset]:
         prefix = f"{dataset}_{backbone}_"
-        runs = sorted(p.name for p in Path(root).glob(prefix + "*") if p.is_dir())
-        rows = {run: row for run in runs if (row := load_row(root, run)) is not None}
+        rows = {run: row for run in run_names(root, prefix) if (row := load_row(root, run)) is not None}
         if not rows:
             continue
         single_exit, pruned = rows.get(prefix + "single_exit"), rows.get(prefix + "pruned")
@@ -153,7 +171,7 @@ def curves(root, dataset, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("root", help="the OUT_ROOT of fast_study.sh")
+    parser.add_argument("root", help="the OUT_ROOT of fast_study.sh, or benchmarks/models (the released runs)")
     parser.add_argument("--dataset", choices=sorted(BACKBONES), required=True)
     parser.add_argument("--curves", action="store_true", help="also sweep the cost targets and plot")
     parser.add_argument("--runs", type=lambda text: text.split(","), default=None,
@@ -167,6 +185,9 @@ def main(argv=None):
         parser.error(f"no directory {args.root}: pass the OUT_ROOT that fast_study.sh wrote its runs into")
     if args.runs and not args.curves:
         parser.error("--runs chooses the curves to sweep: pass --curves too")
+    if args.curves and not any(path.is_dir() for path in Path(args.root).iterdir()):
+        parser.error(f"--curves sweeps the models of run directories and keeps each curve there; {args.root} has "
+                     "none: pass the OUT_ROOT of fast_study.sh")
     print("\n".join(table(args.root, args.dataset)))
     if args.curves:
         curves(args.root, args.dataset, args)

@@ -12,6 +12,7 @@ from rdinet_tf import data, models
 RELEASED = Path(__file__).resolve().parents[1] / "benchmarks" / "models"
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 SUMMARIES = sorted(RELEASED.glob("*.summary.json"))
+SUITES = sorted(RELEASED.glob("*.suite.json"))
 
 
 def test_every_released_model_has_its_summary_and_its_readme_row():
@@ -20,6 +21,21 @@ def test_every_released_model_has_its_summary_and_its_readme_row():
         assert path.with_name(path.name.replace(".keras", ".summary.json")).is_file(), path.name
         assert f"`{path.stem}`" in readme, f"{path.stem} has no row in benchmarks/models/README.md"
         assert path.stat().st_size < 20 * 2**20, f"{path.name} is over 20 MiB: saved with optimizer state?"
+    for path in RELEASED.glob("*.json"):
+        assert path.with_name(path.name.split(".")[0] + ".keras").is_file(), f"{path.name} has no released model"
+
+
+@pytest.mark.parametrize("suite_path", SUITES, ids=lambda p: p.name.split(".")[0])
+def test_a_released_suite_report_is_about_its_model(suite_path):
+    suite = json.loads(suite_path.read_text())
+    summary = json.loads(suite_path.with_name(suite_path.name.replace(".suite.", ".summary.")).read_text())
+    report = summary.get("report")
+    samples = report["num_samples"] if report else summary["ata_samples"]
+    pgd = report["per_sample_worst_case_ata"] if report else summary["pruned"]["ata"]
+    assert suite["num_samples"] == samples
+    # The suite run repeats the PGD forms with the same seeds: the same survivors up to float rounding.
+    assert abs(suite["per_sample_worst_case_ata"] - pgd) <= 5 / samples
+    assert suite["per_sample_worst_case_with_autoattack"] <= suite["per_sample_worst_case_ata"]
 
 
 @pytest.mark.skipif(not DATA_DIR.is_dir(), reason="needs the real datasets in ../shared/data")
