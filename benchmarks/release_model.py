@@ -57,7 +57,6 @@ def main():
           f"check accuracy {summary['release_check']['accuracy']:.2%} on {len(x)} test images")
 
 
-
 def release_suite(parser, args, summary, suite):
     """Add ``suite`` to the release ``args.name`` (whose summary must be ``summary``) as ``NAME.suite.json``."""
     released = MODELS / f"{args.name}.summary.json"
