@@ -33,6 +33,9 @@ def main():
     parser.add_argument("--suite", action="store_true", help="add only RUN_DIR's suite report to the release NAME")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing release NAME")
     args = parser.parse_args()
+    if not (args.run_dir / "summary.json").is_file():
+        parser.error(f"{args.run_dir} is not a finished run (no summary.json): pass an rdinet-train --out directory "
+                     "whose training has finished")
     summary = json.loads((args.run_dir / "summary.json").read_text())
     suite = args.run_dir / "report_suite.json"
     if args.suite:
