@@ -15,7 +15,7 @@ For one RDI model, thresholds from held-out images (the validation split of
 
 Each policy is then scored on the first ``--test-samples`` test images with
 the paper recipe's evaluation attack (PGD-20 at 8/255 for CIFAR-10, PGD-40 at 0.3
-for MNIST) under every attack form, routing-aware included (``evaluation.policy_points``).
+for MNIST) under every attack form, routing-aware and exit hijack included (``evaluation.policy_points``).
 
     python benchmarks/robust_calibration.py --checkpoint ../shared/models/resnet38_triple_wins.pth.tar
     python benchmarks/robust_calibration.py --model runs/mnist/rdi_max_average/model.keras --dataset mnist
@@ -73,7 +73,7 @@ def main():
     print(f"# {model.name} on {args.dataset} ({splits.source}), {os.cpu_count()} CPUs; budget {budget:.3f} "
           f"honest MFLOPs (equal share on {len(x_cal)} held-out images); calibration attack "
           f"PGD-{calibration_attack.steps} eps {paper.eps:.4g} step {paper.step_size:.4g}; test: first "
-          f"{len(x_test)} test images, PGD-{test_attack.steps}, every attack form incl. routing-aware; "
+          f"{len(x_test)} test images, PGD-{test_attack.steps}, every attack form incl. routing-aware and exit hijack; "
           f"calibration {calibrated - started:.0f} s, test attacks {time.perf_counter() - calibrated:.0f} s")
     print("| policy | thresholds | TA | worst-case ATA | per-sample worst case | MFLOPs honest | MFLOPs paper |")
     print("|---|---|---|---|---|---|---|")

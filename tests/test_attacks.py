@@ -199,20 +199,29 @@ def test_robust_calibration_is_at_least_as_robust_as_cost_calibration_within_the
         evaluation.calibrate_robust(model, images, labels, pgd, costs[0] / 2)
 
 
-def test_tradeoff_sweeps_cost_and_plots_beside_single_models(trained, digits, tmp_path):
+def test_tradeoff_sweeps_cost_and_plots_beside_single_models(trained, digits, tmp_path, monkeypatch):
     model, images, labels = trained
     costs = flops.exit_costs(model)
     targets = [costs[0], (costs[0] + costs[-1]) / 2, costs[-1]]
     pgd = attacks.PGD(0.2, 0.05, 2)
+    made, attack_function = [], attacks.attack_function
+    monkeypatch.setattr(attacks, "attack_function", lambda *args: made.append(args[2]) or attack_function(*args))
     curve = evaluation.tradeoff(model, digits.x_val, images[:48], labels[:48], pgd, targets, batch_size=48,
                               progress=False)
+    monkeypatch.undo()
+    # The attacks that follow the thresholds are made for each policy: exit hijack where a side exit is open.
+    open_side_exit = [ExitPolicy(p.thresholds).has_open_side_exit for p in curve]
+    assert made.count("routing") == 3 and made.count("exit_hijack") == sum(open_side_exit) >= 1
     # Calibrated on held-out images, each policy's cost on the test images is near its target.
     assert [abs(p.mflops - t) < (costs[-1] - costs[0]) / 4 for p, t in zip(curve, targets)] == [True] * 3
     assert curve[0].mflops < curve[1].mflops < curve[2].mflops
     assert all(p.worst_case_ata <= p.accuracy for p in curve)
-    # A point scores its policy as the robustness report does (same attacks and seeds, routing included).
-    report = evaluation.robustness_report(model, images[:48], labels[:48], [pgd], policy=ExitPolicy(curve[1].thresholds),
-                                        batch_size=48, progress=False, slowdown=False)
+    # A point scores its policy as the robustness report does (same attacks and seeds, the attacks that follow
+    # the policy included).
+    report = evaluation.robustness_report(model, images[:48], labels[:48], [pgd],
+                                          policy=ExitPolicy(curve[1].thresholds), batch_size=48, progress=False,
+                                          slowdown=False)
+    assert {"pgd routing", "pgd exit_hijack"} <= {r.name for r in report.attacks}
     assert curve[1] == evaluation.TradeoffPoint.from_report(curve[1].label, report)
     single_exit = evaluation.TradeoffPoint("single-exit", costs[-1], 9.0, 0.9, 0.5)
     figure = evaluation.plot_tradeoff({"RDI": curve}, [single_exit], path=tmp_path / "plots" / "tradeoff.png")

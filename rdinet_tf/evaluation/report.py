@@ -402,21 +402,25 @@ class TradeoffPoint:
                    report.worst_case_ata, report.per_sample_worst_case_ata, report.thresholds)
 
 
-def policy_points(model, images, labels, attack, policies, routing=True, batch_size=256, seed=0, progress=True):
+def policy_points(model, images, labels, attack, policies, policy_aware=True, batch_size=256, seed=0,
+                  progress=True):
     """TA, cost and worst-case ATA of ``model`` under each policy: ``{label: ExitPolicy}`` -> [TradeoffPoint].
 
     The attacks that do not depend on the thresholds (each exit, average,
     max-average, as in :func:`robustness_report`, same seeds) are made once
-    and scored under every policy; the routing-aware attack follows each
-    policy's routes and is made for each (``routing=False`` leaves it out).
+    and scored under every policy; the attacks that follow the thresholds
+    (routing-aware, and exit hijack where the policy leaves a side exit open)
+    are made for each (``policy_aware=False`` leaves them out).
     """
     if not policies:
         raise InputError("pass at least one exit policy: {label: ExitPolicy(...)}")
     images = model.check_images(images)
     labels = np.asarray(labels).reshape(-1)
     objectives = default_objectives(model, None)
+    per_policy = {label: [o for o in default_objectives(model, policy) if o not in objectives] if policy_aware else []
+                  for label, policy in policies.items()}
     batches = -(-len(images) // batch_size)
-    with tqdm(total=(len(objectives) + routing * len(policies)) * batches, desc="attacks",
+    with tqdm(total=(len(objectives) + sum(map(len, per_policy.values()))) * batches, desc="attacks",
               disable=not progress, leave=False) as bar:
         driver = AttackDriver(model, next(iter(policies.values())), batch_size, seed)
         clean_logits = driver.exit_logits(images)
@@ -424,11 +428,12 @@ def policy_points(model, images, labels, attack, policies, routing=True, batch_s
                            for _, x in _objective_attacks(driver, attack, objectives, images, labels, bar)]
         points = []
         for label, policy in policies.items():
-            driver.policy = policy  # the routing attack and the scores follow it; the compiled forward stays
-            routed = [driver.exit_logits(_attack(driver, attack, "routing", images, labels, bar))] if routing else []
+            driver.policy = policy  # the policy-aware attacks and the scores follow it; the compiled forward stays
+            followed = [driver.exit_logits(_attack(driver, attack, objective, images, labels, bar))
+                        for objective in per_policy[label]]
             scorer = _AdaptiveScorer(driver, labels)
             clean, _ = scorer.score("clean", clean_logits)
-            attacked = [scorer.score("attacked", z) for z in attacked_logits + routed]
+            attacked = [scorer.score("attacked", z) for z in attacked_logits + followed]
             points.append(TradeoffPoint(
                 label, clean.mflops, clean.paper_mflops, clean.accuracy, min(r.accuracy for r, _ in attacked),
                 float(np.logical_and.reduce([correct for _, correct in attacked]).mean()), policy.thresholds.tolist()))
