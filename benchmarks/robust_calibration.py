@@ -33,16 +33,13 @@ from rdinet_tf import attacks
 from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint
 from rdinet_tf.exits.policy import ExitPolicy
 
-PAPER_RECIPE_OF_DATASET = {"mnist": models.MODELS["smallcnn"].paper_recipe,
-                           "cifar10": models.MODELS["resnet38"].paper_recipe}
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a trained rdinet_tf model (.keras)")
     source.add_argument("--checkpoint", help="the authors' ResNet-38 checkpoint (PyTorch), imported")
-    parser.add_argument("--dataset", choices=sorted(PAPER_RECIPE_OF_DATASET), default="cifar10")
+    parser.add_argument("--dataset", choices=("cifar10", "mnist"), default="cifar10")
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--calibration-samples", type=int, default=1000, help="held-out images to calibrate on")
     parser.add_argument("--calibration-attack-steps", type=int, default=10)
@@ -51,7 +48,7 @@ def main():
     started = time.perf_counter()
     model = load_torch_checkpoint(args.checkpoint, "resnet38") if args.checkpoint else models.load(args.model)
     splits = data.load(args.dataset, data_dir=args.data_dir)
-    paper = PAPER_RECIPE_OF_DATASET[args.dataset]
+    paper = models.spec_for_images(model.image_shape).paper_recipe
     x_cal, y_cal = splits.x_val[:args.calibration_samples], splits.y_val[:args.calibration_samples]
     x_test, y_test = splits.x_test[:args.test_samples], splits.y_test[:args.test_samples]
     calibration_attack = attacks.PGD(paper.eps, paper.step_size, args.calibration_attack_steps)
