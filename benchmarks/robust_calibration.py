@@ -27,11 +27,13 @@ import time
 
 import numpy as np
 
+from rdinet_lite.errors import InputError
 from rdinet_tf import data, models
 from rdinet_tf import evaluation
 from rdinet_tf import attacks
 from rdinet_tf.models.torch_checkpoint import load_torch_checkpoint
 from rdinet_tf.exits.policy import ExitPolicy
+from rdinet_tf.experiments import settings
 
 
 def main():
@@ -47,6 +49,10 @@ def main():
     args = parser.parse_args()
     started = time.perf_counter()
     model = load_torch_checkpoint(args.checkpoint, "resnet38") if args.checkpoint else models.load(args.model)
+    try:
+        settings.check_dataset(model, args.dataset, args.model or args.checkpoint)
+    except InputError as error:
+        parser.error(str(error))
     splits = data.load(args.dataset, data_dir=args.data_dir)
     paper = models.spec_for_images(model.image_shape).paper_recipe
     x_cal, y_cal = splits.x_val[:args.calibration_samples], splits.y_val[:args.calibration_samples]
