@@ -135,6 +135,12 @@ def test_calibration_options_are_checked_before_any_work(argv, message, cli_erro
                                                 *argv])
 
 
+def test_evaluate_refuses_the_suite_cascade_without_the_suite(cli_error, tmp_path):
+    message = cli_error(evaluate.main, ["--model", str(tmp_path / "none.keras"), "--dataset", "digits",
+                                        "--autoattack-after-report"])
+    assert "--autoattack-after-report narrows the suite's samples: add --autoattack" in message
+
+
 @pytest.fixture(scope="module")
 def saved_digits_model(digits_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.keras"

@@ -18,6 +18,7 @@ from rdinet_tf import evaluation
 from rdinet_tf import attacks
 from rdinet_tf.attacks import autoattack
 from rdinet_tf.cli import evaluate as evaluate_cli
+from rdinet_lite.errors import InputError
 
 COUNT = 20
 
@@ -119,6 +120,32 @@ def test_per_sample_worst_case_with_the_suite_counts_samples_surviving_everythin
     assert report.per_sample_worst_case_with_autoattack == 1 - len(every) / COUNT  # 0.35, not min(0.6, 0.7)
 
 
+def test_suite_after_the_report_attacks_only_its_survivors_and_keeps_the_per_sample_worst_case(
+        digits_model, samples, monkeypatch):
+    images, labels, _ = samples
+    breaker = Breaker(samples, {**REPORT_BREAKS, **SUITE_BREAKS})
+    stub_report_attacks(monkeypatch, breaker)
+    stub_suite(monkeypatch, breaker)
+    suite = autoattack.AutoAttack(0.1, steps=1, queries=1, num_targets=2, after_report=True)
+    report = evaluation.robustness_report(digits_model, images, labels, [attacks.PGD(0.1, 0.05, 1)],
+                                        objectives=["exit_1", "exit_2", "average"], batch_size=8,
+                                        progress=False, autoattack=suite)
+    report_broken = set().union(*REPORT_BREAKS.values())
+    every = report_broken | set().union(*SUITE_BREAKS.values())
+    assert report.autoattack.runs[0].attacked == COUNT - len(report_broken)  # 12, not 20
+    first_run = sum(size for key, size in breaker.calls if key == ("apgd-ce", "exit_1", 0))  # over its batches
+    assert first_run == COUNT - len(report_broken)
+    assert report.autoattack.robust_samples == sorted(set(range(COUNT)) - every)
+    assert report.autoattack.robust_accuracy == report.per_sample_worst_case_with_autoattack == 1 - len(every) / COUNT
+    assert report.autoattack.clean_accuracy == 1.0
+
+
+def test_suite_after_the_report_is_refused_without_the_report(digits_model, samples):
+    images, labels, _ = samples
+    with pytest.raises(InputError, match="after_report"):
+        autoattack.run_suite(digits_model, images, labels, autoattack.AutoAttack(0.1, after_report=True))
+
+
 def test_suite_runs_its_default_objectives_every_target_and_only_the_survivors(digits_model, samples,
                                                                                monkeypatch):
     images, labels, _ = samples
@@ -158,7 +185,7 @@ def test_evaluate_command_line_runs_the_suite(digits_model, tmp_path, capsys):
     saved = json.loads(out.read_text())
     suite = saved["autoattack"]
     assert suite["settings"] == {"eps": 0.2, "steps": 2, "queries": 3, "num_targets": 2, "tolerance": 0.02,
-                                 "check_samples": 256}
+                                 "check_samples": 256, "after_report": False}
     assert [(r["attack"], r["objective"]) for r in suite["runs"]] == [
         (a, o) for a in ("apgd-ce", "apgd-dlr", "apgd-t", "square") for o in ("exit_1", "routing")]
     assert suite["num_samples"] == saved["num_samples"] == 12

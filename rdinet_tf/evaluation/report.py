@@ -221,7 +221,8 @@ def robustness_report(model, images, labels, attacks, *, policy=None, objectives
         slowdown: also run each method as the two slowdown attacks (cost, savings kept), when the
             policy leaves a side exit open (with every side exit closed there are no savings to attack).
         autoattack: an :class:`rdinet_tf.attacks.autoattack.AutoAttack` to add that suite (with
-            ``objectives`` if given, else the suite's default objectives).
+            ``objectives`` if given, else the suite's default objectives); with its ``after_report``
+            it attacks only the samples every attack above left correct.
         batch_size, seed: batches of the attacks; batch i is seeded ``seed + i``.
         progress: show a progress bar.
     """
@@ -270,7 +271,8 @@ def robustness_report(model, images, labels, attacks, *, policy=None, objectives
     bar.close()
     worst = min(results + slowdown_results, key=lambda r: r.accuracy)
     suite = None if autoattack is None else autoattack_lib.run_suite(
-        model, images, labels, autoattack, driver.policy, suite_objectives, batch_size, seed)
+        model, images, labels, autoattack, driver.policy, suite_objectives, batch_size, seed,
+        survivors=survivors if autoattack.after_report else None)
     return RobustnessReport(
         num_samples=len(labels),
         thresholds=driver.policy.thresholds.tolist(),
