@@ -112,7 +112,8 @@ def print_claims(rows):
 
 def run_curve(root, run, paper, splits, args, sweep):
     """``(cost targets, [TradeoffPoint])`` of ``run``: from its ``tradeoff.json`` when made with these
-    settings, else swept now and kept there if ``sweep``, else None."""
+    settings, else swept now and kept there if ``sweep`` (the attacks kept in ``tradeoff_attacks`` until the
+    sweep ends, so that an interrupted one resumes), else None."""
     path = Path(root) / run / "tradeoff.json"
     if not sweep and not path.is_file():
         return None
@@ -126,8 +127,10 @@ def run_curve(root, run, paper, splits, args, sweep):
         return None
     attack = attacks.PGD(paper.eps, paper.step_size, paper.eval_attack_steps)
     x_test, y_test = splits.x_test[:args.samples], splits.y_test[:args.samples]
-    points = evaluation.tradeoff(model, splits.x_val, x_test, y_test, attack, targets, progress=False)
+    with attacks.attack_cache(Path(root) / run / "tradeoff_attacks") as cache:  # an interrupted sweep resumes
+        points = evaluation.tradeoff(model, splits.x_val, x_test, y_test, attack, targets, progress=False)
     write_json(path, {"settings": settings, "points": [dataclasses.asdict(p) for p in points]})
+    cache.clear()
     return targets, points
 
 

@@ -9,7 +9,8 @@
 # A run named RUN_suite (RUN: any run here, the pruned ones too) re-evaluates RUN's model with the AutoAttack-style
 # suite on the routed output added (APGD-CE, APGD-DLR, APGD-T with 3 targets, 100 iterations each; Square, 1,000
 # queries), into RUN/report_suite.json; the suite attacks only the samples every PGD form and slowdown attack left
-# correct (--autoattack-after-report: the same per-sample worst case in less time).
+# correct (--autoattack-after-report: the same per-sample worst case in less time). Its attacks are kept in
+# RUN/suite_attacks until the report is written: an interrupted suite run started again resumes from them.
 # A run named DATASET_MODEL_pruned prunes the single-exit model with TF-MOT to the clean cost of the max_average
 # model and fine-tunes it for one epoch with the recipe's attack (both runs must be done).
 # EPOCHS, STEPS_PER_EPOCH and EVAL_SAMPLES override the budget (a smoke run: EPOCHS=1 STEPS_PER_EPOCH=2 EVAL_SAMPLES=16).
@@ -84,7 +85,8 @@ for run in "${@:-${order[@]}}"; do
             command=(rdinet_tf.cli.evaluate --model "$out/$trained/model.keras" --dataset "$(flag "$like" dataset)"
                      --data-dir "$data_dir" --attack-steps "$(flag "$like" eval-attack-steps)" --samples "$samples"
                      "${objectives[@]}" --autoattack --autoattack-after-report --autoattack-steps 100
-                     --autoattack-targets 3 --autoattack-queries 1000 --out "$result") ;;
+                     --autoattack-targets 3 --autoattack-queries 1000 --attack-cache "$out/$trained/suite_attacks"
+                     --out "$result") ;;
         *_pruned)
             base=${run%_pruned}
             result=$out/$run/summary.json

@@ -350,15 +350,16 @@ def _suite_plan(settings):
             ("square", Square(settings.eps, settings.queries), margin_loss, False)]
 
 
-def attack_survivors(driver, run, images, labels, robust, target_ranks):
-    """Attack the samples still ``robust`` with ``run`` (a :func:`suite_attack`) once per target rank, batch by
-    batch through the :class:`AttackDriver`; update ``robust`` (N,) bool in place from the adaptive model's
-    answers on the adversarial images."""
+def attack_survivors(driver, run, images, labels, robust, target_ranks, key=None):
+    """Attack the samples still ``robust`` with ``run`` (a :func:`suite_attack`, described by ``key`` for an
+    attack cache) once per target rank, batch by batch through the :class:`AttackDriver`; update ``robust``
+    (N,) bool in place from the adaptive model's answers on the adversarial images."""
     for target_rank in target_ranks:
         indices = np.flatnonzero(robust)
         if indices.size:
             adversarial = driver.attack(lambda x, y, seed: run(x, y, tf.constant(target_rank), seed),
-                                        images[indices], labels[indices])
+                                        images[indices], labels[indices],
+                                        key=None if key is None else f"{key} target rank {target_rank}")
             robust[indices] = driver.still_correct(adversarial, labels[indices])
 
 
@@ -372,7 +373,7 @@ def _masking_checks(driver, images, labels, clean_correct, settings, square_extr
             return 0.0
         run = suite_attack(driver.model, method, "routing", driver.policy, attacks.cross_entropy, False)
         adversarial = driver.attack(lambda x, y, seed: run(x, y, tf.constant(0), seed),
-                                    images[chosen], labels[chosen])
+                                    images[chosen], labels[chosen], key=f"masking check apgd-ce {method!r} routing")
         return float(driver.still_correct(adversarial, labels[chosen]).mean())
 
     return {
@@ -419,7 +420,7 @@ def run_suite(model, images, labels, settings, policy=None, objectives=None, bat
             attacked = int(robust.sum())
             run = suite_attack(model, method, objective, driver.policy, logit_loss, targeted)
             attack_survivors(driver, run, images, labels, robust,
-                              range(1, num_targets + 1) if targeted else [0])
+                             range(1, num_targets + 1) if targeted else [0], key=f"{name} {method!r} {objective}")
             runs.append(SuiteRun(name, objective, attacked, float(robust.mean())))
     square_extra = (correct_before_square - int(robust.sum())) / max(clean_correct.size, 1)
     checks = _masking_checks(driver, images, labels, clean_correct, settings, square_extra)

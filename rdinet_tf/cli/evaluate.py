@@ -4,6 +4,7 @@ Prints TA, ATA per attack and objective, cost and exit shares of the adaptive
 model (see :mod:`rdinet_tf.evaluation.report`) and writes the report as JSON with ``--out``.
 """
 
+import contextlib
 from pathlib import Path
 
 from rdinet_lite import arguments, files
@@ -41,6 +42,10 @@ def parser():
     parser.add_argument("--autoattack-after-report", action="store_true",
                         help="run the suite only on the samples every attack form above left correct: the same "
                         "per-sample worst case in less time, but no robust accuracy of the suite alone")
+    parser.add_argument("--attack-cache", metavar="DIR",
+                        help="keep each attack's adversarial images in DIR, so that the same command run again "
+                        "after an interruption makes only the missing attacks; emptied once the report is written (default: "
+                        "attacks are not kept)")
     parser.add_argument("--out", help="write the report as JSON here (default: print only)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
@@ -76,15 +81,19 @@ def _evaluate(args):
     suite = (attacks.AutoAttack(eps, args.autoattack_steps, args.autoattack_queries, args.autoattack_targets,
                                 after_report=args.autoattack_after_report) if args.autoattack else None)
     splits = data.load(args.dataset, data_dir=args.data_dir)
-    if args.calibration is not None:
-        model.exit_policy = settings.calibrated_policy(args, model, splits, attacks.PGD(eps, step_size, steps))
-    report = evaluation.evaluate_splits(model, splits, methods, args.samples, args.batch_size,
-                                        objectives=objectives, autoattack=suite)
+    with attacks.attack_cache(args.attack_cache) if args.attack_cache else contextlib.nullcontext() as cache:
+        if args.calibration is not None:
+            model.exit_policy = settings.calibrated_policy(args, model, splits, attacks.PGD(eps, step_size, steps))
+        report = evaluation.evaluate_splits(model, splits, methods, args.samples, args.batch_size,
+                                            objectives=objectives, autoattack=suite)
     print(report.table())
     if args.out:
         out = Path(args.out)
         files.publish(out.parent, {out.name: files.json_writer(report.to_dict())}, replace=args.overwrite)
         print(f"report written to {out}")
+    if cache is not None:
+        print(f"{cache.loaded} attacks loaded from {cache.directory}, {cache.made} made; its files deleted")
+        cache.clear()
 
 
 if __name__ == "__main__":

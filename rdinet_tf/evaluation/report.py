@@ -321,14 +321,19 @@ class _AdaptiveScorer:
 
 
 def _attack(driver, method, objective, images, labels, bar):
-    """Adversarial images of ``method`` x ``objective``, one progress step per batch."""
+    """Adversarial images of ``method`` x ``objective``, one progress step per batch (made or loaded)."""
     attack_fn = attack_lib.attack_function(driver.model, method, objective, driver.policy)
+    made = 0
 
     def run(x, y, seed):
+        nonlocal made
+        made += 1
         bar.update()
         return attack_fn(x, y, seed)
 
-    return driver.attack(run, images, labels)
+    adversarial = driver.attack(run, images, labels, key=f"{method!r} {objective}")
+    bar.update(-(-len(images) // driver.batch_size) - made)  # the batches loaded from an attack cache
+    return adversarial
 
 
 def _objective_attacks(driver, method, objectives, images, labels, bar):
