@@ -127,10 +127,9 @@ def run_curve(root, run, paper, splits, args, sweep):
         return None
     attack = attacks.PGD(paper.eps, paper.step_size, paper.eval_attack_steps)
     x_test, y_test = splits.x_test[:args.samples], splits.y_test[:args.samples]
-    with attacks.attack_cache(Path(root) / run / "tradeoff_attacks") as cache:  # an interrupted sweep resumes
+    with attacks.attack_cache(Path(root) / run / "tradeoff_attacks"):  # an interrupted sweep resumes
         points = evaluation.tradeoff(model, splits.x_val, x_test, y_test, attack, targets, progress=False)
-    write_json(path, {"settings": settings, "points": [dataclasses.asdict(p) for p in points]})
-    cache.clear()
+        write_json(path, {"settings": settings, "points": [dataclasses.asdict(p) for p in points]})
     return targets, points
 
 

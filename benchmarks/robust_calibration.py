@@ -22,7 +22,6 @@ With ``--attack-cache DIR`` the same command run again after an interruption mak
     python benchmarks/robust_calibration.py --model runs/mnist/rdi_max_average/model.keras --dataset mnist
 """
 
-import contextlib
 import os
 import time
 
@@ -66,7 +65,7 @@ def main(args):
     calibration_attack = attacks.PGD(paper.eps, paper.step_size, args.calibration_attack_steps)
     test_attack = attacks.PGD(paper.eps, paper.step_size, paper.eval_attack_steps)
 
-    with attacks.attack_cache(args.attack_cache) if args.attack_cache else contextlib.nullcontext() as cache:
+    with attacks.attack_cache(args.attack_cache):
         equal_share = ExitPolicy.calibrate(model, x_cal)
         budget = equal_share.predict(model, x_cal).mean_cost
         policies = {"equal_share": equal_share,
@@ -79,8 +78,6 @@ def main(args):
                 print(f"# {label}: {error}")
         calibrated = time.perf_counter()
         points = evaluation.policy_points(model, x_test, y_test, test_attack, policies)
-    if cache is not None:
-        cache.clear()
 
     print(f"# {model.name} on {args.dataset} ({splits.source}), {os.cpu_count()} CPUs; budget {budget:.3f} "
           f"honest MFLOPs (equal share on {len(x_cal)} held-out images); calibration attack "

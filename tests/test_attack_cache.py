@@ -53,7 +53,7 @@ def test_an_interrupted_report_run_again_makes_only_the_missing_attacks(digits_m
     uninterrupted = _report(digits_model, digits)
     assert counted_attacks.batches == 3 * 3  # three objectives, three batches each
     counted_attacks.batches, counted_attacks.stop_after = 0, 5  # inside the second attack
-    with attacks.attack_cache(tmp_path) as cache, pytest.raises(Interrupted):
+    with pytest.raises(Interrupted), attacks.attack_cache(tmp_path) as cache:
         _report(digits_model, digits)
     assert cache.made == 1 and len(list(tmp_path.glob("attack-*.npy"))) == 1  # the unfinished one left nothing
     counted_attacks.batches, counted_attacks.stop_after = 0, None
@@ -61,6 +61,7 @@ def test_an_interrupted_report_run_again_makes_only_the_missing_attacks(digits_m
         resumed = _report(digits_model, digits)
     assert (cache.loaded, cache.made, counted_attacks.batches) == (1, 2, 2 * 3)
     assert json.dumps(resumed) == json.dumps(uninterrupted)  # NaN (an exit not attacked) included
+    assert not tmp_path.exists()  # a block left without an error deletes its attacks
 
 
 def test_the_cache_serves_no_attack_made_with_other_weights_or_thresholds(digits_model, digits, tmp_path):

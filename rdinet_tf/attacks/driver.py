@@ -57,13 +57,21 @@ class AttackCache:
 @contextlib.contextmanager
 def attack_cache(directory):
     """Keep every described attack made in the block in ``directory`` (an :class:`AttackCache`, yielded) and load
-    the ones already there: the same evaluation run again after an interruption makes only what is missing."""
+    the ones already there: the same evaluation run again after an interruption makes only what is missing.
+
+    Leaving the block normally deletes the attack files; an error leaves them for the next run. With
+    ``directory`` None nothing is kept (None is yielded).
+    """
+    if directory is None:
+        yield None
+        return
     cache = AttackCache(directory)
     _caches.append(cache)
     try:
         yield cache
     finally:
         _caches.pop()
+    cache.clear()
 
 
 class AttackDriver:

@@ -4,7 +4,6 @@ Prints TA, ATA per attack and objective, cost and exit shares of the adaptive
 model (see :mod:`rdinet_tf.evaluation.report`) and writes the report as JSON with ``--out``.
 """
 
-import contextlib
 from pathlib import Path
 
 from rdinet_lite import arguments, files
@@ -81,19 +80,18 @@ def _evaluate(args):
     suite = (attacks.AutoAttack(eps, args.autoattack_steps, args.autoattack_queries, args.autoattack_targets,
                                 after_report=args.autoattack_after_report) if args.autoattack else None)
     splits = data.load(args.dataset, data_dir=args.data_dir)
-    with attacks.attack_cache(args.attack_cache) if args.attack_cache else contextlib.nullcontext() as cache:
+    with attacks.attack_cache(args.attack_cache) as cache:
         if args.calibration is not None:
             model.exit_policy = settings.calibrated_policy(args, model, splits, attacks.PGD(eps, step_size, steps))
         report = evaluation.evaluate_splits(model, splits, methods, args.samples, args.batch_size,
                                             objectives=objectives, autoattack=suite)
-    print(report.table())
-    if args.out:
-        out = Path(args.out)
-        files.publish(out.parent, {out.name: files.json_writer(report.to_dict())}, replace=args.overwrite)
-        print(f"report written to {out}")
-    if cache is not None:
-        print(f"{cache.loaded} attacks loaded from {cache.directory}, {cache.made} made; its files deleted")
-        cache.clear()
+        print(report.table())
+        if args.out:
+            out = Path(args.out)
+            files.publish(out.parent, {out.name: files.json_writer(report.to_dict())}, replace=args.overwrite)
+            print(f"report written to {out}")
+        if cache is not None:
+            print(f"{cache.loaded} attacks loaded from {cache.directory}, {cache.made} made; its files deleted")
 
 
 if __name__ == "__main__":
