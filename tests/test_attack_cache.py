@@ -6,6 +6,7 @@ import json
 import pytest
 import tensorflow as tf
 
+from rdinet_lite.errors import InputError
 from rdinet_tf import attacks, evaluation, models
 from rdinet_tf.attacks import autoattack
 from rdinet_tf.cli import evaluate as evaluate_cli
@@ -99,6 +100,14 @@ def test_the_suite_run_again_loads_each_of_its_attacks(digits_model, digits, tmp
         again = suite()
         assert (cache.loaded, cache.made) == (attacked, attacked)
     assert json.dumps(dataclasses.asdict(again)) == json.dumps(dataclasses.asdict(first))
+
+
+def test_a_file_is_refused_as_the_attack_cache(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text("{}")
+    with pytest.raises(InputError, match="is a file: pass a directory"), attacks.attack_cache(path):
+        pass
+    assert path.read_text() == "{}"
 
 
 @pytest.mark.slow

@@ -291,8 +291,8 @@ class AutoAttackResult:
         lines = [f"{'autoattack run':<28}{'attacked':>9}{'robust':>9}"]
         lines += [f"{run.attack + ' ' + run.objective:<28}{run.attacked:>9}{run.robust_accuracy:>9.2%}"
                   for run in self.runs]
-        name = "report + autoattack" if self.settings.get("after_report") else "autoattack robust accuracy"
-        lines.append(f"{name:<28}{'':>9}{self.robust_accuracy:>9.2%}")
+        label = "report + autoattack" if self.settings.get("after_report") else "autoattack robust accuracy"
+        lines.append(f"{label:<28}{'':>9}{self.robust_accuracy:>9.2%}")
         lines += [f"WARNING: {name} ({_FLAG_TEXT[name]}): possible gradient masking"
                   for name, raised in self.flags.items() if raised]
         return "\n".join(lines)

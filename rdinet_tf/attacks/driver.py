@@ -30,6 +30,8 @@ class AttackCache:
 
     def __init__(self, directory):
         self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise InputError(f"the attack cache {directory} is a file: pass a directory (it is made if missing)")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.loaded = self.made = 0
 
